@@ -1,0 +1,3 @@
+from tokenbench.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The aggregator: waits for a run's records, computes the statistics, writes the result."""

@@ -1,0 +1,60 @@
+"""Reading a run back from Redis: its metadata and its records, waiting (bounded) for stragglers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+from tokenbench.shared import keys
+from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.records import RequestRecord, RunMeta
+
+POLL_INTERVAL_S = 0.2
+
+
+def load_meta(connection: redis.Redis, run_id: str) -> RunMeta:
+    raw = connection.get(keys.run_meta(run_id))
+    if raw is None:
+        raise TokenbenchError(f"unknown run id {run_id!r}: no such run in this Redis")
+    return RunMeta.from_json(raw)
+
+
+def count_records(connection: redis.Redis, run_id: str) -> int:
+    return connection.hlen(keys.run_records(run_id))
+
+
+def wait_for_records(
+    connection: redis.Redis,
+    meta: RunMeta,
+    timeout_s: float,
+    keep_waiting: Callable[[int], bool] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until every job of the run has its record; False when ``timeout_s`` passes first.
+
+    ``keep_waiting`` is called with the number of records after every poll; False ends the wait.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        done = count_records(connection, meta.run_id)
+        if done >= meta.num_prompts:
+            return True
+        if keep_waiting is not None and not keep_waiting(done):
+            return False
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False
+        sleep(min(POLL_INTERVAL_S, remaining))
+
+
+def read_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
+    return [RequestRecord.from_json(raw) for raw in connection.hvals(keys.run_records(run_id))]
+
+
+def missing_indices(meta: RunMeta, records: list[RequestRecord]) -> list[int]:
+    present = {r.index for r in records}
+    return [i for i in range(meta.num_prompts) if i not in present]

@@ -1,0 +1,136 @@
+"""Per-request metrics and the run's result document, as pure functions of the records.
+
+Definitions follow vLLM's ``bench serve``; docs/metrics.md states them in full.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from tokenbench.aggregator.stats import mean, summarize
+from tokenbench.shared.records import RequestRecord, RunMeta
+
+
+def tpot_ms(record: RequestRecord) -> float | None:
+    """Time per output token after the first: (e2e - TTFT) / (output_tokens - 1)."""
+    if record.ttft_ms is None or record.latency_ms is None or record.output_tokens < 2:
+        return None
+    return (record.latency_ms - record.ttft_ms) / (record.output_tokens - 1)
+
+
+def inter_token_latencies_ms(record: RequestRecord) -> list[float]:
+    """Every gap between consecutive token-carrying chunks."""
+    offsets = record.chunk_offsets_ms
+    return [later - earlier for earlier, later in zip(offsets, offsets[1:])]
+
+
+def tokens_per_second(record: RequestRecord) -> float | None:
+    """output_tokens / end-to-end seconds."""
+    if not record.latency_ms or record.latency_ms <= 0:
+        return None
+    return record.output_tokens / (record.latency_ms / 1000)
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def result_entry(record: RequestRecord) -> dict[str, Any]:
+    """One ``results[]`` entry: the record's fields plus its derived metrics."""
+    return {
+        "index": record.index,
+        "prompt_id": record.prompt_id,
+        "category": record.category,
+        "success": record.success,
+        "error_type": record.error_type,
+        "error": record.error,
+        "http_status": record.http_status,
+        "worker": record.worker,
+        "host": record.host,
+        "started_at": record.started_at,
+        "headers_ms": record.headers_ms,
+        "ttft_ms": record.ttft_ms,
+        "latency_ms": record.latency_ms,
+        "elapsed_ms": record.elapsed_ms,
+        "tpot_ms": _round(tpot_ms(record)),
+        "output_tokens": record.output_tokens,
+        "output_tokens_source": record.output_tokens_source,
+        "input_tokens": record.input_tokens,
+        "tokens_per_second": _round(tokens_per_second(record)),
+        "finish_reason": record.finish_reason,
+        "served_model": record.served_model,
+        "chunk_offsets_ms": record.chunk_offsets_ms,
+    }
+
+
+def _request_end(record: RequestRecord) -> float:
+    return record.started_at + (record.elapsed_ms or record.latency_ms or 0.0) / 1000
+
+
+def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """Failed requests by error type: count and one example message."""
+    breakdown: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if not record.success:
+            entry = breakdown.setdefault(record.error_type or "unknown", {"count": 0, "example": record.error})
+            entry["count"] += 1
+    return dict(sorted(breakdown.items(), key=lambda item: -item[1]["count"]))
+
+
+def build_report(
+    meta: RunMeta, records: list[RequestRecord], missing: list[int] | None = None
+) -> dict[str, Any]:
+    """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record."""
+    records = sorted(records, key=lambda r: r.index)
+    missing = missing or []
+    ok = [r for r in records if r.success]
+    latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
+    per_request_rates = [rate for rate in map(tokens_per_second, ok) if rate is not None]
+    e2e = summarize(latencies)
+
+    start = min((r.started_at for r in records), default=None)
+    end = max((_request_end(r) for r in records), default=None)
+    duration_s = (end - start) if start is not None and end is not None else 0.0
+    total_output = sum(r.output_tokens for r in ok)
+    workers = sorted({r.worker for r in records})
+
+    return {
+        "mode": meta.mode,
+        "concurrency": meta.requested_concurrency or len(workers),
+        "num_prompts": meta.num_prompts,
+        "successful_runs": len(ok),
+        "avg_latency_ms": _round(mean(latencies)),
+        "avg_tokens_per_second": _round(mean(per_request_rates)),
+        "p50_latency_ms": e2e["p50"],
+        "p95_latency_ms": e2e["p95"],
+        "run_id": meta.run_id,
+        "model": meta.model,
+        "base_url": meta.base_url,
+        "max_tokens": meta.max_tokens,
+        "started_at": _iso(start if start is not None else meta.created_at),
+        "duration_s": round(duration_s, 3),
+        "complete": not missing,
+        "failed_runs": len(records) - len(ok),
+        "missing_runs": len(missing),
+        "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],
+        "total_input_tokens": sum(r.input_tokens or 0 for r in ok),
+        "total_output_tokens": total_output,
+        "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
+        "output_throughput_tokens_per_s": _round(total_output / duration_s if duration_s > 0 else None),
+        "request_throughput_per_s": _round(len(ok) / duration_s if duration_s > 0 else None),
+        "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
+        "itl_ms": summarize(gap for r in ok for gap in inter_token_latencies_ms(r)),
+        "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),
+        "e2e_latency_ms": e2e,
+        "errors": error_breakdown(records),
+        "workers": workers,
+        "hosts": sorted({r.host for r in records}),
+        "tokenbench_version": meta.tokenbench_version,
+        "results": [result_entry(r) for r in records],
+    }
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,47 @@
+"""The human-readable summary of a result document, at most 80 columns wide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DISTRIBUTIONS = (
+    ("TTFT", "ttft_ms"),
+    ("TPOT", "tpot_ms"),
+    ("ITL", "itl_ms"),
+    ("E2E latency", "e2e_latency_ms"),
+)
+_COLUMNS = ("mean", "p50", "p90", "p95", "p99", "max")
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
+        f"  requests     {report['successful_runs']} ok, {report['failed_runs']} failed, "
+        f"{report['missing_runs']} missing of {report['num_prompts']}",
+        f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s)",
+        f"  duration     {_number(report['duration_s'], 2)} s",
+        f"  output       {report['total_output_tokens']:,} tokens, "
+        f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "
+        f"{_number(report['avg_tokens_per_second'])} tok/s per request",
+        f"  requests/s   {_number(report['request_throughput_per_s'], 2)}",
+        "",
+        f"  {'(ms)':<12}" + "".join(f"{c:>10}" for c in _COLUMNS),
+    ]
+    for label, key in _DISTRIBUTIONS:
+        dist = report[key]
+        lines.append(f"  {label:<12}" + "".join(f"{_number(dist[c]):>10}" for c in _COLUMNS))
+    if report["errors"]:
+        lines.append("")
+        lines.append("  errors")
+        for error_type, entry in report["errors"].items():
+            example = (entry["example"] or "")[:40]
+            lines.append(f"    {error_type:<20}{entry['count']:>6}  {example}")
+    if report["missing"]:
+        shown = ", ".join(f"#{m['index']} {m['prompt_id']}" for m in report["missing"][:5])
+        more = f" and {len(report['missing']) - 5} more" if len(report["missing"]) > 5 else ""
+        lines.append(f"  missing      {shown}{more}")
+    return "\n".join(lines)

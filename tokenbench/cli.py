@@ -1,0 +1,203 @@
+"""The `tokenbench` command line: a thin layer over the producer, worker, aggregator and runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import redis
+
+from tokenbench import __version__
+from tokenbench.shared import keys
+from tokenbench.shared.config import MODES, api_key_from_env, require_api_key, resolve_endpoint
+from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect, default_redis_url
+
+MOCK_PLACEHOLDER_URL = "http://127.0.0.1:0/v1"  # replaced once `run` has started the mock
+
+mode_option = click.option(
+    "--mode", type=click.Choice(MODES), default="openrouter", show_default=True, help="Provider preset."
+)
+base_url_option = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
+model_option = click.option("--model", help="Model name (default: the mode's preset).")
+max_tokens_option = click.option(
+    "--max-tokens", type=click.IntRange(min=1), help="max_tokens of every request [default: 256]."
+)
+prompts_option = click.option(
+    "--prompts", "num_prompts", type=click.IntRange(min=1), help="Number of prompts (default: all 30; more cycles)."
+)
+
+
+def redis_url_option(default_help: str) -> Any:
+    return click.option("--redis-url", envvar=REDIS_URL_ENV, help=f"Redis URL [env {REDIS_URL_ENV}; {default_help}].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tokenbench")
+def cli() -> None:
+    """Measure how fast LLM endpoints stream tokens: TTFT, ITL, TPOT, latency and throughput."""
+
+
+@cli.command()
+@mode_option
+@base_url_option
+@model_option
+@max_tokens_option
+@prompts_option
+@redis_url_option("default redis://localhost:6379/0")
+@click.option("--run-id", help="Run id (default: generated).")
+@click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True, help="RQ queue to put the jobs on.")
+def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, queue) -> None:
+    """Put one job per prompt on Redis and print the run id (last line of stdout)."""
+    from tokenbench.producer.enqueue import enqueue_run
+    from tokenbench.producer.prompts import select_prompts
+
+    if mode == "mock" and not base_url:
+        raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
+    endpoint = resolve_endpoint(mode, base_url, model, max_tokens)
+    connection = connect(redis_url or default_redis_url())
+    meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue)
+    click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
+    click.echo(meta.run_id)
+
+
+@cli.command()
+@click.option("-n", "--concurrency", "num_workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes to start on this host.")
+@redis_url_option("default redis://localhost:6379/0")
+@click.option("--queue", "queues", multiple=True, help=f"Queue(s) to serve [default: {keys.DEFAULT_QUEUE}].")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
+              show_default=True)
+def worker(num_workers, redis_url, queues, burst, log_level) -> None:
+    """Start N RQ worker processes that run the benchmark's jobs.
+
+    API keys come from this host's environment (TOKENBENCH_API_KEY, else the mode's own variable,
+    e.g. OPENROUTER_API_KEY); they never travel through Redis.
+    """
+    from tokenbench.worker.pool import run_workers
+
+    run_workers(redis_url or default_redis_url(), list(queues) or [keys.DEFAULT_QUEUE], num_workers,
+                burst=burst, logging_level=log_level)
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_url_option("default redis://localhost:6379/0")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait for missing records.")
+def report(run_id, redis_url, output, timeout_s) -> None:
+    """Wait for a run's records, print the summary and write the JSON.
+
+    Exits 1 when records are still missing after --timeout (the JSON then says which).
+    """
+    from tokenbench.aggregator.collect import load_meta, missing_indices, read_records, wait_for_records
+    from tokenbench.aggregator.metrics import build_report
+
+    connection = connect(redis_url or default_redis_url())
+    meta = load_meta(connection, run_id)
+    wait_for_records(connection, meta, timeout_s)
+    records = read_records(connection, run_id)
+    result = build_report(meta, records, missing_indices(meta, records))
+    _emit(result, output)
+    if not result["complete"]:
+        raise TokenbenchError(f"{result['missing_runs']} of {meta.num_prompts} records missing after {timeout_s:g} s")
+
+
+@cli.command()
+@mode_option
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (= requests in flight).")
+@prompts_option
+@click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
+@click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable).")
+@base_url_option
+@model_option
+@max_tokens_option
+@redis_url_option("default: an embedded Redis for this run")
+@click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="With --mode mock: time to first token.")
+@click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="With --mode mock: time between tokens.")
+def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_tokens, redis_url,
+        mock_ttft_ms, mock_itl_ms) -> None:
+    """Enqueue, work and report in one command (the original harness's form)."""
+    from tokenbench.producer.prompts import select_prompts
+    from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
+
+    api_key = api_key or api_key_from_env(mode)
+    require_api_key(mode, api_key)
+    is_mock = mode == "mock" and not base_url
+    endpoint = resolve_endpoint(mode, base_url, model, max_tokens,
+                                placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None)
+    options = RunOptions(
+        endpoint=endpoint,
+        prompts=select_prompts(num_prompts),
+        concurrency=concurrency,
+        api_key=api_key,
+        redis_url=redis_url,
+        mock=MockOptions(mock_ttft_ms, mock_itl_ms, None) if is_mock else None,
+    )
+    outcome = run_benchmark(options)
+    _emit(outcome.report, output)
+    if outcome.interrupted:
+        click.echo("interrupted: the report covers the requests finished so far", err=True)
+        sys.exit(130)
+    if outcome.report["successful_runs"] == 0:
+        raise TokenbenchError("no request succeeded (see the errors above)")
+
+
+@cli.command("mock-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
+@click.option("--itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--output-tokens", type=click.IntRange(min=1), help="Tokens per response (default: max_tokens).")
+def mock_server(host, port, ttft_ms, itl_ms, output_tokens) -> None:
+    """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
+    from tokenbench.mock.server import MockSettings, bind_socket, serve
+
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise TokenbenchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(f"listening on http://{shown_host}:{bound_port}", err=False)
+    sys.stdout.flush()
+    serve(MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens), sock)
+
+
+def _emit(result: dict, output: Path | None) -> None:
+    from tokenbench.aggregator.table import format_summary
+
+    click.echo(format_summary(result))
+    if output is not None:
+        try:
+            output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            raise TokenbenchError(f"cannot write {output}: {exc.strerror or exc}") from None
+        click.echo(f"wrote {output}", err=True)
+
+
+def main() -> None:
+    """Console entry point: click's usage errors and ours exit with one line on stderr, never a traceback."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"tokenbench: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except redis.RedisError as exc:
+        click.echo(f"tokenbench: error: Redis: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,1 @@
+"""A built-in OpenAI-compatible streaming server with exactly known timing: the yardstick."""

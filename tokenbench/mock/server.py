@@ -1,0 +1,160 @@
+"""The mock server: ``/v1/chat/completions`` (streaming and not) and ``/v1/models`` on aiohttp.
+
+It answers after ``ttft_ms`` with the first token and then sends one token per chunk every
+``itl_ms``. Each send is scheduled against an absolute deadline measured from the moment the
+request arrived, so a late wake-up never delays the tokens after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+DEFAULT_TTFT_MS = 50.0
+DEFAULT_ITL_MS = 10.0
+DEFAULT_OUTPUT_TOKENS = 128  # when neither --output-tokens nor the request's max_tokens says
+MOCK_MODEL = "mock-model"
+_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "tempor", "magna", "aliqua", "veniam", "nostrud")
+
+
+@dataclass(frozen=True)
+class MockSettings:
+    ttft_ms: float = DEFAULT_TTFT_MS
+    itl_ms: float = DEFAULT_ITL_MS
+    output_tokens: int | None = None  # None: the request's max_tokens
+    model: str = MOCK_MODEL
+
+
+def token_text(i: int) -> str:
+    return " " + _WORDS[i % len(_WORDS)]
+
+
+def output_length(settings: MockSettings, body: dict[str, Any]) -> int:
+    if settings.output_tokens is not None:
+        return settings.output_tokens
+    requested = body.get("max_tokens") or body.get("max_completion_tokens")
+    return requested if isinstance(requested, int) and requested > 0 else DEFAULT_OUTPUT_TOKENS
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """A stand-in count: whitespace-separated words of every message."""
+    words = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            words += len(content.split())
+    return words
+
+
+def _chunk(completion_id: str, model: str, delta: dict, finish_reason: str | None = None) -> bytes:
+    payload = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    delay = deadline - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
+
+
+class MockServer:
+    def __init__(self, settings: MockSettings) -> None:
+        self.settings = settings
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_get("/v1/models", self.models)
+        return app
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.settings.model, "object": "model", "owned_by": "tokenbench"}]}
+        )
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _bad_request("request body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _bad_request("'messages' must be a list")
+        n_tokens = output_length(self.settings, body)
+        first_at = arrived + self.settings.ttft_ms / 1000
+        itl_s = self.settings.itl_ms / 1000
+        model = body.get("model") or self.settings.model
+        completion_id = f"chatcmpl-mock-{uuid.uuid4().hex[:12]}"
+        usage = {
+            "prompt_tokens": prompt_tokens(body),
+            "completion_tokens": n_tokens,
+            "total_tokens": prompt_tokens(body) + n_tokens,
+        }
+        finish_reason = "length" if body.get("max_tokens") == n_tokens else "stop"
+        if not body.get("stream"):
+            await _sleep_until(loop, first_at + itl_s * max(n_tokens - 1, 0))
+            text = "".join(token_text(i) for i in range(n_tokens))
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+                    ],
+                    "usage": usage,
+                }
+            )
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await response.write(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
+        for i in range(n_tokens):
+            await _sleep_until(loop, first_at + i * itl_s)
+            await response.write(_chunk(completion_id, model, {"content": token_text(i)}))
+        await response.write(_chunk(completion_id, model, {}, finish_reason))
+        stream_options = body.get("stream_options") or {}
+        if stream_options.get("include_usage"):
+            usage_chunk = {"id": completion_id, "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
+            await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back with getsockname)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(settings: MockSettings, sock: socket.socket) -> None:
+    """Serve on ``sock`` until interrupted (SIGINT/SIGTERM)."""
+    web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)

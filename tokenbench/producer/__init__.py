@@ -1,0 +1,1 @@
+"""The producer: turns prompts into one RQ job each on Redis."""

@@ -1,0 +1,88 @@
+"""Enqueue a run: write its metadata, then one RQ job per prompt in one pipeline."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from tokenbench import __version__
+from tokenbench.shared import keys
+from tokenbench.shared.config import Endpoint
+from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.records import JobSpec, RunMeta
+from tokenbench.producer.prompts import Prompt, as_messages
+
+# The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
+# only the backstop for a worker that cannot.
+JOB_TIMEOUT_MARGIN_S = 30
+JOB_FUNCTION = "tokenbench.worker.job.execute"
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(now or time.time(), tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def enqueue_run(
+    connection: redis.Redis,
+    endpoint: Endpoint,
+    prompts: list[Prompt],
+    *,
+    run_id: str | None = None,
+    queue_name: str = keys.DEFAULT_QUEUE,
+    requested_concurrency: int | None = None,
+) -> RunMeta:
+    """Write the run's metadata and enqueue one job per prompt; return the metadata."""
+    run_id = run_id or new_run_id()
+    if not keys.is_valid_run_id(run_id):
+        raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
+    if connection.exists(keys.run_meta(run_id)):
+        raise TokenbenchError(f"run id {run_id!r} already exists in this Redis")
+    meta = RunMeta(
+        run_id=run_id,
+        mode=endpoint.mode,
+        model=endpoint.model,
+        base_url=endpoint.base_url,
+        max_tokens=endpoint.max_tokens,
+        num_prompts=len(prompts),
+        queue=queue_name,
+        created_at=time.time(),
+        prompt_ids=[p.id for p in prompts],
+        tokenbench_version=__version__,
+        requested_concurrency=requested_concurrency,
+    )
+    queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+    endpoint_dict = endpoint.to_dict()
+    job_timeout = int(endpoint.total_timeout_s) + JOB_TIMEOUT_MARGIN_S
+    jobs = [
+        Queue.prepare_data(
+            JOB_FUNCTION,
+            args=(
+                JobSpec(
+                    run_id=run_id,
+                    index=index,
+                    prompt_id=prompt.id,
+                    category=prompt.category,
+                    messages=as_messages(prompt),
+                    endpoint=endpoint_dict,
+                ).to_dict(),
+            ),
+            job_id=keys.job_id(run_id, index),
+            timeout=job_timeout,
+            result_ttl=0,
+            failure_ttl=keys.RUN_TTL_S,
+            description=f"tokenbench {run_id} #{index} {prompt.id}",
+        )
+        for index, prompt in enumerate(prompts)
+    ]
+    with connection.pipeline() as pipe:
+        pipe.set(keys.run_meta(run_id), meta.to_json(), ex=keys.RUN_TTL_S)
+        pipe.zadd(keys.RUNS_INDEX, {run_id: meta.created_at})
+        queue.enqueue_many(jobs, pipeline=pipe)
+        pipe.execute()
+    return meta

@@ -1,0 +1,1 @@
+"""`tokenbench run`: producer, workers and aggregator on one machine, with what they need started."""

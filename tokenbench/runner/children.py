@@ -1,0 +1,70 @@
+"""Child processes that `run` starts (the mock server, the worker pool) and how it stops them."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+
+from tokenbench.shared.errors import TokenbenchError
+
+STOP_GRACE_S = 5.0
+MOCK_START_TIMEOUT_S = 10.0
+MOCK_READY_PREFIX = "listening on "
+
+
+def start_child(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """``python -m tokenbench ARGS`` in its own process group, so that a terminal's Ctrl-C reaches
+    only us and we stop the children in order."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tokenbench", *args],
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def stop_child(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the child (it stops its own children in order), then SIGKILL its whole process
+    group if it is not gone within ``grace_s``."""
+    if process.poll() is None:
+        try:
+            process.terminate()
+            process.wait(timeout=grace_s)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    # The group may hold grandchildren (the pool's workers) even when the child itself has gone.
+    _signal_group(process, signal.SIGKILL)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def launch_mock_server(ttft_ms: float, itl_ms: float, output_tokens: int | None) -> subprocess.Popen:
+    """Start ``tokenbench mock-server`` on a free loopback port; ``mock_server_url`` waits for it."""
+    args = ["mock-server", "--host", "127.0.0.1", "--port", "0", "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)]
+    if output_tokens is not None:
+        args += ["--output-tokens", str(output_tokens)]
+    return start_child(args, stdout=subprocess.PIPE, text=True)
+
+
+def mock_server_url(process: subprocess.Popen, timeout_s: float = MOCK_START_TIMEOUT_S) -> str:
+    """The base URL the mock server prints once it listens."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        line = process.stdout.readline() if selector.select(timeout=timeout_s) else ""
+    if not line.startswith(MOCK_READY_PREFIX):
+        raise TokenbenchError(f"the mock server did not start: {line.strip() or 'no output'}")
+    return line[len(MOCK_READY_PREFIX):].strip()

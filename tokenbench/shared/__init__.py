@@ -1,0 +1,1 @@
+"""What the producer, workers and aggregator agree on: records, configuration, Redis keys."""

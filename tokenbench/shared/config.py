@@ -1,0 +1,155 @@
+"""Provider presets and the endpoint settings every job carries.
+
+A *mode* is a preset: default base URL, model, API-key variable and headers. Any preset value can be
+overridden by a flag. Nothing here holds a secret: API keys are looked up by the worker in its own
+environment (``api_key_from_env``) and never written to Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
+
+import click
+
+# Checked first by every worker, whatever the mode; `tokenbench run --api-key` sets it for the
+# worker processes it starts.
+GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
+
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 120.0
+DEFAULT_TOTAL_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    base_url: str | None
+    model: str | None
+    api_key_env: str | None
+    api_key_required: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "openrouter": Preset(
+        name="openrouter",
+        base_url="https://openrouter.ai/api/v1",
+        model="openrouter/auto",
+        api_key_env="OPENROUTER_API_KEY",
+        api_key_required=True,
+        # OpenRouter's app attribution headers (X-Title is the older name of X-OpenRouter-Title).
+        headers={
+            "HTTP-Referer": "https://github.com/tokenbench/tokenbench",
+            "X-OpenRouter-Title": "tokenbench",
+            "X-Title": "tokenbench",
+        },
+    ),
+    "minimax": Preset(
+        name="minimax",
+        base_url="http://localhost:8000/v1",
+        model="MiniMaxAI/MiniMax-M2.5",
+        api_key_env="MINIMAX_API_KEY",
+    ),
+    "openai": Preset(name="openai", base_url=None, model=None, api_key_env="OPENAI_API_KEY"),
+    # The base URL of the mock is only known once `run` has started it on a free port.
+    "mock": Preset(name="mock", base_url=None, model="mock-model", api_key_env=None),
+}
+MODES = tuple(PRESETS)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how a worker sends one streamed chat completion. Serialisable, secret-free."""
+
+    mode: str
+    base_url: str
+    model: str
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+
+    @property
+    def chat_completions_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "base_url": self.base_url,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "headers": dict(self.headers),
+            "connect_timeout_s": self.connect_timeout_s,
+            "read_timeout_s": self.read_timeout_s,
+            "total_timeout_s": self.total_timeout_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Endpoint:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def with_base_url(self, base_url: str) -> Endpoint:
+        return replace(self, base_url=validate_base_url(base_url))
+
+
+def validate_base_url(url: str) -> str:
+    """Return the URL without a trailing slash, or raise a usage error naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL with a host", param_hint="'--base-url'")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise click.BadParameter(f"{url!r}: {exc}", param_hint="'--base-url'") from None
+    return url.rstrip("/")
+
+
+def resolve_endpoint(
+    mode: str,
+    base_url: str | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    *,
+    placeholder_base_url: str | None = None,
+) -> Endpoint:
+    """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
+    preset = PRESETS[mode]
+    url = base_url or preset.base_url or placeholder_base_url
+    if url is None:
+        raise click.UsageError(f"--base-url is required with --mode {mode}")
+    chosen_model = model or preset.model
+    if chosen_model is None:
+        raise click.UsageError(f"--model is required with --mode {mode}")
+    return Endpoint(
+        mode=mode,
+        base_url=validate_base_url(url),
+        model=chosen_model,
+        max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+        headers=dict(preset.headers),
+    )
+
+
+def api_key_env_names(mode: str) -> list[str]:
+    """Environment variables a worker reads for the API key, in order."""
+    preset_env = PRESETS[mode].api_key_env if mode in PRESETS else None
+    return [GENERIC_API_KEY_ENV] + ([preset_env] if preset_env else [])
+
+
+def api_key_from_env(mode: str, environ: dict[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    for name in api_key_env_names(mode):
+        if env.get(name):
+            return env[name]
+    return None
+
+
+def require_api_key(mode: str, api_key: str | None) -> None:
+    """Fail before anything starts when the mode needs a key and none is given."""
+    if PRESETS[mode].api_key_required and not api_key:
+        names = " or ".join(api_key_env_names(mode))
+        raise click.UsageError(f"--mode {mode} needs an API key: pass --api-key or set {names}")

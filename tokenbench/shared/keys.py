@@ -1,0 +1,43 @@
+"""Names of every Redis key tokenbench writes, in one place.
+
+A run owns the keys under ``tokenbench:run:{run_id}``; the RQ jobs of a run live on an RQ queue
+(``tokenbench`` unless another is given) and carry the run id in their arguments.
+"""
+
+import re
+
+PREFIX = "tokenbench"
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEFAULT_QUEUE = "tokenbench"
+RUNS_INDEX = f"{PREFIX}:runs"  # sorted set: run id -> creation time (epoch seconds)
+RUN_TTL_S = 7 * 24 * 3600  # how long a run's keys and failed jobs stay in Redis
+
+
+def run_meta(run_id: str) -> str:
+    """String key: the run's metadata as JSON (see records.RunMeta)."""
+    return f"{PREFIX}:run:{run_id}:meta"
+
+
+def run_records(run_id: str) -> str:
+    """Hash key: job index -> the job's RequestRecord as JSON. One field per job: never counted twice."""
+    return f"{PREFIX}:run:{run_id}:records"
+
+
+def run_progress(run_id: str) -> str:
+    """Hash key: running counters (done, failed, output_tokens) for progress displays."""
+    return f"{PREFIX}:run:{run_id}:progress"
+
+
+def run_queue(run_id: str) -> str:
+    """RQ queue name that `tokenbench run` uses so that only its own workers take its jobs."""
+    return f"{PREFIX}:{run_id}"
+
+
+def job_id(run_id: str, index: int) -> str:
+    """RQ job id of the index-th request of a run (RQ allows letters, digits, '_' and '-')."""
+    return f"{PREFIX}-{run_id}-{index}"
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    """Run ids end up in key and job names: 1-64 letters, digits, '_' or '-'."""
+    return bool(_RUN_ID.fullmatch(run_id))

@@ -1,0 +1,99 @@
+"""The records that cross Redis: a job's spec (producer -> worker), a request's timing record
+(worker -> aggregator) and a run's metadata (producer -> aggregator). All serialise with orjson.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import orjson
+
+# Where a record's output_tokens came from.
+TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
+TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """Build a dataclass from a dict, ignoring keys it does not know (records from newer workers)."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class JobSpec:
+    """What one RQ job asks a worker to do: send one prompt to one endpoint."""
+
+    run_id: str
+    index: int
+    prompt_id: str
+    category: str
+    messages: list[dict[str, Any]]
+    endpoint: dict[str, Any]  # config.Endpoint.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class RequestRecord:
+    """Everything measured about one streamed request. Times are milliseconds after the request
+    was sent (monotonic clock), except ``started_at``, the wall-clock send time in epoch seconds.
+    """
+
+    run_id: str
+    index: int
+    prompt_id: str
+    category: str
+    worker: str
+    host: str
+    started_at: float
+    success: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    http_status: int | None = None
+    headers_ms: float | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None  # request sent -> last token-carrying chunk
+    elapsed_ms: float | None = None  # request sent -> end of the response body, or the failure
+    chunk_offsets_ms: list[float] = field(default_factory=list)  # every token-carrying chunk
+    output_tokens: int = 0
+    output_tokens_source: str = TOKENS_FROM_CHUNKS
+    input_tokens: int | None = None
+    finish_reason: str | None = None
+    served_model: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RequestRecord:
+        return _from_dict(cls, orjson.loads(raw))
+
+
+@dataclass
+class RunMeta:
+    """A run as the producer enqueued it."""
+
+    run_id: str
+    mode: str
+    model: str
+    base_url: str
+    max_tokens: int
+    num_prompts: int
+    queue: str
+    created_at: float  # epoch seconds
+    prompt_ids: list[str]
+    tokenbench_version: str
+    requested_concurrency: int | None = None  # set by `tokenbench run`, which starts the workers
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RunMeta:
+        return _from_dict(cls, orjson.loads(raw))

@@ -1,0 +1,48 @@
+"""Opening a Redis connection with bounded waits and a clear error when Redis is not there."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from tokenbench.shared.errors import TokenbenchError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+REDIS_URL_ENV = "REDIS_URL"
+CONNECT_TIMEOUT_S = 5.0
+# Long enough for a blocking dequeue (RQ's BLPOP waits up to its own timeout, which it bounds below this).
+SOCKET_TIMEOUT_S = 30.0
+
+
+def default_redis_url() -> str:
+    return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for ``url`` that has answered PING, or a TokenbenchError saying why not."""
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise TokenbenchError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise TokenbenchError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+    return client
