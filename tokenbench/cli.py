@@ -157,9 +157,14 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
 @click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
 @click.option("--itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option("--output-tokens", type=click.IntRange(min=1), help="Tokens per response (default: max_tokens).")
-def mock_server(host, port, ttft_ms, itl_ms, output_tokens) -> None:
+@click.option("--replay", type=click.Path(dir_okay=False, path_type=Path),
+              help="Answer streamed requests with a recorded *.timed.tsv stream, at its recorded times.")
+def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
+    from tokenbench.mock.replay import load_timed_transcript
     from tokenbench.mock.server import MockSettings, bind_socket, serve
+
+    recorded = load_timed_transcript(replay) if replay is not None else None
 
     try:
         sock = bind_socket(host, port)
@@ -169,7 +174,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens) -> None:
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"listening on http://{shown_host}:{bound_port}", err=False)
     sys.stdout.flush()
-    serve(MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens), sock)
+    serve(MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded), sock)
 
 
 def _emit(result: dict, output: Path | None) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tokenbench.mock.replay import TimedReads
+
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
 DEFAULT_OUTPUT_TOKENS = 128  # when neither --output-tokens nor the request's max_tokens says
@@ -30,6 +32,7 @@ class MockSettings:
     itl_ms: float = DEFAULT_ITL_MS
     output_tokens: int | None = None  # None: the request's max_tokens
     model: str = MOCK_MODEL
+    replay: TimedReads | None = None  # answer every streamed request with this recording instead
 
 
 def token_text(i: int) -> str:
@@ -125,11 +128,13 @@ class MockServer:
                 }
             )
 
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        response = await self._start_stream(request)
+        if self.settings.replay is not None:
+            for ms, data in self.settings.replay:
+                await _sleep_until(loop, arrived + ms / 1000)
+                await response.write(data)
+            await response.write_eof()
+            return response
         await response.write(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
         for i in range(n_tokens):
             await _sleep_until(loop, first_at + i * itl_s)
@@ -141,6 +146,16 @@ class MockServer:
             await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+        return response
+
+
+    @staticmethod
+    async def _start_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return response
 
 

@@ -113,6 +113,9 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
             interrupted = True
         finally:
             progress.finish()
+        # Stopped before the records are read: a warm shutdown lets requests in flight finish
+        # (within stop_child's grace) and their records count.
+        stop_child(workers)
         records = read_records(connection, run_id)
         report = build_report(meta, records, missing_indices(meta, records))
         if interrupted:

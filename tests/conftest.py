@@ -1,0 +1,112 @@
+"""Shared fixtures: a real redis-server, aiohttp servers in a thread, the recorded transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp import web
+
+from tokenbench.mock.server import MockServer, MockSettings
+
+# Copies of the provider transcripts in the project's shared/wire (see the README there).
+WIRE_DIR = Path(__file__).resolve().parent / "fixtures" / "wire"
+
+
+def wire_file(name: str) -> Path:
+    return WIRE_DIR / name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a free loopback port for the whole session; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    workdir = tmp_path_factory.mktemp("redis")
+    for _attempt in range(5):
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        if process.poll() is None:
+            break
+    else:
+        pytest.fail("could not start redis-server")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's real Redis, emptied for this test."""
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@contextmanager
+def serve_app(app: web.Application) -> Iterator[str]:
+    """Serve an aiohttp app on a free loopback port in a background thread; yield its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        box["port"] = site._server.sockets[0].getsockname()[1]
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    assert ready.wait(10), "test server did not start"
+    try:
+        yield f"http://127.0.0.1:{box['port']}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture
+def mock_server() -> Callable[..., object]:
+    """Factory: ``with mock_server(ttft_ms=.., itl_ms=..) as url`` serves the real mock app."""
+
+    def start(**settings):
+        return serve_app(MockServer(MockSettings(**settings)).app())
+
+    return start

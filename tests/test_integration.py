@@ -1,0 +1,202 @@
+"""End to end through real processes: redis-server, `tokenbench worker` pools, the mock server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tokenbench.mock.replay import load_timed_transcript
+from tests.conftest import wire_file
+
+pytestmark = pytest.mark.integration
+
+SEED_KEYS = {"mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms", "avg_tokens_per_second",
+             "p50_latency_ms", "p95_latency_ms", "results"}
+DISTRIBUTIONS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_latency_ms")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY") and k != "REDIS_URL"}
+    env.update(extra)
+    return env
+
+
+def tokenbench(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tokenbench", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or clean_env())
+
+
+@contextmanager
+def mock_server_process(*args: str) -> Iterator[str]:
+    """`tokenbench mock-server` in a process of its own on a free port; yields its base URL."""
+    mock = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield mock.stdout.readline().split("listening on ")[1].strip()
+    finally:
+        mock.terminate()
+        mock.wait(10)
+
+
+def load(path: Path) -> dict:
+    return orjson.loads(path.read_bytes())
+
+
+def test_run_against_the_mock_measures_its_timing_exactly(redis_url, tmp_path):
+    out = tmp_path / "r.json"
+    result = tokenbench("run", "--mode", "mock", "--concurrency", "4", "--prompts", "30", "--max-tokens", "16",
+                        "--mock-ttft-ms", "50", "--mock-itl-ms", "10", "--redis-url", redis_url,
+                        "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    report = load(out)
+    assert SEED_KEYS <= set(report)
+    assert (report["num_prompts"], report["successful_runs"], report["failed_runs"]) == (30, 30, 0)
+    assert report["complete"] is True and report["concurrency"] == 4
+    assert len(report["results"]) == 30 and len({r["worker"] for r in report["results"]}) == 4
+    assert all(r["output_tokens"] == 16 and r["output_tokens_source"] == "usage" for r in report["results"])
+    assert all(len(r["chunk_offsets_ms"]) == 16 for r in report["results"])
+    assert report["total_output_tokens"] == 30 * 16
+    for name in DISTRIBUTIONS:
+        assert set(report[name]) == {"mean", "std", "min", "p50", "p90", "p95", "p99", "max"}
+    # The mock's truth: TTFT 50 ms, then a token every 10 ms; e2e = 50 + 15 * 10 ms.
+    assert 50 <= report["ttft_ms"]["p50"] <= 54
+    assert 9 <= report["itl_ms"]["p50"] <= 11
+    assert 9.5 <= report["tpot_ms"]["mean"] <= 10.5
+    assert 200 <= report["e2e_latency_ms"]["p50"] <= 206
+    assert report["p50_latency_ms"] == report["e2e_latency_ms"]["p50"]
+    assert "30/30 done" in result.stderr  # the progress display
+    assert "TTFT" in result.stdout  # the summary table
+
+
+def test_run_starts_and_removes_an_embedded_redis(tmp_path):
+    out = tmp_path / "r.json"
+    marker = uuid.uuid4().hex
+    result = tokenbench("run", "--mode", "mock", "--concurrency", "2", "--prompts", "6", "--max-tokens", "4",
+                        "--mock-ttft-ms", "5", "--mock-itl-ms", "2", "--output", str(out),
+                        env=clean_env(TOKENBENCH_TEST_MARKER=marker))
+    assert result.returncode == 0, result.stderr
+    assert load(out)["successful_runs"] == 6
+    assert processes_with_marker(marker) == []
+
+
+def test_split_commands_across_processes_match_run(redis_url, tmp_path):
+    with mock_server_process("--ttft-ms", "30", "--itl-ms", "5") as url:
+        base_url = url + "/v1"
+        enqueued = tokenbench("enqueue", "--mode", "openai", "--base-url", base_url, "--model", "mock-model",
+                              "--prompts", "12", "--max-tokens", "8", "--redis-url", redis_url)
+        assert enqueued.returncode == 0, enqueued.stderr
+        run_id = enqueued.stdout.strip().splitlines()[-1]
+        workers = tokenbench("worker", "-n", "3", "--burst", "--redis-url", redis_url, timeout=60)
+        assert workers.returncode == 0, workers.stderr
+        out = tmp_path / "split.json"
+        reported = tokenbench("report", run_id, "--redis-url", redis_url, "--output", str(out), "--timeout", "10")
+        assert reported.returncode == 0, reported.stderr
+        one_shot = tmp_path / "run.json"
+        ran = tokenbench("run", "--mode", "openai", "--base-url", base_url, "--model", "mock-model",
+                         "--prompts", "12", "--max-tokens", "8", "--concurrency", "3", "--redis-url", redis_url,
+                         "--output", str(one_shot))
+        assert ran.returncode == 0, ran.stderr
+    split, whole = load(out), load(one_shot)
+    assert [(r["prompt_id"], r["output_tokens"]) for r in split["results"]] == \
+        [(r["prompt_id"], r["output_tokens"]) for r in whole["results"]]
+    for name in ("ttft_ms", "itl_ms", "e2e_latency_ms"):
+        assert abs(split[name]["p50"] - whole[name]["p50"]) < 3, name
+    assert split["run_id"] == run_id and split["mode"] == "openai"
+    assert (split["successful_runs"], split["complete"]) == (12, True)
+    assert all(r["output_tokens"] == 8 for r in split["results"])
+    assert split["concurrency"] == len(split["workers"]) and 1 <= split["concurrency"] <= 3
+    assert 30 <= split["ttft_ms"]["p50"] <= 34
+    assert 4 <= split["itl_ms"]["p50"] <= 6
+
+
+def test_report_names_missing_records_and_exits_nonzero(redis_url, tmp_path):
+    enqueued = tokenbench("enqueue", "--mode", "minimax", "--prompts", "3", "--redis-url", redis_url,
+                          "--run-id", "nobody-works")
+    assert enqueued.returncode == 0, enqueued.stderr
+    out = tmp_path / "partial.json"
+    started = time.monotonic()
+    reported = tokenbench("report", "nobody-works", "--redis-url", redis_url, "--timeout", "1", "--output", str(out))
+    assert time.monotonic() - started < 10
+    assert reported.returncode == 1
+    assert "3 of 3 records missing" in reported.stderr
+    partial = load(out)
+    assert partial["complete"] is False and partial["missing_runs"] == 3
+    assert [m["prompt_id"] for m in partial["missing"]] == ["fact-01", "fact-02", "fact-03"]
+
+
+@pytest.mark.parametrize("transcript", ["transformers-serve-cb", "transformers-serve-plain"])
+def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcript):
+    """Replay a real server's stream with its recorded receive times; we must report those times.
+
+    The replay server's clock starts when the request reaches it, a little after we sent it (at
+    most the measured time to headers). So no chunk may be reported earlier than recorded, none
+    later than that start-up offset plus a few ms, and the error must not grow along the 5 s
+    stream.
+    """
+    reads = load_timed_transcript(wire_file(f"{transcript}.recorded.timed.tsv"))
+    content_times = [ms for ms, data in reads if b'"content"' in data]
+    out = tmp_path / "replay.json"
+    with mock_server_process("--replay", str(wire_file(f"{transcript}.recorded.timed.tsv"))) as url:
+        result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "local/rand-llama",
+                            "--prompts", "2", "--concurrency", "2", "--redis-url", redis_url, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    report = load(out)
+    assert report["successful_runs"] == 2
+    for entry in report["results"]:
+        assert entry["output_tokens"] == 64 and entry["output_tokens_source"] == "usage"
+        assert len(entry["chunk_offsets_ms"]) == len(content_times) == 64
+        errors = [measured - recorded for measured, recorded in zip(entry["chunk_offsets_ms"], content_times)]
+        assert 0 <= min(errors) and max(errors) <= entry["headers_ms"] + 4, errors
+        assert max(errors) - min(errors) <= 5, errors
+        assert entry["ttft_ms"] == entry["chunk_offsets_ms"][0]
+        assert entry["latency_ms"] == entry["chunk_offsets_ms"][-1]
+        assert entry["finish_reason"] == "length"
+
+
+def test_ctrl_c_writes_a_partial_report_and_leaves_no_process_behind(tmp_path):
+    out = tmp_path / "interrupted.json"
+    marker = uuid.uuid4().hex
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "2", "--prompts", "8",
+         "--max-tokens", "40", "--mock-ttft-ms", "10", "--mock-itl-ms", "50", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(TOKENBENCH_TEST_MARKER=marker),
+    )
+    time.sleep(3.5)  # first requests (about 2 s each) done, others in flight
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    report = load(out)
+    assert report["complete"] is False and report["interrupted"] is True
+    assert 1 <= report["successful_runs"] < 8
+    assert report["missing_runs"] == 8 - len(report["results"])
+    deadline = time.monotonic() + 5
+    while processes_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with_marker(marker) == []
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Pids of live processes whose environment carries the marker (all that a run started)."""
+    found = []
+    needle = f"TOKENBENCH_TEST_MARKER={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                status = (entry / "status").read_text()
+                if "\nState:\tZ" not in status:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,117 @@
+"""One request measured by the worker code against real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import httpx
+import pytest
+from aiohttp import web
+
+from tokenbench.shared import keys
+from tokenbench.shared.config import Endpoint
+from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
+from tokenbench.worker.job import save_record
+from tokenbench.worker.measure import measure_request
+from tests.conftest import free_port, serve_app
+
+
+def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
+    ep = Endpoint(mode="openai", base_url=base_url + "/v1", model="m", max_tokens=max_tokens, **endpoint)
+    return JobSpec(run_id="r", index=0, prompt_id="p", category="c",
+                   messages=[{"role": "user", "content": "hello there"}], endpoint=ep.to_dict())
+
+
+def measure(spec: JobSpec, api_key: str | None = None) -> RequestRecord:
+    with httpx.Client() as client:
+        return measure_request(client, spec, api_key)
+
+
+def app_with(handler) -> web.Application:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+def test_mock_timing_and_tokens_are_measured(mock_server):
+    with mock_server(ttft_ms=40, itl_ms=15) as url:
+        record = measure(spec_for(url, max_tokens=10))
+    assert record.success, record.error
+    assert record.http_status == 200
+    assert record.output_tokens == 10 and record.output_tokens_source == TOKENS_FROM_USAGE
+    assert len(record.chunk_offsets_ms) == 10
+    # The server shares this process (and its GIL) here, so the bounds are looser than in
+    # test_integration.py, where it runs in a process of its own.
+    assert 40 <= record.ttft_ms < 50
+    gaps = [b - a for a, b in zip(record.chunk_offsets_ms, record.chunk_offsets_ms[1:])]
+    assert all(8 < g < 22 for g in gaps)
+    assert 40 + 9 * 15 <= record.latency_ms < 40 + 9 * 15 + 10
+    assert record.finish_reason == "length"
+    assert record.input_tokens == 2
+
+
+def test_tokens_are_counted_from_chunks_when_no_usage_is_sent():
+    async def handler(request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("a", "b", "c"):
+            await response.write(f'data: {{"choices":[{{"delta":{{"content":"{word}"}}}}]}}\n\n'.encode())
+        await response.write(b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url))
+    assert record.success
+    assert (record.output_tokens, record.output_tokens_source) == (3, TOKENS_FROM_CHUNKS)
+
+
+def test_http_error_keeps_status_and_provider_message_and_redacts_the_key():
+    async def handler(request):
+        auth = request.headers.get("Authorization", "")
+        return web.json_response({"error": {"message": f"invalid key {auth}"}}, status=401)
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url), api_key="sk-secret-999")
+    assert not record.success
+    assert (record.error_type, record.http_status) == ("http_error", 401)
+    assert "invalid key" in record.error and "sk-secret-999" not in record.error
+
+
+def test_stream_cut_mid_event_is_a_truncated_failure():
+    async def handler(request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choi')
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url))
+    assert (record.success, record.error_type) == (False, "truncated_stream")
+    assert record.output_tokens == 1  # what did arrive is still recorded
+
+
+def test_silent_server_hits_the_read_timeout():
+    async def handler(request):
+        await asyncio.sleep(5)
+        return web.Response(text="late")
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url, read_timeout_s=0.3))
+    assert (record.success, record.error_type) == (False, "read_timeout")
+    assert record.elapsed_ms < 2000
+
+
+def test_nothing_listening_is_a_connect_error():
+    record = measure(spec_for(f"http://127.0.0.1:{free_port()}"))
+    assert (record.success, record.error_type) == (False, "connect_error")
+
+
+def test_a_duplicate_push_is_stored_and_counted_once():
+    connection = fakeredis.FakeRedis()
+    record = RequestRecord(run_id="r", index=3, prompt_id="p", category="c", worker="w", host="h",
+                           started_at=1.0, success=True, output_tokens=5)
+    assert save_record(connection, record) is True
+    assert save_record(connection, record) is False
+    assert connection.hlen(keys.run_records("r")) == 1
+    assert connection.hgetall(keys.run_progress("r")) == {b"done": b"1", b"failed": b"0", b"output_tokens": b"5"}
