@@ -14,9 +14,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
+
+from aiohttp import web
 
 from tokenbench.mock.replay import load_timed_transcript
-from tests.conftest import wire_file
+from tokenbench.mock.server import MockServer, MockSettings
+from tests.conftest import serve_app, wire_file
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +204,28 @@ def processes_with_marker(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_api_key_reaches_the_server_but_never_redis_the_result_or_the_output(redis_url, tmp_path):
+    secret = "sk-test-" + uuid.uuid4().hex
+    seen_auth: list[str] = []
+
+    @web.middleware
+    async def record_auth(request, handler):
+        seen_auth.append(request.headers.get("Authorization", ""))
+        return await handler(request)
+
+    app = MockServer(MockSettings(ttft_ms=5, itl_ms=1)).app()
+    app.middlewares.append(record_auth)
+    out = tmp_path / "r.json"
+    with serve_app(app) as url:
+        result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "m", "--api-key", secret,
+                            "--prompts", "3", "--max-tokens", "4", "--redis-url", redis_url, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert seen_auth == [f"Bearer {secret}"] * 3
+    assert secret not in out.read_text() + result.stdout + result.stderr
+    connection = redis.Redis.from_url(redis_url)
+    keys = connection.keys("*")
+    assert keys, "the run left its records in Redis"
+    for key in keys:
+        assert secret.encode() not in key + (connection.dump(key) or b"")

@@ -93,7 +93,7 @@ def test_stream_cut_mid_event_is_a_truncated_failure():
 
 def test_silent_server_hits_the_read_timeout():
     async def handler(request):
-        await asyncio.sleep(5)
+        await asyncio.sleep(1.5)
         return web.Response(text="late")
 
     with serve_app(app_with(handler)) as url:

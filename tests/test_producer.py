@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fakeredis
-import orjson
 import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -52,8 +51,7 @@ def test_no_secret_in_what_the_producer_writes(connection, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-secret-123")
     enqueue_run(connection, resolve_endpoint("openrouter"), select_prompts(3), run_id="r")
     for key in connection.keys("*"):
-        dumped = orjson.dumps(connection.dump(key).decode("latin-1")) if connection.type(key) else b""
-        assert b"sk-or-secret-123" not in dumped
+        assert b"sk-or-secret-123" not in key + (connection.dump(key) or b"")
 
 
 @pytest.mark.parametrize("bad", ["has space", "a:b", "x" * 65, ""])

@@ -87,10 +87,8 @@ def measure_request(client: httpx.Client, spec: JobSpec, api_key: str | None) ->
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
-    except httpx.TimeoutException as exc:
-        record.error_type, record.error = _timeout_type(exc), f"{type(exc).__name__}: {exc}"
     except httpx.HTTPError as exc:
-        record.error_type, record.error = _transport_error_type(exc), f"{type(exc).__name__}: {exc}"
+        record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
     record.error = redact(record.error, api_key)
@@ -153,17 +151,16 @@ def _fill_from_stream(record: RequestRecord, reader: ChatStreamReader, sent_ns: 
     record.served_model = reader.model
 
 
-def _timeout_type(exc: httpx.TimeoutException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(exc, httpx.ReadTimeout):
-        return "read_timeout"
-    return "timeout"
+# Most specific first: the first class that matches names the failure.
+_ERROR_TYPES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.ConnectTimeout, "connect_timeout"),
+    (httpx.ReadTimeout, "read_timeout"),
+    (httpx.TimeoutException, "timeout"),
+    (httpx.ConnectError, "connect_error"),
+    (httpx.RemoteProtocolError, "connection_closed"),
+    (httpx.HTTPError, "transport_error"),
+)
 
 
-def _transport_error_type(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection_closed"
-    return "transport_error"
+def _error_type(exc: httpx.HTTPError) -> str:
+    return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))
