@@ -20,7 +20,7 @@ from aiohttp import web
 
 from tokenbench.mock.replay import load_timed_transcript
 from tokenbench.mock.server import MockServer, MockSettings
-from tests.conftest import serve_app, wire_file
+from tests.conftest import free_port, serve_app, wire_file
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +229,16 @@ def test_api_key_reaches_the_server_but_never_redis_the_result_or_the_output(red
     assert keys, "the run left its records in Redis"
     for key in keys:
         assert secret.encode() not in key + (connection.dump(key) or b"")
+
+
+def test_failed_requests_are_records_and_a_run_with_no_success_exits_1(redis_url, tmp_path):
+    out = tmp_path / "r.json"
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"
+    result = tokenbench("run", "--mode", "openai", "--base-url", nowhere, "--model", "m", "--prompts", "3",
+                        "--concurrency", "2", "--redis-url", redis_url, "--output", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "tokenbench: error: no request succeeded (see the errors above)"
+    report = load(out)
+    assert (report["complete"], report["failed_runs"], report["successful_runs"]) == (True, 3, 0)
+    assert report["errors"]["connect_error"]["count"] == 3
+    assert all(r["success"] is False and r["error_type"] == "connect_error" for r in report["results"])

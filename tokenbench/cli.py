@@ -147,7 +147,10 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
     if outcome.interrupted:
         click.echo("interrupted: the report covers the requests finished so far", err=True)
         sys.exit(130)
-    if outcome.report["successful_runs"] == 0:
+    report = outcome.report
+    if not report["complete"]:
+        raise TokenbenchError(f"{report['missing_runs']} of {report['num_prompts']} requests have no record")
+    if report["successful_runs"] == 0:
         raise TokenbenchError("no request succeeded (see the errors above)")
 
 

@@ -106,11 +106,8 @@ class MockServer:
         itl_s = self.settings.itl_ms / 1000
         model = body.get("model") or self.settings.model
         completion_id = f"chatcmpl-mock-{uuid.uuid4().hex[:12]}"
-        usage = {
-            "prompt_tokens": prompt_tokens(body),
-            "completion_tokens": n_tokens,
-            "total_tokens": prompt_tokens(body) + n_tokens,
-        }
+        n_prompt = prompt_tokens(body)
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_tokens, "total_tokens": n_prompt + n_tokens}
         finish_reason = "length" if body.get("max_tokens") == n_tokens else "stop"
         if not body.get("stream"):
             await _sleep_until(loop, first_at + itl_s * max(n_tokens - 1, 0))

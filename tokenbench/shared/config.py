@@ -8,7 +8,7 @@ environment (``api_key_from_env``) and never written to Redis.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 import click
@@ -78,16 +78,7 @@ class Endpoint:
         return self.base_url.rstrip("/") + "/chat/completions"
 
     def to_dict(self) -> dict:
-        return {
-            "mode": self.mode,
-            "base_url": self.base_url,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "headers": dict(self.headers),
-            "connect_timeout_s": self.connect_timeout_s,
-            "read_timeout_s": self.read_timeout_s,
-            "total_timeout_s": self.total_timeout_s,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Endpoint:
