@@ -72,3 +72,11 @@ def test_help_and_version_exit_zero():
     assert tokenbench("--help").returncode == 0
     version = tokenbench("--version")
     assert version.returncode == 0 and "tokenbench" in version.stdout
+
+
+def test_prompts_lists_the_builtin_set():
+    result = tokenbench("prompts")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 30
+    assert lines[0].split()[:2] == ["fact-01", "simple_factual"]

@@ -154,6 +154,16 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
         raise TokenbenchError("no request succeeded (see the errors above)")
 
 
+@cli.command()
+def prompts() -> None:
+    """List the built-in prompts: id, category and first words."""
+    from tokenbench.producer.prompts import BUILTIN_PROMPTS
+
+    for prompt in BUILTIN_PROMPTS:
+        first_words = " ".join(prompt.text.split()[:8])
+        click.echo(f"{prompt.id:<11} {prompt.category:<22} {first_words}")
+
+
 @cli.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
