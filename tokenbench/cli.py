@@ -175,6 +175,7 @@ def prompts() -> None:
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
     from tokenbench.mock.replay import load_timed_transcript
+    from tokenbench.mock import READY_LINE_PREFIX
     from tokenbench.mock.server import MockSettings, bind_socket, serve
 
     recorded = load_timed_transcript(replay) if replay is not None else None
@@ -185,7 +186,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
         raise TokenbenchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound_host, bound_port = sock.getsockname()[:2]
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"listening on http://{shown_host}:{bound_port}", err=False)
+    click.echo(f"{READY_LINE_PREFIX}http://{shown_host}:{bound_port}")
     sys.stdout.flush()
     serve(MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded), sock)
 

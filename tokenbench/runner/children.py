@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 
+from tokenbench.mock import READY_LINE_PREFIX
 from tokenbench.shared.errors import TokenbenchError
 
 STOP_GRACE_S = 5.0
 MOCK_START_TIMEOUT_S = 10.0
-MOCK_READY_PREFIX = "listening on "
 
 
 def start_child(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
@@ -65,6 +65,6 @@ def mock_server_url(process: subprocess.Popen, timeout_s: float = MOCK_START_TIM
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         line = process.stdout.readline() if selector.select(timeout=timeout_s) else ""
-    if not line.startswith(MOCK_READY_PREFIX):
+    if not line.startswith(READY_LINE_PREFIX):
         raise TokenbenchError(f"the mock server did not start: {line.strip() or 'no output'}")
-    return line[len(MOCK_READY_PREFIX):].strip()
+    return line[len(READY_LINE_PREFIX):].strip()

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from tokenbench.shared.records import from_known_fields
+
 # Checked first by every worker, whatever the mode; `tokenbench run --api-key` sets it for the
 # worker processes it starts.
 GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
@@ -82,7 +84,7 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, data: dict) -> Endpoint:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return from_known_fields(cls, data)
 
     def with_base_url(self, base_url: str) -> Endpoint:
         return replace(self, base_url=validate_base_url(base_url))

@@ -14,7 +14,7 @@ TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
 
 
-def _from_dict(cls, data: dict[str, Any]):
+def from_known_fields(cls, data: dict[str, Any]):
     """Build a dataclass from a dict, ignoring keys it does not know (records from newer workers)."""
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in known})
@@ -36,7 +36,7 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        return _from_dict(cls, data)
+        return from_known_fields(cls, data)
 
 
 @dataclass
@@ -72,7 +72,7 @@ class RequestRecord:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RequestRecord:
-        return _from_dict(cls, orjson.loads(raw))
+        return from_known_fields(cls, orjson.loads(raw))
 
 
 @dataclass
@@ -96,4 +96,4 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RunMeta:
-        return _from_dict(cls, orjson.loads(raw))
+        return from_known_fields(cls, orjson.loads(raw))
