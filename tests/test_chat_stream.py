@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import wire_file
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure
 from tokenbench.worker.sse import SSEParser
-from tests.conftest import wire_file
 
 
 def read_transcript(name: str) -> ChatStreamReader:

@@ -15,12 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-
 from aiohttp import web
 
+from tests.conftest import free_port, serve_app, wire_file
 from tokenbench.mock.replay import load_timed_transcript
 from tokenbench.mock.server import MockServer, MockSettings
-from tests.conftest import free_port, serve_app, wire_file
 
 pytestmark = pytest.mark.integration
 

@@ -6,15 +6,14 @@ import asyncio
 
 import fakeredis
 import httpx
-import pytest
 from aiohttp import web
 
+from tests.conftest import free_port, serve_app
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
 from tokenbench.worker.job import save_record
 from tokenbench.worker.measure import measure_request
-from tests.conftest import free_port, serve_app
 
 
 def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenbench.worker.sse import SSEEvent, SSEParser
 from tests.conftest import wire_file
+from tokenbench.worker.sse import SSEEvent, SSEParser
 
 
 def parse_reads(reads: list[bytes]) -> list[SSEEvent]:

@@ -174,8 +174,8 @@ def prompts() -> None:
               help="Answer streamed requests with a recorded *.timed.tsv stream, at its recorded times.")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
-    from tokenbench.mock.replay import load_timed_transcript
     from tokenbench.mock import READY_LINE_PREFIX
+    from tokenbench.mock.replay import load_timed_transcript
     from tokenbench.mock.server import MockSettings, bind_socket, serve
 
     recorded = load_timed_transcript(replay) if replay is not None else None

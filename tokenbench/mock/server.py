@@ -145,7 +145,6 @@ class MockServer:
         await response.write_eof()
         return response
 
-
     @staticmethod
     async def _start_stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

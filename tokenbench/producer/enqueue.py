@@ -11,11 +11,11 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from tokenbench import __version__
+from tokenbench.producer.prompts import Prompt, as_messages
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
-from tokenbench.producer.prompts import Prompt, as_messages
 
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
 # only the backstop for a worker that cannot.
