@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import orjson
 import pytest
 import redis
 from aiohttp import web
 
 from tests.conftest import free_port, serve_app, wire_file
+from tests.helpers import clean_env, load, mock_server_process, processes_with_marker, tokenbench
 from tokenbench.mock.replay import load_timed_transcript
 from tokenbench.mock.server import MockServer, MockSettings
 
@@ -26,33 +22,6 @@ pytestmark = pytest.mark.integration
 SEED_KEYS = {"mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms", "avg_tokens_per_second",
              "p50_latency_ms", "p95_latency_ms", "results"}
 DISTRIBUTIONS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_latency_ms")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY") and k != "REDIS_URL"}
-    env.update(extra)
-    return env
-
-
-def tokenbench(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tokenbench", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or clean_env())
-
-
-@contextmanager
-def mock_server_process(*args: str) -> Iterator[str]:
-    """`tokenbench mock-server` in a process of its own on a free port; yields its base URL."""
-    mock = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        yield mock.stdout.readline().split("listening on ")[1].strip()
-    finally:
-        mock.terminate()
-        mock.wait(10)
-
-
-def load(path: Path) -> dict:
-    return orjson.loads(path.read_bytes())
 
 
 def test_run_against_the_mock_measures_its_timing_exactly(redis_url, tmp_path):
@@ -186,23 +155,6 @@ def test_ctrl_c_writes_a_partial_report_and_leaves_no_process_behind(tmp_path):
     while processes_with_marker(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with_marker(marker) == []
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """Pids of live processes whose environment carries the marker (all that a run started)."""
-    found = []
-    needle = f"TOKENBENCH_TEST_MARKER={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes():
-                status = (entry / "status").read_text()
-                if "\nState:\tZ" not in status:
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_api_key_reaches_the_server_but_never_redis_the_result_or_the_output(redis_url, tmp_path):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import fakeredis
-import httpx
+import orjson
 from aiohttp import web
 
 from tests.conftest import free_port, serve_app
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.job import save_record
+from tokenbench.worker.job import process_tools, save_record
 from tokenbench.worker.measure import measure_request
 
 
@@ -23,8 +23,9 @@ def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
 
 
 def measure(spec: JobSpec, api_key: str | None = None) -> RequestRecord:
-    with httpx.Client() as client:
-        return measure_request(client, spec, api_key)
+    """Measure as a worker process does, with its client and watchdog."""
+    client, watchdog = process_tools()
+    return measure_request(client, spec, api_key, watchdog)
 
 
 def app_with(handler) -> web.Application:
@@ -42,7 +43,7 @@ def test_mock_timing_and_tokens_are_measured(mock_server):
     assert len(record.chunk_offsets_ms) == 10
     # The server shares this process (and its GIL) here, so the bounds are looser than in
     # test_integration.py, where it runs in a process of its own.
-    assert 40 <= record.ttft_ms < 50
+    assert 40 <= record.ttft_ms < 50, (record.headers_ms, record.chunk_offsets_ms)
     gaps = [b - a for a, b in zip(record.chunk_offsets_ms, record.chunk_offsets_ms[1:])]
     assert all(8 < g < 22 for g in gaps)
     assert 40 + 9 * 15 <= record.latency_ms < 40 + 9 * 15 + 10
@@ -90,15 +91,81 @@ def test_stream_cut_mid_event_is_a_truncated_failure():
     assert record.output_tokens == 1  # what did arrive is still recorded
 
 
-def test_silent_server_hits_the_read_timeout():
+def _token_chunk(text: str) -> bytes:
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+
+
+async def _start_sse(request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+def test_server_that_sends_no_headers_fails_on_the_ttft_timeout():
     async def handler(request):
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3)
         return web.Response(text="late")
 
     with serve_app(app_with(handler)) as url:
-        record = measure(spec_for(url, read_timeout_s=0.3))
-    assert (record.success, record.error_type) == (False, "read_timeout")
-    assert record.elapsed_ms < 2000
+        record = measure(spec_for(url, ttft_timeout_s=0.3, idle_timeout_s=0.2))
+    assert (record.success, record.error_type) == (False, "ttft_timeout")
+    assert 300 <= record.elapsed_ms < 1000
+
+
+def test_keep_alives_do_not_hold_off_the_ttft_timeout():
+    async def handler(request):
+        response = await _start_sse(request)
+        for _ in range(40):
+            await response.write(b": OPENROUTER PROCESSING\n\n")
+            await asyncio.sleep(0.05)
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url, ttft_timeout_s=0.4, idle_timeout_s=5))
+    assert (record.success, record.error_type) == (False, "ttft_timeout")
+    assert "0.4 s" in record.error
+    assert 400 <= record.elapsed_ms < 700
+
+
+def test_stall_after_the_first_tokens_fails_on_the_idle_timeout():
+    async def handler(request):
+        response = await _start_sse(request)
+        await response.write(_token_chunk("a") + _token_chunk("b"))
+        await asyncio.sleep(3)
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url, ttft_timeout_s=5, idle_timeout_s=0.3))
+    assert (record.success, record.error_type) == (False, "idle_timeout")
+    assert record.output_tokens == 2
+    assert 300 <= record.elapsed_ms - record.latency_ms < 700
+
+
+def test_a_stream_that_keeps_going_fails_on_the_total_timeout():
+    async def handler(request):
+        response = await _start_sse(request)
+        for i in range(100):
+            await response.write(_token_chunk(str(i)))
+            await asyncio.sleep(0.02)
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url, idle_timeout_s=1, total_timeout_s=0.5))
+    assert (record.success, record.error_type) == (False, "total_timeout")
+    assert 500 <= record.elapsed_ms < 800
+
+
+def test_connection_dropped_mid_stream_is_connection_closed():
+    async def handler(request):
+        response = await _start_sse(request)
+        await response.write(_token_chunk("a"))
+        request.transport.abort()
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url))
+    assert (record.success, record.error_type) == (False, "connection_closed")
+    assert record.output_tokens == 1
 
 
 def test_nothing_listening_is_a_connect_error():

@@ -11,8 +11,20 @@ import orjson
 import redis
 
 from tokenbench import __version__
+from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.shared import keys
-from tokenbench.shared.config import MODES, api_key_from_env, require_api_key, resolve_endpoint
+from tokenbench.shared.config import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_TOTAL_TIMEOUT_S,
+    DEFAULT_TTFT_TIMEOUT_S,
+    MODES,
+    Endpoint,
+    Timeouts,
+    api_key_from_env,
+    require_api_key,
+    resolve_endpoint,
+)
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect, default_redis_url
 
@@ -29,6 +41,61 @@ max_tokens_option = click.option(
 prompts_option = click.option(
     "--prompts", "num_prompts", type=click.IntRange(min=1), help="Number of prompts (default: all 30; more cycles)."
 )
+
+
+def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r} is not NAME:VALUE")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
+    if value is None:
+        return {}
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"ignore_eos\": true}'")
+    return body
+
+
+def request_options(command: Any) -> Any:
+    """Timeouts, headers and extra body fields: how every request of a run is sent."""
+    seconds = click.FloatRange(min=0, min_open=True)
+    for option in reversed([
+        click.option("--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, show_default=True,
+                     help="Seconds to connect."),
+        click.option("--ttft-timeout", type=seconds, default=DEFAULT_TTFT_TIMEOUT_S, show_default=True,
+                     help="Seconds from sending to the first token."),
+        click.option("--idle-timeout", type=seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
+                     help="Longest silence (seconds) after the first token."),
+        click.option("--total-timeout", type=seconds, default=DEFAULT_TOTAL_TIMEOUT_S, show_default=True,
+                     help="Seconds from sending to the end of the stream."),
+        click.option("--header", "headers", multiple=True, callback=_parse_header, metavar="NAME:VALUE",
+                     help="Extra HTTP header on every request (repeatable)."),
+        click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
+                     help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
+    ]):
+        command = option(command)
+    return command
+
+
+def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any], **kwargs: Any) -> Endpoint:
+    """The endpoint the flags describe; ``flags`` holds the options of ``request_options``."""
+    timeouts = Timeouts(
+        connect_s=flags["connect_timeout"],
+        ttft_s=flags["ttft_timeout"],
+        idle_s=flags["idle_timeout"],
+        total_s=flags["total_timeout"],
+    )
+    return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
+                            extra_body=flags["extra_body"], **kwargs)
 
 
 def redis_url_option(default_help: str) -> Any:
@@ -50,14 +117,15 @@ def cli() -> None:
 @redis_url_option("default redis://localhost:6379/0")
 @click.option("--run-id", help="Run id (default: generated).")
 @click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True, help="RQ queue to put the jobs on.")
-def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, queue) -> None:
+@request_options
+def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, queue, **request_flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
     from tokenbench.producer.prompts import select_prompts
 
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
-    endpoint = resolve_endpoint(mode, base_url, model, max_tokens)
+    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     connection = connect(redis_url or default_redis_url())
     meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
@@ -123,8 +191,15 @@ def report(run_id, redis_url, output, timeout_s) -> None:
               help="With --mode mock: time to first token.")
 @click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="With --mode mock: time between tokens.")
+@click.option("--mock-fault", type=click.Choice(sorted(MOCK_FAULTS)),
+              help="With --mode mock: the fault the mock injects (see `mock-server --help`).")
+@click.option("--mock-fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="With --mock-fault: share of requests that get it.")
+@click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
+              help="With --mock-fault: tokens sent before it.")
+@request_options
 def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms) -> None:
+        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.producer.prompts import select_prompts
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
@@ -132,15 +207,17 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
     api_key = api_key or api_key_from_env(mode)
     require_api_key(mode, api_key)
     is_mock = mode == "mock" and not base_url
-    endpoint = resolve_endpoint(mode, base_url, model, max_tokens,
-                                placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None)
+    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags,
+                                   placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None)
+    mock = MockOptions(mock_ttft_ms, mock_itl_ms, fault=mock_fault, fault_rate=mock_fault_rate,
+                       fault_after=mock_fault_after)
     options = RunOptions(
         endpoint=endpoint,
         prompts=select_prompts(num_prompts),
         concurrency=concurrency,
         api_key=api_key,
         redis_url=redis_url,
-        mock=MockOptions(mock_ttft_ms, mock_itl_ms, None) if is_mock else None,
+        mock=mock if is_mock else None,
     )
     outcome = run_benchmark(options)
     _emit(outcome.report, output)
@@ -172,7 +249,13 @@ def prompts() -> None:
 @click.option("--output-tokens", type=click.IntRange(min=1), help="Tokens per response (default: max_tokens).")
 @click.option("--replay", type=click.Path(dir_okay=False, path_type=Path),
               help="Answer streamed requests with a recorded *.timed.tsv stream, at its recorded times.")
-def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
+@click.option("--fault", type=click.Choice(sorted(MOCK_FAULTS)),
+              help="Inject a fault into streamed responses: " + "; ".join(f"{k}: {v}" for k, v in MOCK_FAULTS.items()))
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Share of streamed requests that get the fault (spread evenly).")
+@click.option("--fault-after", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Tokens sent before the fault (not for hang).")
+def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
     from tokenbench.mock import READY_LINE_PREFIX
     from tokenbench.mock.replay import load_timed_transcript
@@ -188,7 +271,9 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay) -> None:
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"{READY_LINE_PREFIX}http://{shown_host}:{bound_port}")
     sys.stdout.flush()
-    serve(MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded), sock)
+    settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
+                            fault=fault, fault_rate=fault_rate, fault_after=fault_after)
+    serve(settings, sock)
 
 
 def _emit(result: dict, output: Path | None) -> None:

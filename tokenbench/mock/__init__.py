@@ -3,3 +3,12 @@
 # The mock server's first line on stdout, followed by its base URL (kept here, away from aiohttp,
 # so that `tokenbench run` can read it without importing the server).
 READY_LINE_PREFIX = "listening on "
+
+# What a faulty streamed response does (after ``fault_after`` tokens, except "hang"). Kept here for
+# the same reason: the CLI lists them without importing the server.
+FAULTS = {
+    "hang": "send nothing at all, not even the response headers",
+    "stall": "stop sending and keep the connection open",
+    "drop": "close the connection abruptly",
+    "garbage": "send a data line that is not JSON, then carry on",
+}

@@ -8,6 +8,7 @@ request arrived, so a late wake-up never delays the tokens after it.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 import uuid
@@ -33,6 +34,14 @@ class MockSettings:
     output_tokens: int | None = None  # None: the request's max_tokens
     model: str = MOCK_MODEL
     replay: TimedReads | None = None  # answer every streamed request with this recording instead
+    fault: str | None = None  # one of tokenbench.mock.FAULTS
+    fault_rate: float = 1.0  # share of streamed requests that get the fault, spread evenly
+    fault_after: int = 1  # tokens sent before the fault
+
+
+def is_faulty(request_number: int, rate: float) -> bool:
+    """Whether the n-th request (from 0) gets the fault: exactly ``rate`` of every run of requests."""
+    return math.floor((request_number + 1) * rate) > math.floor(request_number * rate)
 
 
 def token_text(i: int) -> str:
@@ -80,6 +89,7 @@ def _bad_request(message: str) -> web.Response:
 class MockServer:
     def __init__(self, settings: MockSettings) -> None:
         self.settings = settings
+        self._streams_started = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -125,6 +135,12 @@ class MockServer:
                 }
             )
 
+        fault = None
+        if self.settings.fault is not None and is_faulty(self._streams_started, self.settings.fault_rate):
+            fault = self.settings.fault
+        self._streams_started += 1
+        if fault == "hang":
+            await asyncio.sleep(3600)  # ends when the client goes away and aiohttp cancels us
         response = await self._start_stream(request)
         if self.settings.replay is not None:
             for ms, data in self.settings.replay:
@@ -134,12 +150,22 @@ class MockServer:
             return response
         await response.write(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
         for i in range(n_tokens):
+            if fault is not None and i == self.settings.fault_after:
+                if fault == "stall":
+                    await asyncio.sleep(3600)
+                elif fault == "drop":
+                    request.transport.abort()
+                    return response
+                elif fault == "garbage":
+                    await response.write(b"data: {this is not json\n\n")
             await _sleep_until(loop, first_at + i * itl_s)
             await response.write(_chunk(completion_id, model, {"content": token_text(i)}))
         await response.write(_chunk(completion_id, model, {}, finish_reason))
         stream_options = body.get("stream_options") or {}
         if stream_options.get("include_usage"):
-            usage_chunk = {"id": completion_id, "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
+            usage_chunk = {
+                "id": completion_id, "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage
+            }
             await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -51,11 +51,9 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def launch_mock_server(ttft_ms: float, itl_ms: float, output_tokens: int | None) -> subprocess.Popen:
-    """Start ``tokenbench mock-server`` on a free loopback port; ``mock_server_url`` waits for it."""
-    args = ["mock-server", "--host", "127.0.0.1", "--port", "0", "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)]
-    if output_tokens is not None:
-        args += ["--output-tokens", str(output_tokens)]
+def launch_mock_server(mock_args: list[str]) -> subprocess.Popen:
+    """Start ``tokenbench mock-server MOCK_ARGS`` on a free loopback port; ``mock_server_url`` waits for it."""
+    args = ["mock-server", "--host", "127.0.0.1", "--port", "0", *mock_args]
     return start_child(args, stdout=subprocess.PIPE, text=True)
 
 

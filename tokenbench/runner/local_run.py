@@ -28,9 +28,23 @@ WAIT_MARGIN_S = 60.0
 
 @dataclass(frozen=True)
 class MockOptions:
+    """The `tokenbench mock-server` options of a `run --mode mock`."""
+
     ttft_ms: float
     itl_ms: float
-    output_tokens: int | None
+    output_tokens: int | None = None
+    fault: str | None = None
+    fault_rate: float = 1.0
+    fault_after: int = 1
+
+    def to_args(self) -> list[str]:
+        args = ["--ttft-ms", str(self.ttft_ms), "--itl-ms", str(self.itl_ms)]
+        if self.output_tokens is not None:
+            args += ["--output-tokens", str(self.output_tokens)]
+        if self.fault is not None:
+            args += ["--fault", self.fault, "--fault-rate", str(self.fault_rate),
+                     "--fault-after", str(self.fault_after)]
+        return args
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
         queue = keys.run_queue(run_id)
         mock = None
         if options.mock is not None:
-            mock = launch_mock_server(options.mock.ttft_ms, options.mock.itl_ms, options.mock.output_tokens)
+            mock = launch_mock_server(options.mock.to_args())
             started.callback(stop_child, mock)
         # The workers start while the mock server does and wait on the run's own queue; they
         # get jobs only once the endpoint is ready, so no request waits on a server starting up.

@@ -21,7 +21,8 @@ GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_READ_TIMEOUT_S = 120.0
+DEFAULT_TTFT_TIMEOUT_S = 120.0
+DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_TOTAL_TIMEOUT_S = 600.0
 
 
@@ -72,8 +73,10 @@ class Endpoint:
     max_tokens: int = DEFAULT_MAX_TOKENS
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
-    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+    ttft_timeout_s: float = DEFAULT_TTFT_TIMEOUT_S  # request sent -> first token
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # longest silence after the first token
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S  # request sent -> end of stream
+    extra_body: dict = field(default_factory=dict)  # merged into every request body
 
     @property
     def chat_completions_url(self) -> str:
@@ -102,12 +105,23 @@ def validate_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ttft_s: float = DEFAULT_TTFT_TIMEOUT_S
+    idle_s: float = DEFAULT_IDLE_TIMEOUT_S
+    total_s: float = DEFAULT_TOTAL_TIMEOUT_S
+
+
 def resolve_endpoint(
     mode: str,
     base_url: str | None = None,
     model: str | None = None,
     max_tokens: int | None = None,
     *,
+    timeouts: Timeouts = Timeouts(),
+    headers: dict[str, str] | None = None,
+    extra_body: dict | None = None,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -123,7 +137,12 @@ def resolve_endpoint(
         base_url=validate_base_url(url),
         model=chosen_model,
         max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
-        headers=dict(preset.headers),
+        headers={**preset.headers, **(headers or {})},
+        connect_timeout_s=timeouts.connect_s,
+        ttft_timeout_s=timeouts.ttft_s,
+        idle_timeout_s=timeouts.idle_s,
+        total_timeout_s=timeouts.total_s,
+        extra_body=dict(extra_body or {}),
     )
 
 

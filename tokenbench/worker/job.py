@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import httpx
@@ -12,18 +13,28 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import api_key_from_env
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker.measure import measure_request
+from tokenbench.worker.watchdog import StreamWatchdog
 
 _client: httpx.Client | None = None
-_client_pid: int | None = None
+_watchdog: StreamWatchdog | None = None
+_owner_pid: int | None = None
 
 
-def http_client() -> httpx.Client:
-    """This process's one client: connections are reused across jobs, never across a fork."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
+def process_tools() -> tuple[httpx.Client, StreamWatchdog]:
+    """This process's HTTP client and watchdog: connections are reused across jobs, never across a fork.
+
+    The first call also moves every object alive so far out of the garbage collector's sight: a
+    full collection over the imported modules takes ~100 ms on a small machine, and one landing
+    inside a stream would be measured as the server's latency.
+    """
+    global _client, _watchdog, _owner_pid
+    if _client is None or _watchdog is None or _owner_pid != os.getpid():
         _client = httpx.Client(limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
-        _client_pid = os.getpid()
-    return _client
+        _watchdog = StreamWatchdog()
+        _owner_pid = os.getpid()
+        gc.collect()
+        gc.freeze()
+    return _client, _watchdog
 
 
 def save_record(connection: redis.Redis, record: RequestRecord) -> bool:
@@ -49,5 +60,6 @@ def execute(spec_data: dict) -> None:
     """RQ entry point (``tokenbench.worker.job.execute``)."""
     spec = JobSpec.from_dict(spec_data)
     api_key = api_key_from_env(spec.endpoint["mode"])
-    record = measure_request(http_client(), spec, api_key)
+    client, watchdog = process_tools()
+    record = measure_request(client, spec, api_key, watchdog)
     save_record(get_current_job().connection, record)

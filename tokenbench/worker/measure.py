@@ -17,6 +17,7 @@ from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, error_message
 from tokenbench.worker.sse import SSEParser
+from tokenbench.worker.watchdog import StreamWatchdog
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _NS_PER_MS = 1_000_000
@@ -27,12 +28,14 @@ def worker_name() -> str:
 
 
 def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
+    """The chat-completions body: ``--extra-body`` may add or replace anything but the stream itself."""
     return {
         "model": endpoint.model,
-        "messages": spec.messages,
         "max_tokens": endpoint.max_tokens,
-        "stream": True,
         "stream_options": {"include_usage": True},
+        **endpoint.extra_body,
+        "messages": spec.messages,
+        "stream": True,
     }
 
 
@@ -55,7 +58,9 @@ def redact(text: str | None, secret: str | None) -> str | None:
     return text
 
 
-def measure_request(client: httpx.Client, spec: JobSpec, api_key: str | None) -> RequestRecord:
+def measure_request(
+    client: httpx.Client, spec: JobSpec, api_key: str | None, watchdog: StreamWatchdog
+) -> RequestRecord:
     """Stream the request of ``spec`` and return its record; failures become records too."""
     endpoint = Endpoint.from_dict(spec.endpoint)
     record = RequestRecord(
@@ -72,10 +77,12 @@ def measure_request(client: httpx.Client, spec: JobSpec, api_key: str | None) ->
         endpoint.chat_completions_url,
         content=orjson.dumps(build_request_body(spec, endpoint)),
         headers=build_headers(endpoint, api_key),
+        # Before the response headers, httpx's per-read timer is the only one; after them the
+        # watchdog enforces the TTFT, idle and total deadlines exactly.
         timeout=httpx.Timeout(
             connect=endpoint.connect_timeout_s,
-            read=endpoint.read_timeout_s,
-            write=endpoint.read_timeout_s,
+            read=max(endpoint.ttft_timeout_s, endpoint.idle_timeout_s),
+            write=endpoint.idle_timeout_s,
             pool=endpoint.connect_timeout_s,
         ),
     )
@@ -83,16 +90,25 @@ def measure_request(client: httpx.Client, spec: JobSpec, api_key: str | None) ->
     record.started_at = time.time()
     sent_ns = time.perf_counter_ns()
     try:
-        _stream(client, request, endpoint, reader, record, sent_ns)
+        _stream(client, request, endpoint, reader, record, sent_ns, watchdog)
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
     except httpx.HTTPError as exc:
-        record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
+        record.error_type, record.error = _error_type(exc, reader), f"{type(exc).__name__}: {exc}"
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
     record.error = redact(record.error, api_key)
     return record
+
+
+def _deadline_failure(reason: str, endpoint: Endpoint) -> StreamFailure:
+    limits = {
+        "ttft_timeout": f"no token within {endpoint.ttft_timeout_s:g} s of sending",
+        "idle_timeout": f"no data for {endpoint.idle_timeout_s:g} s after the first token",
+        "total_timeout": f"stream not finished {endpoint.total_timeout_s:g} s after sending",
+    }
+    return StreamFailure(reason, limits[reason])
 
 
 def _stream(
@@ -102,26 +118,52 @@ def _stream(
     reader: ChatStreamReader,
     record: RequestRecord,
     sent_ns: int,
+    watchdog: StreamWatchdog,
 ) -> None:
-    deadline_ns = sent_ns + int(endpoint.total_timeout_s * 1e9)
+    total_deadline = sent_ns + int(endpoint.total_timeout_s * 1e9)
+    first_token_deadline = sent_ns + int(endpoint.ttft_timeout_s * 1e9)
     response = client.send(request, stream=True)
     try:
         record.headers_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
         record.http_status = response.status_code
         if not response.is_success:
             raise StreamFailure("http_error", f"HTTP {response.status_code}: {_read_error_body(response)}")
+        watchdog.start(_socket_of(response))
+        watchdog.set_deadline(*_next_deadline(first_token_deadline, "ttft_timeout", total_deadline))
         parser = SSEParser()
-        for data in response.iter_raw():
-            received_ns = time.perf_counter_ns()
-            for event in parser.feed(data, received_ns):
-                reader.on_event(event)
-            if received_ns > deadline_ns:
-                raise StreamFailure("total_timeout", f"no end of stream after {endpoint.total_timeout_s:g} s")
+        try:
+            for data in response.iter_raw():
+                received_ns = time.perf_counter_ns()
+                for event in parser.feed(data, received_ns):
+                    reader.on_event(event)
+                if reader.token_chunk_ns:
+                    deadline, reason = _next_deadline(
+                        received_ns + int(endpoint.idle_timeout_s * 1e9), "idle_timeout", total_deadline
+                    )
+                    watchdog.set_deadline(deadline, reason)
+                else:  # keep-alive comments and role chunks do not move the first-token deadline
+                    deadline, reason = _next_deadline(first_token_deadline, "ttft_timeout", total_deadline)
+                if received_ns > deadline:
+                    raise _deadline_failure(reason, endpoint)
+        except httpx.HTTPError:
+            if watchdog.fired:
+                raise _deadline_failure(watchdog.fired, endpoint) from None
+            raise
         if parser.has_partial_event:
             raise StreamFailure("truncated_stream", "the stream ended inside an event")
         reader.check_complete()
     finally:
+        watchdog.stop()
         response.close()
+
+
+def _next_deadline(deadline_ns: int, reason: str, total_deadline_ns: int) -> tuple[int, str]:
+    return (deadline_ns, reason) if deadline_ns < total_deadline_ns else (total_deadline_ns, "total_timeout")
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    stream = response.extensions.get("network_stream")
+    return stream.get_extra_info("socket") if stream is not None else None
 
 
 def _read_error_body(response: httpx.Response) -> str:
@@ -151,16 +193,19 @@ def _fill_from_stream(record: RequestRecord, reader: ChatStreamReader, sent_ns: 
     record.served_model = reader.model
 
 
-# Most specific first: the first class that matches names the failure.
+# Most specific first: the first class that matches names the failure. A read timeout is the
+# backstop for a server that sends no response headers (see measure_request).
 _ERROR_TYPES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.ConnectTimeout, "connect_timeout"),
-    (httpx.ReadTimeout, "read_timeout"),
     (httpx.TimeoutException, "timeout"),
     (httpx.ConnectError, "connect_error"),
     (httpx.RemoteProtocolError, "connection_closed"),
+    (httpx.ReadError, "connection_closed"),
     (httpx.HTTPError, "transport_error"),
 )
 
 
-def _error_type(exc: httpx.HTTPError) -> str:
+def _error_type(exc: httpx.HTTPError, reader: ChatStreamReader) -> str:
+    if isinstance(exc, httpx.ReadTimeout):
+        return "idle_timeout" if reader.token_chunk_ns else "ttft_timeout"
     return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))

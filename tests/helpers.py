@@ -1,0 +1,56 @@
+"""Helpers for tests that drive real processes: the CLI, the mock server, /proc scans."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY") and k != "REDIS_URL"}
+    env.update(extra)
+    return env
+
+
+def tokenbench(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tokenbench", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or clean_env())
+
+
+@contextmanager
+def mock_server_process(*args: str) -> Iterator[str]:
+    """`tokenbench mock-server` in a process of its own on a free port; yields its base URL."""
+    mock = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield mock.stdout.readline().split("listening on ")[1].strip()
+    finally:
+        mock.terminate()
+        mock.wait(10)
+
+
+def load(path: Path) -> dict:
+    return orjson.loads(path.read_bytes())
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Pids of live processes whose environment carries the marker (all that a run started)."""
+    found = []
+    needle = f"TOKENBENCH_TEST_MARKER={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                status = (entry / "status").read_text()
+                if "\nState:\tZ" not in status:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
