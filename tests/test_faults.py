@@ -4,9 +4,23 @@ worker processes: every failure is a record with its own type, within a stated b
 
 from __future__ import annotations
 
-import pytest
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from tests.helpers import load, tokenbench
+import pytest
+import redis
+
+from tests.conftest import free_port
+from tests.helpers import clean_env, load, mock_server_process, tokenbench
+from tokenbench.shared.keys import WORKER_ALIVE_TTL_S
+from tokenbench.shared.record_store import InFlight, read_in_flight
+from tokenbench.shared.records import RequestRecord
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +54,143 @@ def test_each_server_fault_is_a_failed_record_of_its_own_type(fault, redis_url, 
             assert record["output_tokens"] == 2
         if fault == "stall":
             assert 500 <= record["elapsed_ms"] - record["latency_ms"] < 1000
+
+
+@contextmanager
+def worker_pool(redis_url: str, queue: str, n: int) -> Iterator[subprocess.Popen]:
+    """`tokenbench worker -n N` on ``queue``; stopped (and its workers with it) on the way out."""
+    pool = subprocess.Popen([sys.executable, "-m", "tokenbench", "worker", "-n", str(n), "--redis-url", redis_url,
+                             "--queue", queue, "--log-level", "WARNING"], env=clean_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield pool
+    finally:
+        if pool.poll() is None:
+            os.killpg(pool.pid, signal.SIGKILL)
+        pool.wait(10)
+
+
+def enqueue(redis_url: str, mock_url: str, queue: str, *flags: str) -> str:
+    result = tokenbench("enqueue", "--mode", "openai", "--base-url", mock_url + "/v1", "--model", "m",
+                        "--redis-url", redis_url, "--queue", queue, *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def wait_in_flight(connection: redis.Redis, run_id: str, count: int) -> list[InFlight]:
+    wait_for(lambda: len(read_in_flight(connection, run_id)) >= count, f"{count} requests are in flight")
+    return read_in_flight(connection, run_id)
+
+
+def worker_pid(entry: InFlight) -> int:
+    return int(entry.worker.rpartition(":")[2])
+
+
+@pytest.mark.parametrize("max_retries", [0, 1])
+def test_a_sigkilled_worker_s_request_is_settled_within_the_liveness_bound(max_retries, redis_url, tmp_path):
+    connection = redis.Redis.from_url(redis_url)
+    out = tmp_path / "r.json"
+    # 4 requests of ~2 s each on 2 workers: one worker is killed in the middle of its first request.
+    with mock_server_process("--ttft-ms", "50", "--itl-ms", "100") as mock_url, \
+            worker_pool(redis_url, "kill-test", 2):
+        run_id = enqueue(redis_url, mock_url, "kill-test", "--prompts", "4", "--max-tokens", "20",
+                         "--max-retries", str(max_retries))
+        victim = wait_in_flight(connection, run_id, 2)[0]
+        time.sleep(0.5)
+        os.kill(worker_pid(victim), signal.SIGKILL)
+        killed_at = time.monotonic()
+        report = tokenbench("report", run_id, "--redis-url", redis_url, "--timeout", "30", "--output", str(out))
+        settled_after = time.monotonic() - killed_at
+    assert report.returncode == 0, report.stderr
+    result = load(out)
+    assert result["complete"] is True and len(result["results"]) == 4
+    assert sorted(r["index"] for r in result["results"]) == [0, 1, 2, 3]  # exactly one record each
+    victim_record = next(r for r in result["results"] if r["index"] == victim.index)
+    if max_retries:
+        assert result["successful_runs"] == 4
+        assert victim_record["attempt"] == 1 and victim_record["worker"] != victim.worker
+    else:
+        assert result["successful_runs"] == 3
+        assert victim_record["error_type"] == "worker_died" and victim.worker in victim_record["error"]
+    # The stated bound: the liveness key's lifetime plus one check, then the rest of the run.
+    assert settled_after < WORKER_ALIVE_TTL_S + 1 + 2 * 2.2 + 3
+    assert connection.hlen(f"tokenbench:run:{run_id}:in_flight") == 0
+
+
+def test_first_sigterm_lets_the_request_finish_second_one_stops_it(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    with mock_server_process("--ttft-ms", "50", "--itl-ms", "100") as mock_url:
+        # Warm: one SIGTERM while a 2 s request is in flight; it finishes and is a success.
+        with worker_pool(redis_url, "warm-test", 1) as pool:
+            run_id = enqueue(redis_url, mock_url, "warm-test", "--prompts", "1", "--max-tokens", "20")
+            wait_in_flight(connection, run_id, 1)
+            pool.send_signal(signal.SIGTERM)
+            pool.wait(15)
+        record = RequestRecord.from_json(connection.hget(f"tokenbench:run:{run_id}:records", "0"))
+        assert record.success and record.output_tokens == 20
+        # Cold: a second signal more than a second later stops the request and says so in its record.
+        with worker_pool(redis_url, "cold-test", 1) as pool:
+            run_id = enqueue(redis_url, mock_url, "cold-test", "--prompts", "1", "--max-tokens", "50")
+            wait_in_flight(connection, run_id, 1)
+            pool.send_signal(signal.SIGTERM)
+            time.sleep(1.5)
+            pool.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            pool.wait(15)
+            assert time.monotonic() - started < 3
+        record = RequestRecord.from_json(connection.hget(f"tokenbench:run:{run_id}:records", "0"))
+        assert (record.success, record.error_type) == (False, "worker_stopped")
+
+
+@contextmanager
+def redis_server_on(port: int, data_dir: Path) -> Iterator[subprocess.Popen]:
+    """A redis-server that logs every write to an append-only file, so a restart keeps the data."""
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_redis_restarted_mid_run_loses_no_record(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    out = tmp_path / "r.json"
+    with mock_server_process("--ttft-ms", "50", "--itl-ms", "50") as mock_url, \
+            worker_pool(url, "restart-test", 2):
+        with redis_server_on(port, tmp_path) as first:
+            run_id = enqueue(url, mock_url, "restart-test", "--prompts", "8", "--max-tokens", "20")
+            report = subprocess.Popen([sys.executable, "-m", "tokenbench", "report", run_id, "--redis-url", url,
+                                       "--timeout", "60", "--output", str(out)], env=clean_env(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            connection = redis.Redis(port=port)
+            wait_for(lambda: any(c["cmd"] == "hlen" for c in connection.client_list()), "report is waiting")
+            wait_in_flight(connection, run_id, 2)
+            first.terminate()  # while two requests are in flight and four are queued
+            first.wait(10)
+            time.sleep(2)
+        with redis_server_on(port, tmp_path):
+            _stdout, stderr = report.communicate(timeout=90)
+    assert report.returncode == 0, stderr
+    result = load(out)
+    assert result["complete"] is True
+    assert (result["successful_runs"], len(result["results"])) == (8, 8)

@@ -11,8 +11,9 @@ from aiohttp import web
 from tests.conftest import free_port, serve_app
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
+from tokenbench.shared.record_store import save_record
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.job import process_tools, save_record
+from tokenbench.worker.job import process_tools
 from tokenbench.worker.measure import measure_request
 
 

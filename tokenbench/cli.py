@@ -81,6 +81,8 @@ def request_options(command: Any) -> Any:
                      help="Extra HTTP header on every request (repeatable)."),
         click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
                      help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
+        click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Reruns of a request whose worker process died."),
     ]):
         command = option(command)
     return command
@@ -127,7 +129,8 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, q
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     connection = connect(redis_url or default_redis_url())
-    meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue)
+    meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue,
+                       max_retries=request_flags["max_retries"])
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -218,6 +221,7 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
         api_key=api_key,
         redis_url=redis_url,
         mock=mock if is_mock else None,
+        max_retries=request_flags["max_retries"],
     )
     outcome = run_benchmark(options)
     _emit(outcome.report, output)

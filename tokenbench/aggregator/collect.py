@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import redis
 
+from tokenbench.aggregator.lost_jobs import LostJobWatch
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import RequestRecord, RunMeta
@@ -29,20 +30,29 @@ def wait_for_records(
     connection: redis.Redis,
     meta: RunMeta,
     timeout_s: float,
-    keep_waiting: Callable[[int], bool] | None = None,
+    keep_waiting: Callable[[int | None], bool] | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Wait until every job of the run has its record; False when ``timeout_s`` passes first.
 
-    ``keep_waiting`` is called with the number of records after every poll; False ends the wait.
+    Meanwhile, requests whose worker died are rerun or recorded as failed (see lost_jobs.py), and a
+    Redis that goes away is waited for. ``keep_waiting`` is called after every poll with the number
+    of records (None while Redis is unreachable); False ends the wait.
     """
     deadline = clock() + timeout_s
+    lost_jobs = LostJobWatch(connection, meta, clock)
     while True:
-        done = count_records(connection, meta.run_id)
-        if done >= meta.num_prompts:
-            return True
+        done: int | None
+        try:
+            done = count_records(connection, meta.run_id)
+            if done >= meta.num_prompts:
+                return True
+            lost_jobs.check()
+        except (redis.ConnectionError, redis.TimeoutError):
+            lost_jobs.redis_unreachable()
+            done = None
         if keep_waiting is not None and not keep_waiting(done):
             return False
         remaining = deadline - clock()

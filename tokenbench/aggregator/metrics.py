@@ -49,6 +49,7 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "http_status": record.http_status,
         "worker": record.worker,
         "host": record.host,
+        "attempt": record.attempt,
         "started_at": record.started_at,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,

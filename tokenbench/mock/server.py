@@ -65,15 +65,41 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return words
 
 
-def _chunk(completion_id: str, model: str, delta: dict, finish_reason: str | None = None) -> bytes:
-    payload = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+@dataclass(frozen=True)
+class _Answer:
+    """What the mock will answer to one request, and when."""
+
+    completion_id: str
+    model: str
+    n_tokens: int
+    usage: dict[str, int]
+    finish_reason: str
+    first_at: float  # event-loop time of the first token
+    itl_s: float
+    include_usage: bool
+
+    def chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        payload = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    def completion(self) -> dict[str, Any]:
+        """The non-streamed response."""
+        text = "".join(token_text(i) for i in range(self.n_tokens))
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -111,29 +137,10 @@ class MockServer:
             return _bad_request("request body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _bad_request("'messages' must be a list")
-        n_tokens = output_length(self.settings, body)
-        first_at = arrived + self.settings.ttft_ms / 1000
-        itl_s = self.settings.itl_ms / 1000
-        model = body.get("model") or self.settings.model
-        completion_id = f"chatcmpl-mock-{uuid.uuid4().hex[:12]}"
-        n_prompt = prompt_tokens(body)
-        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_tokens, "total_tokens": n_prompt + n_tokens}
-        finish_reason = "length" if body.get("max_tokens") == n_tokens else "stop"
+        answer = self._plan(body, arrived)
         if not body.get("stream"):
-            await _sleep_until(loop, first_at + itl_s * max(n_tokens - 1, 0))
-            text = "".join(token_text(i) for i in range(n_tokens))
-            return web.json_response(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-                    ],
-                    "usage": usage,
-                }
-            )
+            await _sleep_until(loop, answer.first_at + answer.itl_s * max(answer.n_tokens - 1, 0))
+            return web.json_response(answer.completion())
 
         fault = None
         if self.settings.fault is not None and is_faulty(self._streams_started, self.settings.fault_rate):
@@ -142,34 +149,59 @@ class MockServer:
         if fault == "hang":
             await asyncio.sleep(3600)  # ends when the client goes away and aiohttp cancels us
         response = await self._start_stream(request)
-        if self.settings.replay is not None:
-            for ms, data in self.settings.replay:
-                await _sleep_until(loop, arrived + ms / 1000)
-                await response.write(data)
-            await response.write_eof()
-            return response
-        await response.write(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
-        for i in range(n_tokens):
+        try:
+            if self.settings.replay is not None:
+                await self._replay(response, arrived)
+            else:
+                await self._stream(request, response, answer, fault)
+        except ConnectionResetError:  # the client went away (a timeout, a killed worker): nothing to do
+            pass
+        return response
+
+    def _plan(self, body: dict[str, Any], arrived: float) -> _Answer:
+        n_tokens = output_length(self.settings, body)
+        n_prompt = prompt_tokens(body)
+        return _Answer(
+            completion_id=f"chatcmpl-mock-{uuid.uuid4().hex[:12]}",
+            model=body.get("model") or self.settings.model,
+            n_tokens=n_tokens,
+            usage={"prompt_tokens": n_prompt, "completion_tokens": n_tokens, "total_tokens": n_prompt + n_tokens},
+            finish_reason="length" if body.get("max_tokens") == n_tokens else "stop",
+            first_at=arrived + self.settings.ttft_ms / 1000,
+            itl_s=self.settings.itl_ms / 1000,
+            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        )
+
+    async def _replay(self, response: web.StreamResponse, arrived: float) -> None:
+        loop = asyncio.get_running_loop()
+        for ms, data in self.settings.replay or ():
+            await _sleep_until(loop, arrived + ms / 1000)
+            await response.write(data)
+        await response.write_eof()
+
+    async def _stream(
+        self, request: web.Request, response: web.StreamResponse, answer: _Answer, fault: str | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await response.write(answer.chunk({"role": "assistant", "content": ""}))
+        for i in range(answer.n_tokens):
             if fault is not None and i == self.settings.fault_after:
                 if fault == "stall":
                     await asyncio.sleep(3600)
                 elif fault == "drop":
                     request.transport.abort()
-                    return response
+                    return
                 elif fault == "garbage":
                     await response.write(b"data: {this is not json\n\n")
-            await _sleep_until(loop, first_at + i * itl_s)
-            await response.write(_chunk(completion_id, model, {"content": token_text(i)}))
-        await response.write(_chunk(completion_id, model, {}, finish_reason))
-        stream_options = body.get("stream_options") or {}
-        if stream_options.get("include_usage"):
-            usage_chunk = {
-                "id": completion_id, "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage
-            }
+            await _sleep_until(loop, answer.first_at + i * answer.itl_s)
+            await response.write(answer.chunk({"content": token_text(i)}))
+        await response.write(answer.chunk({}, answer.finish_reason))
+        if answer.include_usage:
+            usage_chunk = {"id": answer.completion_id, "object": "chat.completion.chunk", "model": answer.model,
+                           "choices": [], "usage": answer.usage}
             await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response
 
     @staticmethod
     async def _start_stream(request: web.Request) -> web.StreamResponse:

@@ -20,7 +20,6 @@ from tokenbench.shared.records import JobSpec, RunMeta
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
 # only the backstop for a worker that cannot.
 JOB_TIMEOUT_MARGIN_S = 30
-JOB_FUNCTION = "tokenbench.worker.job.execute"
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -36,6 +35,7 @@ def enqueue_run(
     run_id: str | None = None,
     queue_name: str = keys.DEFAULT_QUEUE,
     requested_concurrency: int | None = None,
+    max_retries: int = 0,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata."""
     run_id = run_id or new_run_id()
@@ -55,13 +55,14 @@ def enqueue_run(
         prompt_ids=[p.id for p in prompts],
         tokenbench_version=__version__,
         requested_concurrency=requested_concurrency,
+        max_retries=max_retries,
     )
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
     job_timeout = int(endpoint.total_timeout_s) + JOB_TIMEOUT_MARGIN_S
     jobs = [
         Queue.prepare_data(
-            JOB_FUNCTION,
+            keys.JOB_FUNCTION,
             args=(
                 JobSpec(
                     run_id=run_id,

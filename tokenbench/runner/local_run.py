@@ -55,6 +55,7 @@ class RunOptions:
     api_key: str | None = None
     redis_url: str | None = None  # None: an embedded Redis for this run
     mock: MockOptions | None = None  # set for --mode mock
+    max_retries: int = 0
     worker_log_level: str = "WARNING"
 
 
@@ -112,10 +113,11 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
             run_id=run_id,
             queue_name=queue,
             requested_concurrency=options.concurrency,
+            max_retries=options.max_retries,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 
-        def keep_waiting(_done: int) -> bool:
+        def keep_waiting(_done: int | None) -> bool:
             progress.update()
             return workers.poll() is None
 

@@ -26,7 +26,11 @@ class Progress:
         self._last_plain = 0.0
 
     def update(self) -> None:
-        counters = self.connection.hgetall(keys.run_progress(self.run_id))
+        try:
+            counters = self.connection.hgetall(keys.run_progress(self.run_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._show(f"[{time.monotonic() - self.started:6.1f}s] Redis unreachable ({exc}); still waiting", False)
+            return
         done = int(counters.get(b"done", 0))
         failed = int(counters.get(b"failed", 0))
         tokens = int(counters.get(b"output_tokens", 0))
@@ -40,10 +44,14 @@ class Progress:
             f"[{now - self.started:6.1f}s] {done}/{self.total} done, {failed} failed, "
             f"{rate:,.0f} tok/s"
         )
+        self._show(line, done >= self.total)
+
+    def _show(self, line: str, last: bool) -> None:
+        now = time.monotonic()
         if self.interactive:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()
-        elif now - self._last_plain >= PLAIN_INTERVAL_S or done >= self.total:
+        elif now - self._last_plain >= PLAIN_INTERVAL_S or last:
             self._last_plain = now
             self.stream.write(line + "\n")
             self.stream.flush()

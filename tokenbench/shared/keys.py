@@ -11,6 +11,11 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_QUEUE = "tokenbench"
 RUNS_INDEX = f"{PREFIX}:runs"  # sorted set: run id -> creation time (epoch seconds)
 RUN_TTL_S = 7 * 24 * 3600  # how long a run's keys and failed jobs stay in Redis
+# A worker process refreshes its liveness key every HEARTBEAT_INTERVAL_S; the key expires
+# WORKER_ALIVE_TTL_S after the last refresh, which bounds how long a dead worker goes unnoticed.
+HEARTBEAT_INTERVAL_S = 1.0
+WORKER_ALIVE_TTL_S = 5
+JOB_FUNCTION = "tokenbench.worker.job.execute"  # what every RQ job of a run calls
 
 
 def run_meta(run_id: str) -> str:
@@ -28,14 +33,29 @@ def run_progress(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:progress"
 
 
+def run_in_flight(run_id: str) -> str:
+    """Hash key: job index -> {"worker", "attempt", "job_id"} of each request being sent right now."""
+    return f"{PREFIX}:run:{run_id}:in_flight"
+
+
+def run_cancelled(run_id: str) -> str:
+    """String key, set by `tokenbench cancel`: epoch seconds of the cancellation."""
+    return f"{PREFIX}:run:{run_id}:cancelled"
+
+
+def worker_alive(worker: str) -> str:
+    """String key with a short TTL that a live worker process keeps refreshing (``worker`` = host:pid)."""
+    return f"{PREFIX}:worker:{worker}:alive"
+
+
 def run_queue(run_id: str) -> str:
     """RQ queue name that `tokenbench run` uses so that only its own workers take its jobs."""
     return f"{PREFIX}:{run_id}"
 
 
-def job_id(run_id: str, index: int) -> str:
+def job_id(run_id: str, index: int, attempt: int = 0) -> str:
     """RQ job id of the index-th request of a run (RQ allows letters, digits, '_' and '-')."""
-    return f"{PREFIX}-{run_id}-{index}"
+    return f"{PREFIX}-{run_id}-{index}" + (f"-retry{attempt}" if attempt else "")
 
 
 def is_valid_run_id(run_id: str) -> bool:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -30,6 +31,7 @@ class JobSpec:
     category: str
     messages: list[dict[str, Any]]
     endpoint: dict[str, Any]  # config.Endpoint.to_dict()
+    attempt: int = 0  # 0 the first time; n for the n-th rerun after a worker died
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +68,7 @@ class RequestRecord:
     input_tokens: int | None = None
     finish_reason: str | None = None
     served_model: str | None = None
+    attempt: int = 0  # JobSpec.attempt of the job that wrote this record
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -73,6 +76,13 @@ class RequestRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> RequestRecord:
         return from_known_fields(cls, orjson.loads(raw))
+
+    @classmethod
+    def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str) -> RequestRecord:
+        """The record of a request that ended without a measurement (its worker died or was stopped)."""
+        return cls(run_id=spec.run_id, index=spec.index, prompt_id=spec.prompt_id, category=spec.category,
+                   worker=worker, host=host, started_at=time.time(), error_type=error_type, error=error,
+                   attempt=spec.attempt)
 
 
 @dataclass
@@ -90,6 +100,7 @@ class RunMeta:
     prompt_ids: list[str]
     tokenbench_version: str
     requested_concurrency: int | None = None  # set by `tokenbench run`, which starts the workers
+    max_retries: int = 0  # reruns of a job whose worker died
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 
 import httpx
-import redis
 from rq import get_current_job
 
-from tokenbench.shared import keys
 from tokenbench.shared.config import api_key_from_env
+from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record
 from tokenbench.shared.records import JobSpec, RequestRecord
-from tokenbench.worker.measure import measure_request
+from tokenbench.worker.heartbeat import Heartbeat
+from tokenbench.worker.measure import measure_request, worker_name
 from tokenbench.worker.watchdog import StreamWatchdog
 
 _client: httpx.Client | None = None
 _watchdog: StreamWatchdog | None = None
 _owner_pid: int | None = None
+_heartbeat: Heartbeat | None = None
 
 
 def process_tools() -> tuple[httpx.Client, StreamWatchdog]:
@@ -37,29 +39,24 @@ def process_tools() -> tuple[httpx.Client, StreamWatchdog]:
     return _client, _watchdog
 
 
-def save_record(connection: redis.Redis, record: RequestRecord) -> bool:
-    """Store the record under its job index; a second push for the same job is ignored.
-
-    Returns whether this push stored it. The progress counters move only for the stored one.
-    """
-    records_key = keys.run_records(record.run_id)
-    if not connection.hsetnx(records_key, str(record.index), record.to_json()):
-        return False
-    progress_key = keys.run_progress(record.run_id)
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.expire(records_key, keys.RUN_TTL_S)
-        pipe.hincrby(progress_key, "done", 1)
-        pipe.hincrby(progress_key, "failed", 0 if record.success else 1)
-        pipe.hincrby(progress_key, "output_tokens", record.output_tokens if record.success else 0)
-        pipe.expire(progress_key, keys.RUN_TTL_S)
-        pipe.execute()
-    return True
-
-
 def execute(spec_data: dict) -> None:
     """RQ entry point (``tokenbench.worker.job.execute``)."""
+    global _heartbeat
     spec = JobSpec.from_dict(spec_data)
-    api_key = api_key_from_env(spec.endpoint["mode"])
+    job = get_current_job()
+    connection = job.connection
+    worker = worker_name()
+    if _heartbeat is None:
+        _heartbeat = Heartbeat(connection, worker)
+    if not mark_in_flight(connection, spec.run_id, InFlight(spec.index, worker, spec.attempt, job.id)):
+        return  # the run was cancelled while this job waited on the queue
     client, watchdog = process_tools()
-    record = measure_request(client, spec, api_key, watchdog)
-    save_record(get_current_job().connection, record)
+    api_key = api_key_from_env(spec.endpoint["mode"])
+    try:
+        record = measure_request(client, spec, api_key, watchdog)
+    except BaseException:  # a cold shutdown (second SIGINT/SIGTERM) interrupted the request
+        stopped = RequestRecord.failure(spec, worker, socket.gethostname(), "worker_stopped",
+                                        "the worker was stopped (cold shutdown) during the request")
+        save_record(connection, stopped)
+        raise
+    save_record(connection, record, retry_s=SAVE_RETRY_S)

@@ -71,6 +71,7 @@ def measure_request(
         worker=worker_name(),
         host=socket.gethostname(),
         started_at=0.0,
+        attempt=spec.attempt,
     )
     request = client.build_request(
         "POST",

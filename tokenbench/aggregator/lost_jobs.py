@@ -1,0 +1,90 @@
+"""Finding the requests whose worker process died, and settling each one exactly once.
+
+Every request in flight carries the name of its worker process, and every live worker process keeps
+a liveness key fresh (see worker/heartbeat.py). A request whose worker's key has expired will never
+get a record from that worker: it is rerun when the run allows retries, else it gets a failed
+record of type ``worker_died``. The aggregator does this because it is the one process certain to
+be waiting for the run's records.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from tokenbench.shared import keys
+from tokenbench.shared.record_store import InFlight, read_in_flight, save_record
+from tokenbench.shared.records import JobSpec, RequestRecord, RunMeta
+
+CHECK_INTERVAL_S = 1.0
+
+
+class LostJobWatch:
+    """Call ``check()`` while waiting for a run; it settles lost requests at most once a second.
+
+    A worker's key also expires while Redis is down or restarting, so nothing is declared lost until
+    this process has reached Redis without a break for a whole key lifetime.
+    """
+
+    def __init__(self, connection: redis.Redis, meta: RunMeta, clock: Callable[[], float] = time.monotonic) -> None:
+        self._connection = connection
+        self._meta = meta
+        self._clock = clock
+        self._reachable_since = clock()
+        self._last_check = float("-inf")
+        self.rerun = 0
+        self.declared_dead = 0
+
+    def redis_unreachable(self) -> None:
+        self._reachable_since = self._clock()
+
+    def check(self) -> None:
+        now = self._clock()
+        if now - self._last_check < CHECK_INTERVAL_S or now - self._reachable_since < keys.WORKER_ALIVE_TTL_S:
+            return
+        self._last_check = now
+        for entry in read_in_flight(self._connection, self._meta.run_id):
+            if not self._connection.exists(keys.worker_alive(entry.worker)):
+                self._settle(entry)
+
+    def _settle(self, entry: InFlight) -> None:
+        # HDEL succeeds for one caller only: two aggregators on one run cannot both settle it.
+        if not self._connection.hdel(keys.run_in_flight(self._meta.run_id), str(entry.index)):
+            return
+        if self._connection.hexists(keys.run_records(self._meta.run_id), str(entry.index)):
+            return  # the record made it after all
+        try:
+            job = Job.fetch(entry.job_id, connection=self._connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return  # nothing left to rerun or describe; the report lists the request as missing
+        spec = JobSpec.from_dict(job.args[0])
+        if entry.attempt < self._meta.max_retries:
+            self._rerun(job, spec)
+            self.rerun += 1
+            return
+        host = entry.worker.rpartition(":")[0] or socket.gethostname()
+        message = (f"worker {entry.worker} died during the request (no heartbeat for "
+                   f"{keys.WORKER_ALIVE_TTL_S} s); attempt {spec.attempt + 1} of {self._meta.max_retries + 1}")
+        save_record(self._connection, RequestRecord.failure(spec, entry.worker, host, "worker_died", message))
+        self.declared_dead += 1
+
+    def _rerun(self, job: Job, spec: JobSpec) -> None:
+        spec.attempt += 1
+        queue = Queue(self._meta.queue, connection=self._connection, serializer=JSONSerializer)
+        queue.enqueue(
+            keys.JOB_FUNCTION,
+            spec.to_dict(),
+            job_id=keys.job_id(spec.run_id, spec.index, spec.attempt),
+            job_timeout=job.timeout,
+            result_ttl=0,
+            failure_ttl=keys.RUN_TTL_S,
+            description=f"{job.description} (rerun {spec.attempt})",
+            at_front=True,
+        )
