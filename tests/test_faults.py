@@ -194,3 +194,60 @@ def test_redis_restarted_mid_run_loses_no_record(tmp_path):
     result = load(out)
     assert result["complete"] is True
     assert (result["successful_runs"], len(result["results"])) == (8, 8)
+
+
+def test_cancel_removes_pending_jobs_and_the_report_says_so(redis_url, tmp_path):
+    connection = redis.Redis.from_url(redis_url)
+    out = tmp_path / "r.json"
+    with mock_server_process("--ttft-ms", "50", "--itl-ms", "100") as mock_url, \
+            worker_pool(redis_url, "cancel-test", 1):
+        run_id = enqueue(redis_url, mock_url, "cancel-test", "--prompts", "5", "--max-tokens", "20")
+        wait_in_flight(connection, run_id, 1)
+        cancelled = tokenbench("cancel", run_id, "--redis-url", redis_url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert "removed 4 pending job(s)" in cancelled.stdout
+        started = time.monotonic()
+        report = tokenbench("report", run_id, "--redis-url", redis_url, "--timeout", "60", "--output", str(out))
+        assert time.monotonic() - started < 10  # waits for the request in flight only
+    assert report.returncode == 1
+    assert f"run {run_id} was cancelled: 4 of 5 requests were not run" in report.stderr
+    result = load(out)
+    assert (result["cancelled"], result["complete"], result["successful_runs"]) == (True, False, 1)
+    assert [m["index"] for m in result["missing"]] == [1, 2, 3, 4]
+    assert connection.llen("rq:queue:cancel-test") == 0
+
+
+def test_cancel_of_an_unknown_run_is_a_one_line_error(redis_url):
+    result = tokenbench("cancel", "no-such-run", "--redis-url", redis_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "tokenbench: error: unknown run id 'no-such-run': no such run in this Redis"
+
+
+def test_two_runs_at_once_on_one_redis_never_mix(redis_url, tmp_path):
+    with mock_server_process("--ttft-ms", "5", "--itl-ms", "5") as mock_url:
+        # Two runs on one shared queue, served by the same workers...
+        with worker_pool(redis_url, "shared-queue", 2):
+            run_a = enqueue(redis_url, mock_url, "shared-queue", "--prompts", "6", "--max-tokens", "5")
+            run_b = enqueue(redis_url, mock_url, "shared-queue", "--prompts", "9", "--max-tokens", "7")
+            for run_id, n, tokens in ((run_a, 6, 5), (run_b, 9, 7)):
+                out = tmp_path / f"{run_id}.json"
+                report = tokenbench("report", run_id, "--redis-url", redis_url, "--timeout", "60",
+                                    "--output", str(out))
+                assert report.returncode == 0, report.stderr
+                result = load(out)
+                assert (result["successful_runs"], result["total_output_tokens"]) == (n, n * tokens)
+        # ...and two `tokenbench run`s started together, each with its own workers and queue.
+        runs = [subprocess.Popen([sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url",
+                                  mock_url + "/v1", "--model", "m", "--concurrency", "2", "--prompts", str(n),
+                                  "--max-tokens", str(tokens), "--redis-url", redis_url,
+                                  "--output", str(tmp_path / f"run{n}.json")],
+                                 env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for n, tokens in ((8, 3), (12, 4))]
+        for run in runs:
+            _out, stderr = run.communicate(timeout=60)
+            assert run.returncode == 0, stderr
+    for n, tokens in ((8, 3), (12, 4)):
+        result = load(tmp_path / f"run{n}.json")
+        assert (result["successful_runs"], result["complete"]) == (n, True)
+        assert {r["output_tokens"] for r in result["results"]} == {tokens}
+        assert len(result["workers"]) == 2

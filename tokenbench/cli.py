@@ -164,19 +164,44 @@ def worker(num_workers, redis_url, queues, burst, log_level) -> None:
 def report(run_id, redis_url, output, timeout_s) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
-    Exits 1 when records are still missing after --timeout (the JSON then says which).
+    Exits 1 when records are still missing after --timeout, or the run was cancelled (the JSON then
+    says which requests have no record).
     """
-    from tokenbench.aggregator.collect import load_meta, missing_indices, read_records, wait_for_records
+    from tokenbench.aggregator.collect import (
+        is_cancelled,
+        load_meta,
+        missing_indices,
+        read_records,
+        wait_for_records,
+    )
     from tokenbench.aggregator.metrics import build_report
 
     connection = connect(redis_url or default_redis_url())
     meta = load_meta(connection, run_id)
     wait_for_records(connection, meta, timeout_s)
     records = read_records(connection, run_id)
-    result = build_report(meta, records, missing_indices(meta, records))
+    cancelled = is_cancelled(connection, run_id)
+    result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled)
     _emit(result, output)
+    if cancelled and not result["complete"]:
+        raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
+                              "requests were not run")
     if not result["complete"]:
         raise TokenbenchError(f"{result['missing_runs']} of {meta.num_prompts} records missing after {timeout_s:g} s")
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_url_option("default redis://localhost:6379/0")
+def cancel(run_id, redis_url) -> None:
+    """Cancel a run: remove its pending jobs from the queue; requests in flight finish and keep their records."""
+    from tokenbench.aggregator.collect import load_meta
+    from tokenbench.producer.cancel import cancel_run
+
+    connection = connect(redis_url or default_redis_url())
+    meta = load_meta(connection, run_id)
+    removed = cancel_run(connection, meta)
+    click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}")
 
 
 @cli.command()

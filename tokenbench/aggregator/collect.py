@@ -26,6 +26,15 @@ def count_records(connection: redis.Redis, run_id: str) -> int:
     return connection.hlen(keys.run_records(run_id))
 
 
+def is_cancelled(connection: redis.Redis, run_id: str) -> bool:
+    return bool(connection.exists(keys.run_cancelled(run_id)))
+
+
+def _cancelled_and_settled(connection: redis.Redis, run_id: str) -> bool:
+    """A cancelled run has nothing more to wait for once its requests in flight are done."""
+    return is_cancelled(connection, run_id) and not connection.hlen(keys.run_in_flight(run_id))
+
+
 def wait_for_records(
     connection: redis.Redis,
     meta: RunMeta,
@@ -35,7 +44,8 @@ def wait_for_records(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Wait until every job of the run has its record; False when ``timeout_s`` passes first.
+    """Wait until every job of the run has its record; False when ``timeout_s`` passes first, or
+    when the run was cancelled and its last request in flight has ended.
 
     Meanwhile, requests whose worker died are rerun or recorded as failed (see lost_jobs.py), and a
     Redis that goes away is waited for. ``keep_waiting`` is called after every poll with the number
@@ -49,6 +59,8 @@ def wait_for_records(
             done = count_records(connection, meta.run_id)
             if done >= meta.num_prompts:
                 return True
+            if _cancelled_and_settled(connection, meta.run_id):
+                return False
             lost_jobs.check()
         except (redis.ConnectionError, redis.TimeoutError):
             lost_jobs.redis_unreachable()

@@ -81,7 +81,12 @@ def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
 
 
 def build_report(
-    meta: RunMeta, records: list[RequestRecord], missing: list[int] | None = None
+    meta: RunMeta,
+    records: list[RequestRecord],
+    missing: list[int] | None = None,
+    *,
+    cancelled: bool = False,
+    interrupted: bool = False,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record."""
     records = sorted(records, key=lambda r: r.index)
@@ -113,6 +118,8 @@ def build_report(
         "started_at": _iso(start if start is not None else meta.created_at),
         "duration_s": round(duration_s, 3),
         "complete": not missing,
+        "cancelled": cancelled,  # by `tokenbench cancel`
+        "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM
         "failed_runs": len(records) - len(ok),
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],

@@ -133,7 +133,5 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
         # (within stop_child's grace) and their records count.
         stop_child(workers)
         records = read_records(connection, run_id)
-        report = build_report(meta, records, missing_indices(meta, records))
-        if interrupted:
-            report["interrupted"] = True
+        report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted)
         return RunOutcome(report=report, interrupted=interrupted)

@@ -55,7 +55,12 @@ def run_queue(run_id: str) -> str:
 
 def job_id(run_id: str, index: int, attempt: int = 0) -> str:
     """RQ job id of the index-th request of a run (RQ allows letters, digits, '_' and '-')."""
-    return f"{PREFIX}-{run_id}-{index}" + (f"-retry{attempt}" if attempt else "")
+    return f"{job_id_prefix(run_id)}{index}" + (f"-retry{attempt}" if attempt else "")
+
+
+def job_id_prefix(run_id: str) -> str:
+    """What every RQ job id of the run starts with."""
+    return f"{PREFIX}-{run_id}-"
 
 
 def is_valid_run_id(run_id: str) -> bool:
