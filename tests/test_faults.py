@@ -183,7 +183,8 @@ def test_redis_restarted_mid_run_loses_no_record(tmp_path):
                                        "--timeout", "60", "--output", str(out)], env=clean_env(),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             connection = redis.Redis(port=port)
-            wait_for(lambda: any(c["cmd"] == "hlen" for c in connection.client_list()), "report is waiting")
+            wait_for(lambda: any(c["name"] == "tokenbench:report" for c in connection.client_list()),
+                     "report is waiting")
             wait_in_flight(connection, run_id, 2)
             first.terminate()  # while two requests are in flight and four are queued
             first.wait(10)

@@ -128,7 +128,7 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, q
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
-    connection = connect(redis_url or default_redis_url())
+    connection = connect(redis_url or default_redis_url(), "enqueue")
     meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue,
                        max_retries=request_flags["max_retries"])
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
@@ -176,7 +176,7 @@ def report(run_id, redis_url, output, timeout_s) -> None:
     )
     from tokenbench.aggregator.metrics import build_report
 
-    connection = connect(redis_url or default_redis_url())
+    connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
     wait_for_records(connection, meta, timeout_s)
     records = read_records(connection, run_id)
@@ -198,7 +198,7 @@ def cancel(run_id, redis_url) -> None:
     from tokenbench.aggregator.collect import load_meta
     from tokenbench.producer.cancel import cancel_run
 
-    connection = connect(redis_url or default_redis_url())
+    connection = connect(redis_url or default_redis_url(), "cancel")
     meta = load_meta(connection, run_id)
     removed = cancel_run(connection, meta)
     click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}")

@@ -84,7 +84,7 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
     """Start what the run needs, enqueue, run the workers, collect; stop all it started."""
     with ExitStack() as started, _sigterm_as_interrupt():
         redis_url = options.redis_url or started.enter_context(embedded_redis())
-        connection = connect(redis_url)
+        connection = connect(redis_url, "run")
         run_id = new_run_id()
         queue = keys.run_queue(run_id)
         mock = None

@@ -30,11 +30,15 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for ``url`` that has answered PING, or a TokenbenchError saying why not."""
+def connect(url: str, role: str) -> redis.Redis:
+    """A client for ``url`` that has answered PING, or a TokenbenchError saying why not.
+
+    The connection is named ``tokenbench:ROLE``, so that `redis-cli CLIENT LIST` tells who is who.
+    """
     try:
         client = redis.Redis.from_url(
             url,
+            client_name=f"tokenbench:{role}",
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,

@@ -18,7 +18,7 @@ def run_workers(
     redis_url: str, queue_names: list[str], num_workers: int, *, burst: bool, logging_level: str = "INFO"
 ) -> None:
     """Run the pool until it is stopped (SIGINT/SIGTERM) or, with ``burst``, until the queues are empty."""
-    connection = connect(redis_url)
+    connection = connect(redis_url, "worker-pool")
     pool = WorkerPool(
         queue_names,
         connection=connection,
