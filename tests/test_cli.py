@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
-
-
-def tokenbench(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY") and k != "REDIS_URL"}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tokenbench", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+from tests.helpers import tokenbench
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -44,10 +37,45 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["worker", "-n", "0"], ["-n"]),
         (["report"], ["RUN_ID"]),
         (["run", "--no-such-flag"], ["--no-such-flag"]),
+        (["run", "--mode", "mock", "--slo", "ttft=fast"], ["--slo", "'fast' is not a number"]),
+        (["run", "--mode", "mock", "--slo", "latency=5"], ["--slo", "unknown metric 'latency'"]),
+        (["report", "r", "--slo", "ttft"], ["--slo", "METRIC=MS"]),
+        (["run", "--mode", "mock", "--extra-body", "{nope"], ["--extra-body", "not JSON"]),
+        (["run", "--mode", "mock", "--extra-body", "[1, 2]"], ["--extra-body", "JSON object"]),
+        (["enqueue", "--mode", "openai", "--base-url", "http://h/v1", "--model", "m", "--header", "X"],
+         ["--header", "NAME:VALUE"]),
+        (["run", "--mode", "mock", "--ttft-timeout", "0"], ["--ttft-timeout"]),
+        (["run", "--mode", "mock", "--mock-fault", "explode"], ["--mock-fault", "explode"]),
+        (["cancel"], ["RUN_ID"]),
     ],
 )
 def test_usage_errors(args, needles):
     assert_one_line_error(tokenbench(*args), 2, *needles)
+
+
+BAD_PROMPT_FILES = {
+    "missing.jsonl": (None, "cannot read", "No such file"),
+    "broken.jsonl": ('{"prompt": "ok"}\n{"prompt": \n', "broken.jsonl:2: not JSON"),
+    "list.jsonl": ("[1]\n", "list.jsonl:1: expected a JSON object"),
+    "noprompt.jsonl": ('{"prompt": "ok"}\n\n{"text": "x"}\n', 'noprompt.jsonl:3: needs "prompt"'),
+    "messages.jsonl": ('{"messages": [{"role": "user"}]}\n', 'messages.jsonl:1: messages[0] needs a "role"'),
+    "tokens.jsonl": ('{"prompt": "a", "max_tokens": 0}\n', "tokens.jsonl:1: max_tokens must be"),
+    "columns.csv": ("id,text\n1,hello\n", "columns.csv:1: no 'prompt' column (columns: id, text)"),
+    "tokens.csv": ("prompt,max_tokens\nhi,many\n", "tokens.csv:2: max_tokens 'many'"),
+    "empty.txt": ("\n  \n", "empty.txt: no prompts"),
+    "latin1.txt": (b"caf\xe9\n", "latin1.txt: not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PROMPT_FILES))
+def test_bad_prompt_files_name_the_file_and_line(name, tmp_path):
+    content, *needles = BAD_PROMPT_FILES[name]
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    enqueue = ["enqueue", "--mode", "openai", "--base-url", "http://h/v1", "--model", "m"]
+    for command in (["run", "--mode", "mock"], enqueue):
+        assert_one_line_error(tokenbench(*command, "--prompts-file", str(path)), 2, "--prompts-file", *needles)
 
 
 def test_unreachable_redis_fails_fast_with_one_line():
@@ -56,6 +84,10 @@ def test_unreachable_redis_fails_fast_with_one_line():
     result = tokenbench("report", "some-run", "--redis-url", url)
     assert time.monotonic() - started < 5
     assert_one_line_error(result, 1, "cannot reach Redis", url)
+
+
+def test_a_prompts_file_that_is_a_directory_is_a_usage_error(tmp_path: Path):
+    assert_one_line_error(tokenbench("run", "--mode", "mock", "--prompts-file", str(tmp_path)), 2, "directory")
 
 
 def test_redis_password_is_not_echoed():

@@ -193,3 +193,36 @@ def test_failed_requests_are_records_and_a_run_with_no_success_exits_1(redis_url
     assert (report["complete"], report["failed_runs"], report["successful_runs"]) == (True, 3, 0)
     assert report["errors"]["connect_error"]["count"] == 3
     assert all(r["success"] is False and r["error_type"] == "connect_error" for r in report["results"])
+
+
+def test_prompts_file_extra_body_headers_and_slo_reach_the_server_and_the_report(redis_url, tmp_path):
+    seen: list[tuple[dict, dict]] = []
+    mock = MockServer(MockSettings(ttft_ms=5, itl_ms=2))
+
+    async def capture(request: web.Request) -> web.StreamResponse:
+        seen.append((await request.json(), dict(request.headers)))
+        return await mock.chat_completions(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", capture)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "short one", "id": "short", "max_tokens": 3}\n'
+                       '{"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}],'
+                       ' "id": "chat", "category": "conversation"}\n')
+    out = tmp_path / "r.json"
+    with serve_app(app) as url:
+        result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "m", "--concurrency", "2",
+                            "--prompts-file", str(prompts), "--prompts", "4", "--max-tokens", "5",
+                            "--extra-body", '{"ignore_eos": true, "temperature": 0}', "--header", "X-Bench: yes",
+                            "--slo", "ttft=5000,e2el=10000", "--redis-url", redis_url, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    report = load(out)
+    assert [(r["prompt_id"], r["category"], r["output_tokens"]) for r in report["results"]] == [
+        ("short", "file", 3), ("chat", "conversation", 5), ("short", "file", 3), ("chat", "conversation", 5)]
+    assert (report["good_requests"], report["slo_attainment"]) == (4, 1.0)
+    assert report["goodput_requests_per_s"] == report["request_throughput_per_s"]
+    assert len(seen) == 4
+    for body, headers in seen:
+        assert body["ignore_eos"] is True and body["temperature"] == 0 and body["stream"] is True
+        assert headers["X-Bench"] == "yes"
+    assert sorted(len(body["messages"]) for body, _ in seen) == [1, 1, 2, 2]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tokenbench.aggregator.metrics import build_report, inter_token_latencies_ms, tpot_ms
+from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.request_metrics import inter_token_latencies_ms, tpot_ms
 from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta
 
 SEED_KEYS = ["mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -28,6 +28,9 @@ from tokenbench.shared.config import (
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect, default_redis_url
 
+if TYPE_CHECKING:
+    from tokenbench.producer.prompts import Prompt
+
 MOCK_PLACEHOLDER_URL = "http://127.0.0.1:0/v1"  # replaced once `run` has started the mock
 
 mode_option = click.option(
@@ -38,9 +41,29 @@ model_option = click.option("--model", help="Model name (default: the mode's pre
 max_tokens_option = click.option(
     "--max-tokens", type=click.IntRange(min=1), help="max_tokens of every request [default: 256]."
 )
-prompts_option = click.option(
-    "--prompts", "num_prompts", type=click.IntRange(min=1), help="Number of prompts (default: all 30; more cycles)."
-)
+def prompts_options(command: Any) -> Any:
+    """Which prompts a run sends: the built-in set or a file, cycled to --prompts requests."""
+    command = click.option(
+        "--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
+        help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
+             ".csv with a 'prompt' column, or text with one prompt per line.",
+    )(command)
+    return click.option(
+        "--prompts", "num_prompts", type=click.IntRange(min=1),
+        help="Number of requests (default: one per prompt; more cycle through them).",
+    )(command)
+
+
+def selected_prompts(num_prompts: int | None, prompts_file: Path | None) -> list[Prompt]:
+    from tokenbench.producer.prompt_files import PromptFileError, load_prompt_file
+    from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
+
+    if prompts_file is None:
+        return select_prompts(num_prompts, BUILTIN_PROMPTS)
+    try:
+        return select_prompts(num_prompts, load_prompt_file(prompts_file))
+    except PromptFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--prompts-file'") from None
 
 
 def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
@@ -63,6 +86,23 @@ def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
     if not isinstance(body, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"ignore_eos\": true}'")
     return body
+
+
+def _parse_slo(_ctx, _param, value: str | None) -> dict[str, float] | None:
+    from tokenbench.aggregator.goodput import parse_slo
+
+    if value is None:
+        return None
+    try:
+        return parse_slo(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+slo_option = click.option(
+    "--slo", callback=_parse_slo, metavar="METRIC=MS,...",
+    help="Service-level objectives for goodput, e.g. ttft=500,tpot=50,e2el=10000 (any subset).",
+)
 
 
 def request_options(command: Any) -> Any:
@@ -115,21 +155,22 @@ def cli() -> None:
 @base_url_option
 @model_option
 @max_tokens_option
-@prompts_option
+@prompts_options
 @redis_url_option("default redis://localhost:6379/0")
 @click.option("--run-id", help="Run id (default: generated).")
 @click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True, help="RQ queue to put the jobs on.")
 @request_options
-def enqueue(mode, base_url, model, max_tokens, num_prompts, redis_url, run_id, queue, **request_flags) -> None:
+def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue,
+            **request_flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
-    from tokenbench.producer.prompts import select_prompts
 
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
+    prompts = selected_prompts(num_prompts, prompts_file)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, select_prompts(num_prompts), run_id=run_id, queue_name=queue,
+    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue,
                        max_retries=request_flags["max_retries"])
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
@@ -161,7 +202,8 @@ def worker(num_workers, redis_url, queues, burst, log_level) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds to wait for missing records.")
-def report(run_id, redis_url, output, timeout_s) -> None:
+@slo_option
+def report(run_id, redis_url, output, timeout_s, slo) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
     Exits 1 when records are still missing after --timeout, or the run was cancelled (the JSON then
@@ -181,7 +223,7 @@ def report(run_id, redis_url, output, timeout_s) -> None:
     wait_for_records(connection, meta, timeout_s)
     records = read_records(connection, run_id)
     cancelled = is_cancelled(connection, run_id)
-    result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled)
+    result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo)
     _emit(result, output)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
@@ -208,7 +250,7 @@ def cancel(run_id, redis_url) -> None:
 @mode_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (= requests in flight).")
-@prompts_option
+@prompts_options
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
 @click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable).")
 @base_url_option
@@ -226,10 +268,10 @@ def cancel(run_id, redis_url) -> None:
 @click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
               help="With --mock-fault: tokens sent before it.")
 @request_options
-def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, **request_flags) -> None:
+@slo_option
+def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url, model, max_tokens, redis_url,
+        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, slo, **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
-    from tokenbench.producer.prompts import select_prompts
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
 
     api_key = api_key or api_key_from_env(mode)
@@ -241,12 +283,13 @@ def run(mode, concurrency, num_prompts, output, api_key, base_url, model, max_to
                        fault_after=mock_fault_after)
     options = RunOptions(
         endpoint=endpoint,
-        prompts=select_prompts(num_prompts),
+        prompts=selected_prompts(num_prompts, prompts_file),
         concurrency=concurrency,
         api_key=api_key,
         redis_url=redis_url,
         mock=mock if is_mock else None,
         max_retries=request_flags["max_retries"],
+        slo=slo,
     )
     outcome = run_benchmark(options)
     _emit(outcome.report, output)

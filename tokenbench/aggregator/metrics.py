@@ -1,4 +1,4 @@
-"""Per-request metrics and the run's result document, as pure functions of the records.
+"""The run's result document, as a pure function of its records.
 
 Definitions follow vLLM's ``bench serve``; docs/metrics.md states them in full.
 """
@@ -9,28 +9,10 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from tokenbench.aggregator.goodput import meets_slo
+from tokenbench.aggregator.request_metrics import inter_token_latencies_ms, tokens_per_second, tpot_ms
 from tokenbench.aggregator.stats import mean, summarize
 from tokenbench.shared.records import RequestRecord, RunMeta
-
-
-def tpot_ms(record: RequestRecord) -> float | None:
-    """Time per output token after the first: (e2e - TTFT) / (output_tokens - 1)."""
-    if record.ttft_ms is None or record.latency_ms is None or record.output_tokens < 2:
-        return None
-    return (record.latency_ms - record.ttft_ms) / (record.output_tokens - 1)
-
-
-def inter_token_latencies_ms(record: RequestRecord) -> list[float]:
-    """Every gap between consecutive token-carrying chunks."""
-    offsets = record.chunk_offsets_ms
-    return [later - earlier for earlier, later in zip(offsets, offsets[1:])]
-
-
-def tokens_per_second(record: RequestRecord) -> float | None:
-    """output_tokens / end-to-end seconds."""
-    if not record.latency_ms or record.latency_ms <= 0:
-        return None
-    return record.output_tokens / (record.latency_ms / 1000)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -87,6 +69,7 @@ def build_report(
     *,
     cancelled: bool = False,
     interrupted: bool = False,
+    slo: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record."""
     records = sorted(records, key=lambda r: r.index)
@@ -101,6 +84,7 @@ def build_report(
     duration_s = (end - start) if start is not None and end is not None else 0.0
     total_output = sum(r.output_tokens for r in ok)
     workers = sorted({r.worker for r in records})
+    good = sum(meets_slo(r, slo) for r in records) if slo else None
 
     return {
         "mode": meta.mode,
@@ -128,6 +112,10 @@ def build_report(
         "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
         "output_throughput_tokens_per_s": _round(total_output / duration_s if duration_s > 0 else None),
         "request_throughput_per_s": _round(len(ok) / duration_s if duration_s > 0 else None),
+        "slo_ms": slo or None,  # --slo: the objectives goodput counts against
+        "good_requests": good,
+        "slo_attainment": _round(good / len(records) if good is not None and records else None, 4),
+        "goodput_requests_per_s": _round(good / duration_s if good is not None and duration_s > 0 else None),
         "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
         "itl_ms": summarize(gap for r in ok for gap in inter_token_latencies_ms(r)),
         "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),

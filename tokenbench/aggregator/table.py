@@ -17,6 +17,16 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _goodput_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("slo_ms"):
+        return []
+    objectives = ", ".join(f"{name} <= {limit:g} ms" for name, limit in report["slo_ms"].items())
+    return [
+        f"  goodput      {_number(report['goodput_requests_per_s'], 2)} req/s meeting {objectives}",
+        f"               ({report['good_requests']} requests, {_number(100 * report['slo_attainment'])} %)",
+    ]
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
@@ -28,6 +38,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "
         f"{_number(report['avg_tokens_per_second'])} tok/s per request",
         f"  requests/s   {_number(report['request_throughput_per_s'], 2)}",
+        *_goodput_lines(report),
         "",
         f"  {'(ms)':<12}" + "".join(f"{c:>10}" for c in _COLUMNS),
     ]

@@ -70,6 +70,7 @@ def enqueue_run(
                     prompt_id=prompt.id,
                     category=prompt.category,
                     messages=as_messages(prompt),
+                    max_tokens=prompt.max_tokens,
                     endpoint=endpoint_dict,
                 ).to_dict(),
             ),

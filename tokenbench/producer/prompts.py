@@ -10,7 +10,9 @@ from itertools import cycle, islice
 class Prompt:
     id: str
     category: str
-    text: str
+    text: str  # the user's words (for a conversation: its last user message)
+    messages: tuple[dict[str, str], ...] | None = None  # a whole conversation, sent as is
+    max_tokens: int | None = None  # overrides the run's --max-tokens for this prompt
 
 
 def _category(category: str, prefix: str, *texts: str) -> list[Prompt]:
@@ -97,4 +99,6 @@ def select_prompts(count: int | None, prompts: tuple[Prompt, ...] = BUILTIN_PROM
 
 
 def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    if prompt.messages is not None:
+        return [dict(m) for m in prompt.messages]
     return [{"role": "user", "content": prompt.text}]

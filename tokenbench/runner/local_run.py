@@ -56,6 +56,7 @@ class RunOptions:
     redis_url: str | None = None  # None: an embedded Redis for this run
     mock: MockOptions | None = None  # set for --mode mock
     max_retries: int = 0
+    slo: dict[str, float] | None = None  # goodput objectives (ms)
     worker_log_level: str = "WARNING"
 
 
@@ -133,5 +134,6 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
         # (within stop_child's grace) and their records count.
         stop_child(workers)
         records = read_records(connection, run_id)
-        report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted)
+        report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
+                              slo=options.slo)
         return RunOutcome(report=report, interrupted=interrupted)

@@ -32,6 +32,7 @@ class JobSpec:
     messages: list[dict[str, Any]]
     endpoint: dict[str, Any]  # config.Endpoint.to_dict()
     attempt: int = 0  # 0 the first time; n for the n-th rerun after a worker died
+    max_tokens: int | None = None  # this prompt's own max_tokens (from a prompts file), else the endpoint's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

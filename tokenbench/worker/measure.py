@@ -31,7 +31,7 @@ def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
     """The chat-completions body: ``--extra-body`` may add or replace anything but the stream itself."""
     return {
         "model": endpoint.model,
-        "max_tokens": endpoint.max_tokens,
+        "max_tokens": spec.max_tokens or endpoint.max_tokens,
         "stream_options": {"include_usage": True},
         **endpoint.extra_body,
         "messages": spec.messages,
