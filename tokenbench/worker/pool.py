@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from tokenbench.shared.redis_conn import connect
+from tokenbench.worker import job
 
 
 def run_workers(
@@ -19,6 +20,7 @@ def run_workers(
 ) -> None:
     """Run the pool until it is stopped (SIGINT/SIGTERM) or, with ``burst``, until the queues are empty."""
     connection = connect(redis_url, "worker-pool")
+    job.preload()  # inherited by every worker the pool forks
     pool = WorkerPool(
         queue_names,
         connection=connection,
