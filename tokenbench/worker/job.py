@@ -9,6 +9,7 @@ import ssl
 
 import httpx
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from tokenbench.shared.config import api_key_from_env
 from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record
@@ -72,9 +73,11 @@ def execute(spec_data: dict) -> None:
     api_key = api_key_from_env(spec.endpoint["mode"])
     try:
         record = measure_request(client, spec, api_key, watchdog)
-    except BaseException:  # a cold shutdown (second SIGINT/SIGTERM) interrupted the request
-        stopped = RequestRecord.failure(spec, worker, socket.gethostname(), "worker_stopped",
-                                        "the worker was stopped (cold shutdown) during the request")
-        save_record(connection, stopped)
+    except BaseException as exc:  # RQ interrupted the request: a cold shutdown, or its job timeout
+        if isinstance(exc, JobTimeoutException):
+            error_type, message = "job_timeout", f"RQ's job timeout ({job.timeout} s) passed during the request"
+        else:
+            error_type, message = "worker_stopped", "the worker was stopped (cold shutdown) during the request"
+        save_record(connection, RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message))
         raise
     save_record(connection, record, retry_s=SAVE_RETRY_S)
