@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import wire_file
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure
+from tokenbench.worker.chat_stream import ChatStreamReader, ReasoningDetails, StreamFailure, ThinkTagSplitter
 from tokenbench.worker.sse import SSEParser
 
 
@@ -78,3 +78,44 @@ def test_bad_or_error_chunks_fail(data, error_type):
         for event in parser.feed(f"data: {data}\n\n".encode(), 0):
             reader.on_event(event)
     assert failure.value.error_type == error_type
+
+
+def feed_think(pieces: list[str]) -> list[tuple[str, str, bool]]:
+    splitter = ThinkTagSplitter()
+    return [splitter.feed(piece) for piece in pieces]
+
+
+def test_think_tags_split_across_chunks_separate_reasoning_from_answer():
+    assert feed_think(["<thi", "nk>Let me", " think.</th", "ink>\n\nHello", " there"]) == [
+        ("", "", True), ("Let me", "", True), (" think.", "", True), ("", "\n\nHello", True), ("", " there", False)]
+
+
+def test_content_without_an_opening_think_tag_is_all_answer():
+    assert feed_think(["\n", "Hello <think> is", " a tag"]) == [("", "", False), ("", "\nHello <think> is", False),
+                                                              ("", " a tag", False)]
+    assert feed_think(["<", "b>bold</b>"]) == [("", "", True), ("", "<b>bold</b>", False)]
+
+
+@pytest.mark.parametrize("pieces", [
+    [["a"], ["b"], ["c"]],  # incremental
+    [["a"], ["ab"], ["abc"]],  # cumulative
+])
+def test_reasoning_details_incremental_or_cumulative_give_the_same_text(pieces):
+    details = ReasoningDetails()
+    new = [details.new_text([{"type": "reasoning.text", "text": p} for p in piece]) for piece in pieces]
+    assert new == ["a", "b", "c"] and details.text == "abc"
+
+
+def test_vllm_reasoning_with_continuous_usage_knows_tokens_per_chunk():
+    reader = read_transcript("vllm-reasoning-continuous-usage.sse")
+    chunks = reader.token_chunks
+    assert [c.reasoning for c in chunks] == [True, True, False]
+    assert [c.running_tokens for c in chunks] == [3, 10, 13]
+    assert reader.tokens_before_first_chunk == 0 and reader.completion_tokens == 13
+    assert chunks[2].answer_chars == len("Hello!")
+
+
+def test_openrouter_provider_generation_id_and_cost_are_read():
+    reader = read_transcript("openrouter-keepalive.sse")
+    assert (reader.provider, reader.generation_id, reader.cost) == ("DeepInfra", "gen-1759420128-LjBs", 0.0000952)
+    assert reader.reasoning_tokens == 0

@@ -12,6 +12,7 @@ import redis
 
 from tokenbench import __version__
 from tokenbench.mock import FAULTS as MOCK_FAULTS
+from tokenbench.mock.shapes import REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES, parse_sse_variants
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -88,6 +89,13 @@ def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
     return body
 
 
+def _parse_sse_variants(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    try:
+        return parse_sse_variants(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _parse_slo(_ctx, _param, value: str | None) -> dict[str, float] | None:
     from tokenbench.aggregator.goodput import parse_slo
 
@@ -122,7 +130,8 @@ def request_options(command: Any) -> Any:
         click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
                      help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
         click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Reruns of a request whose worker process died."),
+                     help="Retries of a request answered 429 (or 503 with Retry-After), after the wait it "
+                          "asks for; reruns of a request whose worker process died."),
     ]):
         command = option(command)
     return command
@@ -137,7 +146,7 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
         total_s=flags["total_timeout"],
     )
     return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
-                            extra_body=flags["extra_body"], **kwargs)
+                            extra_body=flags["extra_body"], max_retries=flags["max_retries"], **kwargs)
 
 
 def redis_url_option(default_help: str) -> Any:
@@ -170,8 +179,7 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     prompts = selected_prompts(num_prompts, prompts_file)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue,
-                       max_retries=request_flags["max_retries"])
+    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -267,10 +275,13 @@ def cancel(run_id, redis_url) -> None:
               help="With --mock-fault: share of requests that get it.")
 @click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
               help="With --mock-fault: tokens sent before it.")
+@click.option("--mock-option", "mock_options", multiple=True, metavar="NAME[=VALUE]",
+              help="With --mode mock: any other `mock-server` option, e.g. reasoning=think (repeatable).")
 @request_options
 @slo_option
 def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, slo, **request_flags) -> None:
+        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo,
+        **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
 
@@ -280,7 +291,7 @@ def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url,
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags,
                                    placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None)
     mock = MockOptions(mock_ttft_ms, mock_itl_ms, fault=mock_fault, fault_rate=mock_fault_rate,
-                       fault_after=mock_fault_after)
+                       fault_after=mock_fault_after, extra_args=_mock_option_args(mock_options))
     options = RunOptions(
         endpoint=endpoint,
         prompts=selected_prompts(num_prompts, prompts_file),
@@ -288,7 +299,6 @@ def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url,
         api_key=api_key,
         redis_url=redis_url,
         mock=mock if is_mock else None,
-        max_retries=request_flags["max_retries"],
         slo=slo,
     )
     outcome = run_benchmark(options)
@@ -326,12 +336,30 @@ def prompts() -> None:
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Share of streamed requests that get the fault (spread evenly).")
 @click.option("--fault-after", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Tokens sent before the fault (not for hang).")
-def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after) -> None:
-    """Serve an OpenAI-compatible streaming endpoint with exact, known timing."""
+              help="Tokens sent before the fault (for stall, drop, garbage, error).")
+@click.option("--retry-after-s", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retry-After of the rate_limit fault.")
+@click.option("--reasoning", type=click.Choice(REASONING_STYLES),
+              help="Send the first --reasoning-tokens tokens as reasoning, in this style.")
+@click.option("--reasoning-tokens", type=click.IntRange(min=0), default=8, show_default=True)
+@click.option("--tokens-per-chunk", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tokens in each chunk (vLLM/SGLang --stream-interval).")
+@click.option("--continuous-usage", is_flag=True, help="Running usage on every chunk (vLLM continuous_usage_stats).")
+@click.option("--usage-style", type=click.Choice(USAGE_STYLES), default="openai", show_default=True,
+              help="openrouter: provider, gen- id, cost, reasoning_tokens, usage chunk repeating finish_reason.")
+@click.option("--keepalive-ms", type=click.FloatRange(min=0, min_open=True),
+              help="Send ': OPENROUTER PROCESSING' comments this often until the first token.")
+@click.option("--sse", "sse_variants", callback=_parse_sse_variants, metavar="VARIANT,...",
+              help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
+def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
+                reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, usage_style, keepalive_ms,
+                sse_variants) -> None:
+    """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
+    faults of real servers."""
     from tokenbench.mock import READY_LINE_PREFIX
     from tokenbench.mock.replay import load_timed_transcript
     from tokenbench.mock.server import MockSettings, bind_socket, serve
+    from tokenbench.mock.shapes import StreamShape
 
     recorded = load_timed_transcript(replay) if replay is not None else None
 
@@ -343,9 +371,27 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"{READY_LINE_PREFIX}http://{shown_host}:{bound_port}")
     sys.stdout.flush()
+    shape = StreamShape(reasoning=reasoning, reasoning_tokens=reasoning_tokens, tokens_per_chunk=tokens_per_chunk,
+                        continuous_usage=continuous_usage, usage_style=usage_style, keepalive_ms=keepalive_ms,
+                        sse=sse_variants)
     settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
-                            fault=fault, fault_rate=fault_rate, fault_after=fault_after)
+                            fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
+                            shape=shape)
     serve(settings, sock)
+
+
+def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:
+    """``reasoning=think`` -> ``--reasoning think``, checked against `mock-server`'s own options now,
+    so a mistake is a usage error before anything starts."""
+    args: list[str] = []
+    for option in options:
+        name, sep, value = option.partition("=")
+        args += [f"--{name.strip().removeprefix('--')}"] + ([value] if sep else [])
+    try:
+        mock_server.make_context("mock-server", list(args), resilient_parsing=False)
+    except click.UsageError as exc:
+        raise click.BadParameter(exc.format_message(), param_hint="'--mock-option'") from None
+    return tuple(args)
 
 
 def _emit(result: dict, output: Path | None) -> None:

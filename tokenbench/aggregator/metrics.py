@@ -10,9 +10,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tokenbench.aggregator.goodput import meets_slo
-from tokenbench.aggregator.request_metrics import inter_token_latencies_ms, tokens_per_second, tpot_ms
+from tokenbench.aggregator.request_metrics import (
+    inter_chunk_gaps_ms,
+    inter_token_latencies_ms,
+    itl_source,
+    tokens_per_second,
+    tpot_ms,
+)
 from tokenbench.aggregator.stats import mean, summarize
-from tokenbench.shared.records import RequestRecord, RunMeta
+from tokenbench.shared.records import RATE_LIMITED, RequestRecord, RunMeta
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -35,16 +41,27 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,
+        "ttfat_ms": record.ttfat_ms,
         "latency_ms": record.latency_ms,
         "elapsed_ms": record.elapsed_ms,
         "tpot_ms": _round(tpot_ms(record)),
         "output_tokens": record.output_tokens,
         "output_tokens_source": record.output_tokens_source,
+        "reasoning_tokens": record.reasoning_tokens,
+        "answer_tokens": record.answer_tokens,
+        "reasoning_tokens_source": record.reasoning_tokens_source,
         "input_tokens": record.input_tokens,
         "tokens_per_second": _round(tokens_per_second(record)),
         "finish_reason": record.finish_reason,
         "served_model": record.served_model,
+        "provider": record.provider,
+        "generation_id": record.generation_id,
+        "cost": record.cost,
+        "retries": record.retries,
+        "retry_wait_ms": record.retry_wait_ms,
         "chunk_offsets_ms": record.chunk_offsets_ms,
+        "chunk_tokens": record.chunk_tokens,
+        "itl_source": itl_source(record),
     }
 
 
@@ -85,6 +102,8 @@ def build_report(
     total_output = sum(r.output_tokens for r in ok)
     workers = sorted({r.worker for r in records})
     good = sum(meets_slo(r, slo) for r in records) if slo else None
+    total_chunks = sum(len(r.chunk_offsets_ms) for r in ok)
+    costs = [r.cost for r in records if r.cost is not None]
 
     return {
         "mode": meta.mode,
@@ -116,10 +135,21 @@ def build_report(
         "good_requests": good,
         "slo_attainment": _round(good / len(records) if good is not None and records else None, 4),
         "goodput_requests_per_s": _round(good / duration_s if good is not None and duration_s > 0 else None),
+        "total_reasoning_tokens": sum(r.reasoning_tokens for r in ok),
+        "total_answer_tokens": sum(r.answer_tokens for r in ok),
+        "reasoning_tokens_source": dict(Counter(r.reasoning_tokens_source for r in ok if r.reasoning_tokens_source)),
+        "mean_tokens_per_chunk": _round(total_output / total_chunks if total_chunks else None),
+        "itl_source": dict(Counter(itl_source(r) for r in ok)),
+        "total_cost": _round(sum(costs), 8) if costs else None,
+        "providers": dict(Counter(r.provider for r in ok if r.provider)),
         "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
+        "ttfat_ms": summarize(r.ttfat_ms for r in ok if r.ttfat_ms is not None),
         "itl_ms": summarize(gap for r in ok for gap in inter_token_latencies_ms(r)),
+        "inter_chunk_ms": summarize(gap for r in ok for gap in inter_chunk_gaps_ms(r)),
         "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),
         "e2e_latency_ms": e2e,
+        "rate_limited_runs": sum(r.error_type == RATE_LIMITED for r in records),
+        "retried_runs": sum(bool(r.retries) for r in records),
         "errors": error_breakdown(records),
         "workers": workers,
         "hosts": sorted({r.host for r in records}),

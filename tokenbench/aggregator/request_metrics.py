@@ -12,10 +12,24 @@ def tpot_ms(record: RequestRecord) -> float | None:
     return (record.latency_ms - record.ttft_ms) / (record.output_tokens - 1)
 
 
-def inter_token_latencies_ms(record: RequestRecord) -> list[float]:
-    """Every gap between consecutive token-carrying chunks."""
+def inter_chunk_gaps_ms(record: RequestRecord) -> list[float]:
+    """Every gap between consecutive token-carrying chunks, as received."""
     offsets = record.chunk_offsets_ms
     return [later - earlier for earlier, later in zip(offsets, offsets[1:])]
+
+
+def inter_token_latencies_ms(record: RequestRecord) -> list[float]:
+    """ITL per token: a chunk of k tokens arriving g ms after the previous chunk gives k samples of
+    g/k when the tokens per chunk are known (``itl_source``); otherwise the gaps between chunks."""
+    gaps = inter_chunk_gaps_ms(record)
+    if record.chunk_tokens is None:
+        return gaps
+    return [gap / k for gap, k in zip(gaps, record.chunk_tokens[1:]) for _ in range(k)]
+
+
+def itl_source(record: RequestRecord) -> str:
+    """Where the per-token split of ITL came from: "usage", "logprobs", or "chunks" (one token each)."""
+    return record.chunk_tokens_source or "chunks"
 
 
 def tokens_per_second(record: RequestRecord) -> float | None:

@@ -4,11 +4,14 @@
 # so that `tokenbench run` can read it without importing the server).
 READY_LINE_PREFIX = "listening on "
 
-# What a faulty streamed response does (after ``fault_after`` tokens, except "hang"). Kept here for
+# What a faulty streamed response does (after ``fault_after`` tokens, where that applies). Kept here for
 # the same reason: the CLI lists them without importing the server.
 FAULTS = {
     "hang": "send nothing at all, not even the response headers",
     "stall": "stop sending and keep the connection open",
     "drop": "close the connection abruptly",
     "garbage": "send a data line that is not JSON, then carry on",
+    "error": "send an error chunk (OpenRouter's, finish_reason error) and close",
+    "http_error": "answer HTTP 500 with an error body",
+    "rate_limit": "answer HTTP 429 with Retry-After",
 }

@@ -1,8 +1,9 @@
 """The mock server: ``/v1/chat/completions`` (streaming and not) and ``/v1/models`` on aiohttp.
 
-It answers after ``ttft_ms`` with the first token and then sends one token per chunk every
-``itl_ms``. Each send is scheduled against an absolute deadline measured from the moment the
-request arrived, so a late wake-up never delays the tokens after it.
+It answers after ``ttft_ms`` with the first token and then sends a token every ``itl_ms``, in the
+shape ``StreamShape`` describes (see shapes.py), with the faults of ``tokenbench.mock.FAULTS`` at a
+given rate. Each send is scheduled against an absolute deadline measured from the moment the
+request arrived, so a late wake-up never delays the events after it.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import math
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from tokenbench.mock.replay import TimedReads
+from tokenbench.mock.shapes import Completion, StreamShape, frame, plan_stream, token_text
 
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
 DEFAULT_OUTPUT_TOKENS = 128  # when neither --output-tokens nor the request's max_tokens says
 MOCK_MODEL = "mock-model"
-_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "tempor", "magna", "aliqua", "veniam", "nostrud")
+_SPLIT_PAUSE_S = 0.002  # between the pieces of a split event, so that they arrive as separate reads
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,13 @@ class MockSettings:
     fault: str | None = None  # one of tokenbench.mock.FAULTS
     fault_rate: float = 1.0  # share of streamed requests that get the fault, spread evenly
     fault_after: int = 1  # tokens sent before the fault
+    retry_after_s: int = 1  # the Retry-After of a rate_limit fault
+    shape: StreamShape = field(default_factory=StreamShape)
 
 
 def is_faulty(request_number: int, rate: float) -> bool:
     """Whether the n-th request (from 0) gets the fault: exactly ``rate`` of every run of requests."""
     return math.floor((request_number + 1) * rate) > math.floor(request_number * rate)
-
-
-def token_text(i: int) -> str:
-    return " " + _WORDS[i % len(_WORDS)]
 
 
 def output_length(settings: MockSettings, body: dict[str, Any]) -> int:
@@ -65,41 +65,19 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return words
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """What the mock will answer to one request, and when."""
-
-    completion_id: str
-    model: str
-    n_tokens: int
-    usage: dict[str, int]
-    finish_reason: str
-    first_at: float  # event-loop time of the first token
-    itl_s: float
-    include_usage: bool
-
-    def chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
-        payload = {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-    def completion(self) -> dict[str, Any]:
-        """The non-streamed response."""
-        text = "".join(token_text(i) for i in range(self.n_tokens))
-        return {
-            "id": self.completion_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": self.finish_reason}],
-            "usage": self.usage,
-        }
+def completion_body(answer: Completion) -> dict[str, Any]:
+    """The non-streamed response."""
+    return {
+        "id": answer.completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer.model,
+        "choices": [{"index": 0, "message": {"role": "assistant",
+                                             "content": "".join(token_text(i) for i in range(answer.n_tokens))},
+                     "finish_reason": answer.finish_reason}],
+        "usage": {"prompt_tokens": answer.n_prompt, "completion_tokens": answer.n_tokens,
+                  "total_tokens": answer.n_prompt + answer.n_tokens},
+    }
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -108,8 +86,8 @@ async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None
         await asyncio.sleep(delay)
 
 
-def _bad_request(message: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
+def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": error_type}}, status=status, headers=headers)
 
 
 class MockServer:
@@ -134,13 +112,13 @@ class MockServer:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _bad_request("request body is not JSON")
+            return _error(400, "request body is not JSON", "invalid_request_error")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _bad_request("'messages' must be a list")
-        answer = self._plan(body, arrived)
+            return _error(400, "'messages' must be a list", "invalid_request_error")
+        answer = self._answer(body)
         if not body.get("stream"):
-            await _sleep_until(loop, answer.first_at + answer.itl_s * max(answer.n_tokens - 1, 0))
-            return web.json_response(answer.completion())
+            await _sleep_until(loop, arrived + answer.ttft_s + answer.itl_s * max(answer.n_tokens - 1, 0))
+            return web.json_response(completion_body(answer))
 
         fault = None
         if self.settings.fault is not None and is_faulty(self._streams_started, self.settings.fault_rate):
@@ -148,28 +126,33 @@ class MockServer:
         self._streams_started += 1
         if fault == "hang":
             await asyncio.sleep(3600)  # ends when the client goes away and aiohttp cancels us
+        if fault == "http_error":
+            return _error(500, "mock: injected server error", "server_error")
+        if fault == "rate_limit":
+            return _error(429, "mock: rate limit exceeded", "rate_limit_exceeded",
+                          headers={"Retry-After": str(self.settings.retry_after_s)})
         response = await self._start_stream(request)
         try:
             if self.settings.replay is not None:
                 await self._replay(response, arrived)
             else:
-                await self._stream(request, response, answer, fault)
+                await self._stream(request, response, plan_stream(self.settings.shape, answer), arrived, fault)
         except ConnectionResetError:  # the client went away (a timeout, a killed worker): nothing to do
             pass
         return response
 
-    def _plan(self, body: dict[str, Any], arrived: float) -> _Answer:
+    def _answer(self, body: dict[str, Any]) -> Completion:
         n_tokens = output_length(self.settings, body)
-        n_prompt = prompt_tokens(body)
-        return _Answer(
+        stream_options = body.get("stream_options") or {}
+        return Completion(
             completion_id=f"chatcmpl-mock-{uuid.uuid4().hex[:12]}",
             model=body.get("model") or self.settings.model,
             n_tokens=n_tokens,
-            usage={"prompt_tokens": n_prompt, "completion_tokens": n_tokens, "total_tokens": n_prompt + n_tokens},
+            n_prompt=prompt_tokens(body),
             finish_reason="length" if body.get("max_tokens") == n_tokens else "stop",
-            first_at=arrived + self.settings.ttft_ms / 1000,
+            ttft_s=self.settings.ttft_ms / 1000,
             itl_s=self.settings.itl_ms / 1000,
-            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+            include_usage=bool(stream_options.get("include_usage")),
         )
 
     async def _replay(self, response: web.StreamResponse, arrived: float) -> None:
@@ -179,13 +162,15 @@ class MockServer:
             await response.write(data)
         await response.write_eof()
 
-    async def _stream(
-        self, request: web.Request, response: web.StreamResponse, answer: _Answer, fault: str | None
-    ) -> None:
+    async def _stream(self, request: web.Request, response: web.StreamResponse, events: list, arrived: float,
+                      fault: str | None) -> None:
         loop = asyncio.get_running_loop()
-        await response.write(answer.chunk({"role": "assistant", "content": ""}))
-        for i in range(answer.n_tokens):
-            if fault is not None and i == self.settings.fault_after:
+        shape = self.settings.shape
+        split = shape.sse_number("split")
+        batch = shape.sse_number("batch") or 1
+        pending = b""
+        for number, event in enumerate(events):
+            if fault is not None and event.tokens and event.tokens_before >= self.settings.fault_after:
                 if fault == "stall":
                     await asyncio.sleep(3600)
                 elif fault == "drop":
@@ -193,14 +178,19 @@ class MockServer:
                     return
                 elif fault == "garbage":
                     await response.write(b"data: {this is not json\n\n")
-            await _sleep_until(loop, answer.first_at + i * answer.itl_s)
-            await response.write(answer.chunk({"content": token_text(i)}))
-        await response.write(answer.chunk({}, answer.finish_reason))
-        if answer.include_usage:
-            usage_chunk = {"id": answer.completion_id, "object": "chat.completion.chunk", "model": answer.model,
-                           "choices": [], "usage": answer.usage}
-            await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
+                elif fault == "error":  # OpenRouter's mid-stream error chunk, then the connection closes
+                    await response.write(_midstream_error())
+                    return
+                fault = None
+            pending += frame(event.data, shape.sse, number)
+            if (number + 1) % batch and number + 1 < len(events):
+                continue  # batch=N: N events in one write
+            await _sleep_until(loop, arrived + event.at_s)
+            for start in range(0, len(pending), split or len(pending)):
+                if split and start:
+                    await asyncio.sleep(_SPLIT_PAUSE_S)
+                await response.write(pending[start:start + split] if split else pending)
+            pending = b""
         await response.write_eof()
 
     @staticmethod
@@ -227,3 +217,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: MockSettings, sock: socket.socket) -> None:
     """Serve on ``sock`` until interrupted (SIGINT/SIGTERM)."""
     web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)
+
+
+def _midstream_error() -> bytes:
+    chunk = {"id": "gen-mock-error", "object": "chat.completion.chunk", "provider": "MockProvider",
+             "error": {"code": "server_error", "message": "mock: provider disconnected mid-stream"},
+             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -35,7 +35,6 @@ def enqueue_run(
     run_id: str | None = None,
     queue_name: str = keys.DEFAULT_QUEUE,
     requested_concurrency: int | None = None,
-    max_retries: int = 0,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata."""
     run_id = run_id or new_run_id()
@@ -55,7 +54,7 @@ def enqueue_run(
         prompt_ids=[p.id for p in prompts],
         tokenbench_version=__version__,
         requested_concurrency=requested_concurrency,
-        max_retries=max_retries,
+        max_retries=endpoint.max_retries,
     )
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()

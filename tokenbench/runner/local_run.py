@@ -36,6 +36,7 @@ class MockOptions:
     fault: str | None = None
     fault_rate: float = 1.0
     fault_after: int = 1
+    extra_args: tuple[str, ...] = ()  # any other mock-server options, already checked
 
     def to_args(self) -> list[str]:
         args = ["--ttft-ms", str(self.ttft_ms), "--itl-ms", str(self.itl_ms)]
@@ -44,7 +45,7 @@ class MockOptions:
         if self.fault is not None:
             args += ["--fault", self.fault, "--fault-rate", str(self.fault_rate),
                      "--fault-after", str(self.fault_after)]
-        return args
+        return args + list(self.extra_args)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ class RunOptions:
     api_key: str | None = None
     redis_url: str | None = None  # None: an embedded Redis for this run
     mock: MockOptions | None = None  # set for --mode mock
-    max_retries: int = 0
     slo: dict[str, float] | None = None  # goodput objectives (ms)
     worker_log_level: str = "WARNING"
 
@@ -114,7 +114,6 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
             run_id=run_id,
             queue_name=queue,
             requested_concurrency=options.concurrency,
-            max_retries=options.max_retries,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 

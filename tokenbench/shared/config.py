@@ -77,6 +77,7 @@ class Endpoint:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # longest silence after the first token
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S  # request sent -> end of stream
     extra_body: dict = field(default_factory=dict)  # merged into every request body
+    max_retries: int = 0  # retries of a 429/503 response; reruns of a request whose worker died
 
     @property
     def chat_completions_url(self) -> str:
@@ -122,6 +123,7 @@ def resolve_endpoint(
     timeouts: Timeouts = Timeouts(),
     headers: dict[str, str] | None = None,
     extra_body: dict | None = None,
+    max_retries: int = 0,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -143,6 +145,7 @@ def resolve_endpoint(
         idle_timeout_s=timeouts.idle_s,
         total_timeout_s=timeouts.total_s,
         extra_body=dict(extra_body or {}),
+        max_retries=max_retries,
     )
 
 

@@ -13,6 +13,7 @@ import orjson
 # Where a record's output_tokens came from.
 TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
+RATE_LIMITED = "rate_limited"  # error_type of a request the server refused with 429 (after any retries)
 
 
 def from_known_fields(cls, data: dict[str, Any]):
@@ -70,6 +71,17 @@ class RequestRecord:
     finish_reason: str | None = None
     served_model: str | None = None
     attempt: int = 0  # JobSpec.attempt of the job that wrote this record
+    ttfat_ms: float | None = None  # request sent -> first answer (non-reasoning) token
+    chunk_tokens: list[int] | None = None  # tokens in each token-carrying chunk, when the server says
+    chunk_tokens_source: str | None = None  # "usage" (running completion_tokens) or "logprobs"
+    reasoning_tokens: int = 0
+    answer_tokens: int = 0
+    reasoning_tokens_source: str | None = None  # "usage", "chunk_usage" or "estimate"; None: no reasoning
+    provider: str | None = None  # who served it (OpenRouter)
+    generation_id: str | None = None
+    cost: float | None = None  # usage.cost, when the provider sends it
+    retries: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts: status, wait, message
+    retry_wait_ms: float = 0.0  # time spent on earlier attempts and their waits; not in the timings
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -1,12 +1,14 @@
 """What the events of an OpenAI-compatible chat-completions stream mean for the measurement.
 
 A *token-carrying chunk* is one whose first choice's delta has non-empty ``content`` or reasoning
-text (``reasoning`` / ``reasoning_content``). A role-only chunk, ``content: ""`` and usage-only
-chunks carry no tokens.
+text (``reasoning``, ``reasoning_content`` or ``reasoning_details``). A role-only chunk,
+``content: ""`` and usage-only chunks carry no tokens. Reasoning is told apart from the answer by
+those fields, or by a ``<think>...</think>`` block at the start of ``content``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,10 +22,11 @@ _MESSAGE_LIMIT = 500
 class StreamFailure(Exception):
     """The request failed; ``error_type`` is a short stable name, ``message`` the detail."""
 
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(f"{error_type}: {message}")
         self.error_type = error_type
         self.message = message[:_MESSAGE_LIMIT]
+        self.retry_after_s = retry_after_s  # set when the server said the request may be retried
 
 
 def error_message(body: Any) -> str:
@@ -39,16 +42,113 @@ def error_message(body: Any) -> str:
     return orjson.dumps(body).decode()[:_MESSAGE_LIMIT]
 
 
-class ChatStreamReader:
-    """Accumulates, event by event, what the stream says: token chunk times, usage, finish reason."""
+@dataclass
+class TokenChunk:
+    """One token-carrying chunk: when it arrived and what it carried."""
+
+    received_ns: int
+    reasoning: bool = False  # carried reasoning text (or a think tag)
+    answer_chars: int = 0  # characters of answer text
+    reasoning_chars: int = 0
+    running_tokens: int | None = None  # usage.completion_tokens sent on this very chunk
+    logprob_tokens: int | None = None  # entries of logprobs.content on this chunk
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class ThinkTagSplitter:
+    """Splits streamed ``content`` into reasoning and answer when it starts with ``<think>``.
+
+    Tags may arrive split across chunks; text that could still be the start of a tag is held back
+    until the next piece decides it. ``feed`` returns (reasoning text, answer text, saw a tag).
+    """
 
     def __init__(self) -> None:
-        self.token_chunk_ns: list[int] = []
+        self.state = "start"  # start -> reasoning -> answer, or start -> answer
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, str, bool]:
+        text, self._held = self._held + text, ""
+        if self.state == "start":
+            stripped = text.lstrip()
+            if stripped.startswith(THINK_OPEN):
+                self.state = "reasoning"
+                text = stripped[len(THINK_OPEN):]
+                reasoning, answer, _ = self.feed(text)
+                return reasoning, answer, True
+            if THINK_OPEN.startswith(stripped):  # "", "<", "<th"...: not decided yet
+                self._held = text
+                return "", "", bool(stripped)
+            self.state = "answer"
+        if self.state == "reasoning":
+            at = text.find(THINK_CLOSE)
+            if at >= 0:
+                self.state = "answer"
+                return text[:at], text[at + len(THINK_CLOSE):], True
+            keep = _tag_prefix_length(text, THINK_CLOSE)
+            if keep:
+                text, self._held = text[:-keep], text[-keep:]
+            return text, "", bool(keep)
+        return "", text, False
+
+
+def _tag_prefix_length(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that is a start of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+class ReasoningDetails:
+    """OpenRouter's ``reasoning_details[]``: text that is either sent piece by piece or repeated
+    whole with each addition. Which one is decided by the second piece: if it extends the text so
+    far, the stream is cumulative."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.cumulative: bool | None = None
+
+    def new_text(self, details: list[Any]) -> str:
+        piece = "".join(_detail_text(d) for d in details if isinstance(d, dict))
+        if not piece:
+            return ""
+        if self.cumulative is None and self.text:
+            self.cumulative = piece.startswith(self.text) and len(piece) > len(self.text)
+        new = piece[len(self.text):] if self.cumulative else piece
+        self.text = piece if self.cumulative else self.text + piece
+        return new
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    for key in ("text", "summary"):
+        if isinstance(detail.get(key), str):
+            return detail[key]
+    return ""
+
+
+class ChatStreamReader:
+    """Accumulates, event by event, what the stream says: token chunks, usage, finish reason."""
+
+    def __init__(self) -> None:
+        self.token_chunks: list[TokenChunk] = []
         self.completion_tokens: int | None = None
+        self.reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens
         self.prompt_tokens: int | None = None
+        self.tokens_before_first_chunk = 0  # running usage.completion_tokens sent before any token
         self.finish_reason: str | None = None
         self.model: str | None = None
+        self.provider: str | None = None  # OpenRouter: who served it
+        self.generation_id: str | None = None
+        self.cost: float | None = None  # usage.cost (OpenRouter, in credits)
         self.done = False
+        self._think = ThinkTagSplitter()
+        self._details = ReasoningDetails()
+
+    @property
+    def token_chunk_ns(self) -> list[int]:
+        return [c.received_ns for c in self.token_chunks]
 
     def on_event(self, event: SSEEvent) -> None:
         data = event.data
@@ -66,28 +166,61 @@ class ChatStreamReader:
         if chunk.get("error") or chunk.get("object") == "error":
             raise StreamFailure("stream_error", error_message(chunk))
         self.model = self.model or chunk.get("model")
+        self.provider = self.provider or chunk.get("provider")
+        self.generation_id = self.generation_id or chunk.get("id")
+        choices = chunk.get("choices")
+        token_chunk = None
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            token_chunk = self._read_choice(choices[0], event.received_ns)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._read_usage(usage)
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            self._read_choice(choices[0], event.received_ns)
+            self._read_usage(usage, token_chunk)
 
-    def _read_usage(self, usage: dict[str, Any]) -> None:
-        if isinstance(usage.get("completion_tokens"), int):
-            self.completion_tokens = usage["completion_tokens"]
+    def _read_usage(self, usage: dict[str, Any], token_chunk: TokenChunk | None) -> None:
+        completion = usage.get("completion_tokens")
+        if isinstance(completion, int):
+            self.completion_tokens = completion
+            if token_chunk is not None:
+                token_chunk.running_tokens = completion
+            elif not self.token_chunks:
+                self.tokens_before_first_chunk = completion
         if isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens = usage["prompt_tokens"]
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+            self.reasoning_tokens = details["reasoning_tokens"]
+        if isinstance(usage.get("cost"), (int, float)):
+            self.cost = usage["cost"]
 
-    def _read_choice(self, choice: dict[str, Any], received_ns: int) -> None:
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and _carries_text(delta):
-            self.token_chunk_ns.append(received_ns)
+    def _read_choice(self, choice: dict[str, Any], received_ns: int) -> TokenChunk | None:
         finish_reason = choice.get("finish_reason")
         if finish_reason == "error":
             raise StreamFailure("stream_error", f"finish_reason 'error': {orjson.dumps(choice).decode()}")
+        token_chunk = None
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            token_chunk = self._read_delta(delta, received_ns)
+        if token_chunk is not None:
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                token_chunk.logprob_tokens = len(logprobs["content"])
+            self.token_chunks.append(token_chunk)
         if finish_reason and self.finish_reason is None:
             self.finish_reason = finish_reason
+        return token_chunk
+
+    def _read_delta(self, delta: dict[str, Any], received_ns: int) -> TokenChunk | None:
+        reasoning = _text(delta, "reasoning") or _text(delta, "reasoning_content")
+        details = delta.get("reasoning_details")
+        detail_text = self._details.new_text(details) if isinstance(details, list) else ""
+        reasoning = reasoning or detail_text  # OpenRouter sends both for the same text
+        content = _text(delta, "content")
+        think_reasoning, answer, saw_tag = self._think.feed(content) if content else ("", "", False)
+        reasoning += think_reasoning
+        if not (reasoning or content):  # any content is a token, even one a think tag may still claim
+            return None
+        return TokenChunk(received_ns=received_ns, reasoning=bool(reasoning) or saw_tag,
+                          answer_chars=len(answer), reasoning_chars=len(reasoning))
 
     def check_complete(self) -> None:
         """Raise unless the stream ended properly: with [DONE] or a finish reason."""
@@ -95,9 +228,6 @@ class ChatStreamReader:
             raise StreamFailure("truncated_stream", "the stream ended without [DONE] or a finish_reason")
 
 
-def _carries_text(delta: dict[str, Any]) -> bool:
-    for key in ("content", "reasoning", "reasoning_content"):
-        value = delta.get(key)
-        if isinstance(value, str) and value:
-            return True
-    return False
+def _text(delta: dict[str, Any], key: str) -> str:
+    value = delta.get(key)
+    return value if isinstance(value, str) else ""

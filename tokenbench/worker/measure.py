@@ -9,17 +9,21 @@ from __future__ import annotations
 import os
 import socket
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
 
 from tokenbench.shared.config import Endpoint
-from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, error_message
+from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
+from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, TokenChunk, error_message
 from tokenbench.worker.sse import SSEParser
 from tokenbench.worker.watchdog import StreamWatchdog
 
 _ERROR_BODY_LIMIT = 64 * 1024
+DEFAULT_RETRY_AFTER_S = 1.0  # a 429 that does not say how long to wait
+MAX_RETRY_AFTER_S = 300.0  # a longer wait is cut to this
 _NS_PER_MS = 1_000_000
 
 
@@ -61,8 +65,30 @@ def redact(text: str | None, secret: str | None) -> str | None:
 def measure_request(
     client: httpx.Client, spec: JobSpec, api_key: str | None, watchdog: StreamWatchdog
 ) -> RequestRecord:
-    """Stream the request of ``spec`` and return its record; failures become records too."""
+    """Stream the request of ``spec`` and return its record; failures become records too.
+
+    A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
+    server asks for; the record times the last attempt and lists the earlier ones in ``retries``.
+    """
     endpoint = Endpoint.from_dict(spec.endpoint)
+    first_sent_ns = time.perf_counter_ns()
+    retries: list[dict] = []
+    while True:
+        record, retry_after_s, sent_ns = _attempt(client, spec, endpoint, api_key, watchdog)
+        if retry_after_s is None or len(retries) >= endpoint.max_retries:
+            break
+        retries.append({"http_status": record.http_status, "error_type": record.error_type,
+                        "error": record.error, "retry_after_s": retry_after_s})
+        time.sleep(retry_after_s)
+    record.retries = retries
+    record.retry_wait_ms = round((sent_ns - first_sent_ns) / _NS_PER_MS, 3)
+    return record
+
+
+def _attempt(
+    client: httpx.Client, spec: JobSpec, endpoint: Endpoint, api_key: str | None, watchdog: StreamWatchdog
+) -> tuple[RequestRecord, float | None, int]:
+    """One send: (its record, the wait the server asked for before a retry or None, send time)."""
     record = RequestRecord(
         run_id=spec.run_id,
         index=spec.index,
@@ -88,6 +114,7 @@ def measure_request(
         ),
     )
     reader = ChatStreamReader()
+    retry_after_s = None
     record.started_at = time.time()
     sent_ns = time.perf_counter_ns()
     try:
@@ -95,12 +122,13 @@ def measure_request(
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
+        retry_after_s = failure.retry_after_s
     except httpx.HTTPError as exc:
         record.error_type, record.error = _error_type(exc, reader), f"{type(exc).__name__}: {exc}"
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
     record.error = redact(record.error, api_key)
-    return record
+    return record, retry_after_s, sent_ns
 
 
 def _deadline_failure(reason: str, endpoint: Endpoint) -> StreamFailure:
@@ -128,7 +156,7 @@ def _stream(
         record.headers_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
         record.http_status = response.status_code
         if not response.is_success:
-            raise StreamFailure("http_error", f"HTTP {response.status_code}: {_read_error_body(response)}")
+            raise _http_failure(response)
         watchdog.start(_socket_of(response))
         watchdog.set_deadline(*_next_deadline(first_token_deadline, "ttft_timeout", total_deadline))
         parser = SSEParser()
@@ -167,6 +195,36 @@ def _socket_of(response: httpx.Response) -> socket.socket | None:
     return stream.get_extra_info("socket") if stream is not None else None
 
 
+def _http_failure(response: httpx.Response) -> StreamFailure:
+    """429 is ``rate_limited`` and retryable (after Retry-After, else 1 s); a 503 is retryable when it
+    says when to come back. Other statuses are ``http_error``."""
+    message = f"HTTP {response.status_code}: {_read_error_body(response)}"
+    retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+    if response.status_code == 429:
+        return StreamFailure(RATE_LIMITED, message, retry_after_s=DEFAULT_RETRY_AFTER_S if retry_after_s is None
+                             else retry_after_s)
+    if response.status_code == 503:
+        return StreamFailure("http_error", message, retry_after_s=retry_after_s)
+    return StreamFailure("http_error", message)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date; None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    delay = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    return min(max(delay, 0.0), MAX_RETRY_AFTER_S)
+
+
 def _read_error_body(response: httpx.Response) -> str:
     body = b""
     for data in response.iter_raw():
@@ -180,18 +238,64 @@ def _read_error_body(response: httpx.Response) -> str:
 
 
 def _fill_from_stream(record: RequestRecord, reader: ChatStreamReader, sent_ns: int) -> None:
-    offsets = [round((t - sent_ns) / _NS_PER_MS, 3) for t in reader.token_chunk_ns]
+    chunks = reader.token_chunks
+    offsets = [round((c.received_ns - sent_ns) / _NS_PER_MS, 3) for c in chunks]
     record.chunk_offsets_ms = offsets
     if offsets:
         record.ttft_ms = offsets[0]
         record.latency_ms = offsets[-1]
+    record.ttfat_ms = next((offset for offset, c in zip(offsets, chunks) if c.answer_chars), None)
     if reader.completion_tokens is not None:
         record.output_tokens, record.output_tokens_source = reader.completion_tokens, TOKENS_FROM_USAGE
     else:
         record.output_tokens, record.output_tokens_source = len(offsets), TOKENS_FROM_CHUNKS
+    record.chunk_tokens, record.chunk_tokens_source = tokens_per_chunk(chunks, reader.tokens_before_first_chunk)
+    record.reasoning_tokens, record.reasoning_tokens_source = count_reasoning_tokens(
+        chunks, record.chunk_tokens, record.output_tokens, reader.reasoning_tokens
+    )
+    record.answer_tokens = max(record.output_tokens - record.reasoning_tokens, 0)
     record.input_tokens = reader.prompt_tokens
     record.finish_reason = reader.finish_reason
     record.served_model = reader.model
+    record.provider = reader.provider
+    record.generation_id = reader.generation_id
+    record.cost = reader.cost
+
+
+def tokens_per_chunk(chunks: list[TokenChunk], tokens_before: int) -> tuple[list[int] | None, str | None]:
+    """Tokens in each chunk, from a running usage count on every chunk or from logprobs; else unknown."""
+    if chunks and all(c.running_tokens is not None for c in chunks):
+        running = [tokens_before] + [c.running_tokens for c in chunks]
+        counts = [later - earlier for earlier, later in zip(running, running[1:])]
+        if all(k >= 1 for k in counts):
+            return counts, "usage"
+    if chunks and all(c.logprob_tokens for c in chunks):
+        return [c.logprob_tokens for c in chunks], "logprobs"
+    return None, None
+
+
+def count_reasoning_tokens(
+    chunks: list[TokenChunk], chunk_tokens: list[int] | None, output_tokens: int, reported: int | None
+) -> tuple[int, str | None]:
+    """Reasoning tokens: the server's count, else the tokens of reasoning chunks, else an estimate
+    from the share of reasoning characters. A chunk carrying both is split by its characters."""
+    if reported is not None:
+        return reported, "usage"
+    if not any(c.reasoning for c in chunks):
+        return 0, None
+    if chunk_tokens is not None:
+        share = sum(k * _reasoning_share(c) for k, c in zip(chunk_tokens, chunks))
+        return round(share), "chunk_usage"
+    reasoning_chars = sum(c.reasoning_chars for c in chunks)
+    total_chars = reasoning_chars + sum(c.answer_chars for c in chunks)
+    return (round(output_tokens * reasoning_chars / total_chars) if total_chars else 0), "estimate"
+
+
+def _reasoning_share(chunk: TokenChunk) -> float:
+    if not chunk.reasoning:
+        return 0.0
+    total = chunk.reasoning_chars + chunk.answer_chars
+    return chunk.reasoning_chars / total if total and chunk.answer_chars else 1.0
 
 
 # Most specific first: the first class that matches names the failure. A read timeout is the

@@ -1,0 +1,139 @@
+"""How real endpoints stream, end to end: the mock server speaks each dialect, real worker processes
+measure it (`tokenbench run --mode mock`), and the report must say what the wire said."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import load, tokenbench
+
+pytestmark = pytest.mark.integration
+
+
+def run_mock(redis_url: str, tmp_path, *flags: str, mock: tuple[str, ...] = (), prompts: int = 2,
+             max_tokens: int = 6, ttft_ms: float = 5, itl_ms: float = 5, expect_rc: int = 0) -> dict:
+    out = tmp_path / "r.json"
+    options = [arg for option in mock for arg in ("--mock-option", option)]
+    result = tokenbench("run", "--mode", "mock", "--prompts", str(prompts), "--concurrency", "1",
+                        "--max-tokens", str(max_tokens), "--mock-ttft-ms", str(ttft_ms), "--mock-itl-ms", str(itl_ms),
+                        "--redis-url", redis_url, "--output", str(out), *options, *flags)
+    assert result.returncode == expect_rc, result.stderr
+    return load(out)
+
+
+@pytest.mark.parametrize("variants", [
+    "crlf", "cr", "bom", "multiline", "fields", "batch=4",
+    "crlf,split=1",  # every CRLF split across two reads
+    "unicode,split=3",  # multi-byte characters and U+2028/U+2029 split across reads
+    "cr,bom,multiline,fields,unicode,split=5",
+])
+def test_sse_framing_variants_measure_the_same_stream(variants, redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=(f"sse={variants}",))
+    assert (report["successful_runs"], report["failed_runs"]) == (2, 0), report["errors"]
+    for result in report["results"]:
+        assert result["output_tokens"] == 6 and len(result["chunk_offsets_ms"]) == 6
+        assert result["finish_reason"] == "length"
+
+
+def test_keep_alive_comments_are_neither_first_byte_of_a_token_nor_ttft(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=("keepalive-ms=10",), ttft_ms=200)
+    for result in report["results"]:
+        assert result["headers_ms"] < 50  # the comments start at once...
+        assert 200 <= result["ttft_ms"] < 215  # ...but the first token is what TTFT times
+    assert report["successful_runs"] == 2
+
+
+# style -> (extra mock options, the reasoning_tokens_source the record must carry)
+REASONING_CASES = {
+    "reasoning": (("continuous-usage",), "chunk_usage"),
+    "reasoning_content": (("usage-style=openrouter",), "usage"),
+    "reasoning_details": (("usage-style=openrouter",), "usage"),
+    "reasoning_details_cumulative": (("continuous-usage",), "chunk_usage"),
+    "think": ((), "estimate"),
+}
+
+
+@pytest.mark.parametrize("style", sorted(REASONING_CASES))
+def test_reasoning_styles_give_ttft_ttfat_and_the_token_split(style, redis_url, tmp_path):
+    options, source = REASONING_CASES[style]
+    report = run_mock(redis_url, tmp_path, mock=(f"reasoning={style}", "reasoning-tokens=4", *options),
+                      max_tokens=10, ttft_ms=30, itl_ms=20)
+    assert report["successful_runs"] == 2, report["errors"]
+    for result in report["results"]:
+        assert 30 <= result["ttft_ms"] < 40  # the first reasoning token
+        assert 30 + 4 * 20 <= result["ttfat_ms"] < 30 + 4 * 20 + 10  # the first answer token
+        assert result["reasoning_tokens_source"] == source
+        if source == "estimate":  # from the share of characters: close, and labelled as such
+            assert abs(result["reasoning_tokens"] - 4) <= 1
+        else:
+            assert result["reasoning_tokens"] == 4
+        assert result["reasoning_tokens"] + result["answer_tokens"] == 10
+    assert report["total_reasoning_tokens"] + report["total_answer_tokens"] == 20
+    assert report["ttfat_ms"]["p50"] > report["ttft_ms"]["p50"]
+
+
+def test_multi_token_chunks_give_per_token_itl_when_running_usage_says_how_many(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=("tokens-per-chunk=4", "continuous-usage"), max_tokens=16,
+                      itl_ms=10)
+    assert report["itl_source"] == {"usage": 2}
+    assert report["mean_tokens_per_chunk"] == 4
+    for result in report["results"]:
+        assert result["chunk_tokens"] == [4, 4, 4, 4] and result["output_tokens"] == 16
+    assert 9 <= report["itl_ms"]["p50"] <= 11  # 40 ms between chunks of 4 tokens
+    assert 38 <= report["inter_chunk_ms"]["p50"] <= 42
+    # vLLM's TPOT, (e2e - TTFT) / (tokens - 1), counts the first chunk's 3 extra tokens as free:
+    # (3 chunks x 40 ms) / 15 = 8 ms. docs/metrics.md says so.
+    assert 7.5 <= report["tpot_ms"]["mean"] <= 8.5
+
+
+def test_multi_token_chunks_without_counts_fall_back_to_the_gaps_and_say_so(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=("tokens-per-chunk=4",), max_tokens=16, itl_ms=10)
+    assert report["itl_source"] == {"chunks": 2}
+    assert 38 <= report["itl_ms"]["p50"] <= 42 and report["itl_ms"] == report["inter_chunk_ms"]
+    assert report["mean_tokens_per_chunk"] == 4  # usage at the end still counts the tokens
+
+
+def test_openrouter_usage_chunk_provider_generation_and_cost(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=("usage-style=openrouter",), max_tokens=5)
+    assert report["providers"] == {"MockProvider": 2}
+    for result in report["results"]:
+        assert result["output_tokens"] == 5 and len(result["chunk_offsets_ms"]) == 5  # usage chunk is no token
+        assert result["generation_id"].startswith("gen-")
+        assert result["cost"] > 0
+    assert report["total_cost"] == pytest.approx(sum(r["cost"] for r in report["results"]))
+
+
+def test_an_error_inside_a_200_stream_is_a_failed_request_with_the_message(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "error", "--mock-fault-after", "3", expect_rc=1)
+    assert report["failed_runs"] == 2
+    for result in report["results"]:
+        assert (result["error_type"], result["http_status"]) == ("stream_error", 200)
+        assert "provider disconnected mid-stream" in result["error"]
+        assert result["output_tokens"] == 3
+    assert report["errors"]["stream_error"]["count"] == 2
+
+
+def test_an_http_error_keeps_its_status_and_message(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "http_error", "--mock-fault-rate", "0.5")
+    failed = [r for r in report["results"] if not r["success"]]
+    assert [(r["error_type"], r["http_status"]) for r in failed] == [("http_error", 500)]
+    assert "injected server error" in failed[0]["error"]
+
+
+def test_429_is_retried_after_retry_after_and_every_attempt_is_in_the_record(redis_url, tmp_path):
+    # The mock refuses every other request it sees: #1, and the retries push the rest to odd numbers too.
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "rate_limit", "--mock-fault-rate", "0.5",
+                      "--max-retries", "1", prompts=4)
+    assert (report["successful_runs"], report["retried_runs"], report["rate_limited_runs"]) == (4, 3, 0)
+    retried = [r for r in report["results"] if r["retries"]]
+    for result in retried:
+        assert result["retries"] == [{"http_status": 429, "error_type": "rate_limited",
+                                      "error": "HTTP 429: mock: rate limit exceeded", "retry_after_s": 1.0}]
+        assert 1000 <= result["retry_wait_ms"] < 1500
+        assert result["ttft_ms"] < 100  # timed from the attempt that was served
+
+
+def test_429_without_retries_is_counted_apart_from_other_failures(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "rate_limit", "--mock-fault-rate", "0.5", prompts=4)
+    assert (report["successful_runs"], report["rate_limited_runs"]) == (2, 2)
+    assert report["errors"]["rate_limited"]["count"] == 2

@@ -1,0 +1,195 @@
+"""What the mock's stream says, event by event, in the dialects real servers speak.
+
+``plan_stream`` lays out one response: keep-alive comments, the role chunk, token chunks (one or
+several tokens each, reasoning in any of the known styles), the finish and usage chunks, and
+``[DONE]``, each with the time it is due. ``frame`` then dresses an event in the SSE variants a
+parser must survive (CRLF or CR line endings, a BOM, multi-line data, id/retry/event fields).
+Pure functions: the server only schedules the writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+REASONING_STYLES = ("reasoning", "reasoning_content", "reasoning_details", "reasoning_details_cumulative", "think")
+USAGE_STYLES = ("openai", "openrouter")
+SSE_VARIANTS = ("crlf", "cr", "bom", "multiline", "fields", "unicode", "split=N", "batch=N")
+KEEPALIVE = b": OPENROUTER PROCESSING\n\n"
+MOCK_PROVIDER = "MockProvider"
+COST_PER_TOKEN = 1e-6
+
+_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "tempor", "magna", "aliqua", "veniam", "nostrud")
+# Multi-byte UTF-8 (split across reads by `split=N`) and U+2028/U+2029, which are not line breaks.
+_UNICODE_WORDS = ("café", "naïve", "😀", "a\u2028b", "日本語", "c\u2029d")
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """How the mock's streamed responses look (the `mock-server` switches)."""
+
+    reasoning: str | None = None  # one of REASONING_STYLES
+    reasoning_tokens: int = 0  # the first N tokens are reasoning
+    tokens_per_chunk: int = 1
+    continuous_usage: bool = False  # running usage on every chunk (vLLM continuous_usage_stats)
+    usage_style: str = "openai"  # "openrouter": provider, gen- id, cost, usage chunk repeating finish_reason
+    keepalive_ms: float | None = None  # comment lines before the first token, this often
+    sse: tuple[str, ...] = ()  # SSE_VARIANTS
+
+    def sse_number(self, name: str) -> int | None:
+        """The N of a ``name=N`` variant, if given."""
+        for variant in self.sse:
+            key, _, value = variant.partition("=")
+            if key == name:
+                return int(value)
+        return None
+
+
+def parse_sse_variants(text: str) -> tuple[str, ...]:
+    """``"crlf,split=7"`` -> ``("crlf", "split=7")``; ValueError naming an unknown variant."""
+    variants = tuple(v.strip() for v in text.split(",") if v.strip())
+    for variant in variants:
+        key, sep, value = variant.partition("=")
+        known = f"{key}=N" in SSE_VARIANTS if sep else key in SSE_VARIANTS
+        if not known or (sep and not (value.isdigit() and int(value) > 0)):
+            raise ValueError(f"unknown SSE variant {variant!r}: use {', '.join(SSE_VARIANTS)}")
+    if {"crlf", "cr"} <= set(variants):
+        raise ValueError("choose one of crlf and cr")
+    return variants
+
+
+@dataclass(frozen=True)
+class PlannedEvent:
+    at_s: float  # seconds after the request arrived
+    data: bytes  # one SSE event (LF line endings)
+    tokens: int = 0  # tokens it carries
+    tokens_before: int = 0  # tokens sent before it
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One request's answer: who, how long, and when its tokens are due."""
+
+    completion_id: str
+    model: str
+    n_tokens: int
+    n_prompt: int
+    finish_reason: str
+    ttft_s: float
+    itl_s: float
+    include_usage: bool
+
+
+def token_text(i: int, unicode: bool = False) -> str:
+    words = _UNICODE_WORDS if unicode else _WORDS
+    return " " + words[i % len(words)]
+
+
+def plan_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
+    """Every event of the streamed answer, in the order and at the times they are due."""
+    envelope = _Envelope(shape, answer)
+    events: list[PlannedEvent] = []
+    if shape.keepalive_ms:
+        step_s, at_s = shape.keepalive_ms / 1000, 0.0
+        while at_s < answer.ttft_s:
+            events.append(PlannedEvent(at_s, KEEPALIVE))
+            at_s += step_s
+    role_usage = _usage(shape, answer, 0) if shape.continuous_usage else None
+    events.append(PlannedEvent(0.0, envelope.chunk({"role": "assistant", "content": ""}, usage=role_usage)))
+    events.sort(key=lambda e: e.at_s)
+
+    reasoning_total = min(shape.reasoning_tokens, answer.n_tokens) if shape.reasoning else 0
+    unicode = "unicode" in shape.sse
+    reasoning_sent = ""
+    for first in range(0, answer.n_tokens, shape.tokens_per_chunk):
+        last = min(first + shape.tokens_per_chunk, answer.n_tokens)
+        texts = [token_text(i, unicode) for i in range(first, last)]
+        reasoning_text = "".join(texts[: max(0, reasoning_total - first)])
+        answer_text = "".join(texts[max(0, reasoning_total - first):])
+        reasoning_sent += reasoning_text
+        delta = _delta(shape, first, last, answer.n_tokens, reasoning_total, reasoning_text, answer_text,
+                       reasoning_sent)
+        usage = _usage(shape, answer, last) if shape.continuous_usage else None
+        at_s = answer.ttft_s + (last - 1) * answer.itl_s
+        events.append(PlannedEvent(at_s, envelope.chunk(delta, usage=usage), tokens=last - first, tokens_before=first))
+
+    end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
+    usage = _usage(shape, answer, answer.n_tokens)
+    if shape.usage_style == "openrouter":  # the usage chunk repeats the finish reason in one choice
+        events.append(PlannedEvent(end_s, envelope.chunk({"role": "assistant", "content": ""},
+                                                         finish_reason=answer.finish_reason, usage=usage)))
+    else:
+        events.append(PlannedEvent(end_s, envelope.chunk({}, finish_reason=answer.finish_reason,
+                                                         usage=usage if shape.continuous_usage else None)))
+        if answer.include_usage:
+            events.append(PlannedEvent(end_s, envelope.chunk(None, usage=usage)))
+    events.append(PlannedEvent(end_s, b"data: [DONE]\n\n"))
+    return events
+
+
+def _delta(shape: StreamShape, first: int, last: int, n_tokens: int, reasoning_total: int, reasoning_text: str,
+           answer_text: str, reasoning_sent: str) -> dict[str, Any]:
+    style = shape.reasoning
+    if style == "think":
+        opening = "<think>" if first == 0 and reasoning_total else ""
+        closes = first <= reasoning_total < last or last == reasoning_total == n_tokens
+        closing = "</think>" if reasoning_total and closes else ""
+        return {"content": opening + reasoning_text + closing + answer_text}
+    delta: dict[str, Any] = {}
+    if reasoning_text:
+        if style in ("reasoning", "reasoning_content"):
+            delta[style] = reasoning_text
+        else:  # OpenRouter sends both the plain text and its reasoning_details
+            detail = reasoning_sent if style == "reasoning_details_cumulative" else reasoning_text
+            delta["reasoning"] = reasoning_text
+            delta["reasoning_details"] = [{"type": "reasoning.text", "text": detail, "format": "unknown", "index": 0}]
+    if answer_text:
+        delta["content"] = answer_text
+    return delta
+
+
+def _usage(shape: StreamShape, answer: Completion, completion_tokens: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": answer.n_prompt, "completion_tokens": completion_tokens,
+                             "total_tokens": answer.n_prompt + completion_tokens}
+    if shape.usage_style == "openrouter":
+        reasoning = min(shape.reasoning_tokens, completion_tokens) if shape.reasoning else 0
+        usage["cost"] = round((answer.n_prompt + completion_tokens) * COST_PER_TOKEN, 9)
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
+
+
+class _Envelope:
+    def __init__(self, shape: StreamShape, answer: Completion) -> None:
+        self.base: dict[str, Any] = {"id": answer.completion_id, "object": "chat.completion.chunk",
+                                     "created": int(time.time()), "model": answer.model}
+        if shape.usage_style == "openrouter":
+            self.base["id"] = "gen-" + answer.completion_id.rpartition("-")[2]
+            self.base["provider"] = MOCK_PROVIDER
+
+    def chunk(self, delta: dict | None, *, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
+        payload = dict(self.base)
+        payload["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        if usage is not None:
+            payload["usage"] = usage
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def frame(event: bytes, variants: tuple[str, ...], number: int) -> bytes:
+    """``event`` (LF-framed) as the SSE variants write it; ``number`` is its place in the stream."""
+    if event.startswith(b"data: {"):
+        if "multiline" in variants:  # JSON may break between tokens; data lines join with "\n"
+            head, sep, tail = event[len(b"data: "):].partition(b',"')
+            if sep:
+                event = b"data: " + head + b",\ndata: " + b'"' + tail
+        if "fields" in variants:
+            event = f"event: message\nid: {number}\nretry: 3000\n".encode() + event
+    if "crlf" in variants:
+        event = event.replace(b"\n", b"\r\n")
+    elif "cr" in variants:
+        event = event.replace(b"\n", b"\r")
+    if "bom" in variants and number == 0:
+        event = b"\xef\xbb\xbf" + event
+    return event
