@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import wire_file
+from tokenbench.worker.anthropic_stream import AnthropicStreamReader
 from tokenbench.worker.chat_stream import ChatStreamReader, ReasoningDetails, StreamFailure, ThinkTagSplitter
-from tokenbench.worker.sse import SSEParser
+from tokenbench.worker.sse import SSEEvent, SSEParser
 
 
 def read_transcript(name: str) -> ChatStreamReader:
@@ -119,3 +120,22 @@ def test_openrouter_provider_generation_id_and_cost_are_read():
     reader = read_transcript("openrouter-keepalive.sse")
     assert (reader.provider, reader.generation_id, reader.cost) == ("DeepInfra", "gen-1759420128-LjBs", 0.0000952)
     assert reader.reasoning_tokens == 0
+
+
+def test_anthropic_messages_stream_text_deltas_usage_and_message_stop():
+    parser, reader = SSEParser(), AnthropicStreamReader()
+    for t, line in enumerate(wire_file("anthropic-messages.sse").read_bytes().splitlines(keepends=True)):
+        for event in parser.feed(line, received_ns=t):
+            reader.on_event(event)
+    assert len(reader.token_chunks) == 2  # "Hello", " world"; ping and block events carry none
+    assert (reader.completion_tokens, reader.prompt_tokens) == (3, 12)
+    assert (reader.finish_reason, reader.done, reader.model) == ("end_turn", True, "claude-sonnet-4-5")
+    reader.check_complete()
+
+
+def test_anthropic_error_event_fails_with_its_message():
+    reader = AnthropicStreamReader()
+    event = SSEEvent(event="error", data='{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+                     received_ns=1)
+    with pytest.raises(StreamFailure, match="Overloaded"):
+        reader.on_event(event)

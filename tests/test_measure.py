@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import fakeredis
 import orjson
@@ -14,7 +15,7 @@ from tokenbench.shared.config import Endpoint
 from tokenbench.shared.record_store import save_record
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
 from tokenbench.worker.job import process_tools
-from tokenbench.worker.measure import measure_request
+from tokenbench.worker.measure import build_request_body, measure_request, parse_retry_after
 
 
 def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
@@ -182,3 +183,22 @@ def test_a_duplicate_push_is_stored_and_counted_once():
     assert save_record(connection, record) is False
     assert connection.hlen(keys.run_records("r")) == 1
     assert connection.hgetall(keys.run_progress("r")) == {b"done": b"1", b"failed": b"0", b"output_tokens": b"5"}
+
+
+def test_anthropic_body_moves_system_messages_to_the_system_field():
+    spec = spec_for("http://h")
+    spec.messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    endpoint = Endpoint(mode="openai", base_url="http://h/v1", model="m", api="anthropic",
+                        extra_body={"stream": False, "messages": [], "temperature": 0})
+    body = build_request_body(spec, endpoint)
+    assert body == {"model": "m", "max_tokens": 256, "system": "Be brief.", "temperature": 0,
+                    "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("3", now) == 3.0
+    assert parse_retry_after("Fri, 27 Nov 2026 12:00:05 GMT", now) == 5.0
+    assert parse_retry_after("Fri, 27 Nov 2026 11:00:00 GMT", now) == 0.0  # already past
+    assert parse_retry_after("99999", now) == 300.0  # capped
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None

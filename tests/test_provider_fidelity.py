@@ -4,8 +4,11 @@ measure it (`tokenbench run --mode mock`), and the report must say what the wire
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
 
+from tests.conftest import serve_app
 from tests.helpers import load, tokenbench
+from tokenbench.mock.server import MockServer, MockSettings
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +140,51 @@ def test_429_without_retries_is_counted_apart_from_other_failures(redis_url, tmp
     report = run_mock(redis_url, tmp_path, "--mock-fault", "rate_limit", "--mock-fault-rate", "0.5", prompts=4)
     assert (report["successful_runs"], report["rate_limited_runs"]) == (2, 2)
     assert report["errors"]["rate_limited"]["count"] == 2
+
+
+def test_anthropic_messages_api_with_thinking_end_to_end(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--api", "anthropic", mock=("reasoning=think", "reasoning-tokens=4",
+                                                                       "tokens-per-chunk=2"),
+                      max_tokens=10, ttft_ms=30, itl_ms=20)
+    assert report["successful_runs"] == 2, report["errors"]
+    for result in report["results"]:
+        assert result["finish_reason"] == "max_tokens" and result["output_tokens_source"] == "usage"
+        assert result["output_tokens"] == 10 and len(result["chunk_offsets_ms"]) == 5
+        assert 30 + 20 <= result["ttft_ms"] < 30 + 20 + 10  # the first chunk holds two tokens
+        assert 30 + 5 * 20 <= result["ttfat_ms"] < 30 + 5 * 20 + 10
+        assert (result["reasoning_tokens"], result["reasoning_tokens_source"]) == (4, "estimate")
+
+
+def test_anthropic_error_event_mid_stream(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--api", "anthropic", "--mock-fault", "error", expect_rc=1)
+    assert report["errors"]["stream_error"]["count"] == 2
+    assert "overloaded mid-stream" in report["errors"]["stream_error"]["example"]
+
+
+def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
+    seen: list[tuple[str, dict, dict]] = []
+    mock = MockServer(MockSettings(ttft_ms=1, itl_ms=1))
+
+    async def capture(request: web.Request) -> web.StreamResponse:
+        seen.append((request.path, await request.json(), dict(request.headers)))
+        return await (mock.messages if request.path.endswith("/messages") else mock.chat_completions)(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", capture)
+    app.router.add_post("/v1/messages", capture)
+    common = ["--base-url", "{url}/v1", "--prompts", "1", "--max-tokens", "3", "--redis-url", redis_url]
+    with serve_app(app) as url:
+        for mode, extra in (("openrouter", ["--reasoning-effort", "high"]),
+                            ("openai", ["--model", "m", "--reasoning-effort", "low", "--ignore-eos"]),
+                            ("openai", ["--model", "m", "--api", "anthropic"])):
+            args = [a.replace("{url}", url) for a in common]
+            result = tokenbench("run", "--mode", mode, "--api-key", "sk-test", *args, *extra)
+            assert result.returncode == 0, result.stderr
+    (path1, body1, headers1), (path2, body2, _), (path3, body3, headers3) = seen
+    assert path1 == "/v1/chat/completions" and body1["reasoning"] == {"effort": "high"}
+    assert headers1["X-OpenRouter-Title"] == headers1["X-Title"] == "tokenbench" and "HTTP-Referer" in headers1
+    assert headers1["Authorization"] == "Bearer sk-test"
+    assert body2["reasoning_effort"] == "low" and body2["ignore_eos"] is True and "reasoning" not in body2
+    assert path3 == "/v1/messages" and body3["stream"] is True and body3["max_tokens"] == 3
+    assert headers3["x-api-key"] == "sk-test" and headers3["anthropic-version"] == "2023-06-01"
+    assert "Authorization" not in headers3 and "stream_options" not in body3

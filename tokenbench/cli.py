@@ -15,11 +15,13 @@ from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.mock.shapes import REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES, parse_sse_variants
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
+    APIS,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     DEFAULT_TTFT_TIMEOUT_S,
     MODES,
+    REASONING_EFFORTS,
     Endpoint,
     Timeouts,
     api_key_from_env,
@@ -129,6 +131,12 @@ def request_options(command: Any) -> Any:
                      help="Extra HTTP header on every request (repeatable)."),
         click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
                      help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
+        click.option("--api", type=click.Choice(APIS), default="openai", show_default=True,
+                     help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages."),
+        click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
+                     help="Reasoning effort: OpenRouter's reasoning.effort, else reasoning_effort."),
+        click.option("--ignore-eos", is_flag=True,
+                     help="vLLM/SGLang ignore_eos: always generate --max-tokens tokens."),
         click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Retries of a request answered 429 (or 503 with Retry-After), after the wait it "
                           "asks for; reruns of a request whose worker process died."),
@@ -146,7 +154,8 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
         total_s=flags["total_timeout"],
     )
     return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
-                            extra_body=flags["extra_body"], max_retries=flags["max_retries"], **kwargs)
+                            extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
+                            reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"], **kwargs)
 
 
 def redis_url_option(default_help: str) -> Any:

@@ -13,6 +13,7 @@ import math
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from tokenbench.mock.replay import TimedReads
-from tokenbench.mock.shapes import Completion, StreamShape, frame, plan_stream, token_text
+from tokenbench.mock.shapes import Completion, StreamShape, frame, plan_anthropic_stream, plan_stream, token_text
 
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
@@ -98,6 +99,7 @@ class MockServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         return app
 
@@ -107,6 +109,13 @@ class MockServer:
         )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_request(request, plan_stream)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """The Anthropic Messages API (streamed only)."""
+        return await self._answer_request(request, plan_anthropic_stream)
+
+    async def _answer_request(self, request: web.Request, plan: Callable) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         arrived = loop.time()
         try:
@@ -117,6 +126,8 @@ class MockServer:
             return _error(400, "'messages' must be a list", "invalid_request_error")
         answer = self._answer(body)
         if not body.get("stream"):
+            if plan is plan_anthropic_stream:
+                return _error(400, "the mock's /v1/messages answers streamed requests only", "invalid_request_error")
             await _sleep_until(loop, arrived + answer.ttft_s + answer.itl_s * max(answer.n_tokens - 1, 0))
             return web.json_response(completion_body(answer))
 
@@ -136,7 +147,9 @@ class MockServer:
             if self.settings.replay is not None:
                 await self._replay(response, arrived)
             else:
-                await self._stream(request, response, plan_stream(self.settings.shape, answer), arrived, fault)
+                events = plan(self.settings.shape, answer)
+                error_event = _anthropic_error() if plan is plan_anthropic_stream else _midstream_error()
+                await self._stream(request, response, events, arrived, fault, error_event)
         except ConnectionResetError:  # the client went away (a timeout, a killed worker): nothing to do
             pass
         return response
@@ -163,7 +176,7 @@ class MockServer:
         await response.write_eof()
 
     async def _stream(self, request: web.Request, response: web.StreamResponse, events: list, arrived: float,
-                      fault: str | None) -> None:
+                      fault: str | None, error_event: bytes) -> None:
         loop = asyncio.get_running_loop()
         shape = self.settings.shape
         split = shape.sse_number("split")
@@ -178,8 +191,8 @@ class MockServer:
                     return
                 elif fault == "garbage":
                     await response.write(b"data: {this is not json\n\n")
-                elif fault == "error":  # OpenRouter's mid-stream error chunk, then the connection closes
-                    await response.write(_midstream_error())
+                elif fault == "error":  # the API's mid-stream error event, then the connection closes
+                    await response.write(error_event)
                     return
                 fault = None
             pending += frame(event.data, shape.sse, number)
@@ -219,7 +232,13 @@ def serve(settings: MockSettings, sock: socket.socket) -> None:
     web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)
 
 
+def _anthropic_error() -> bytes:
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "mock: overloaded mid-stream"}}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
 def _midstream_error() -> bytes:
+    """OpenRouter's error chunk: a top-level error and finish_reason "error"."""
     chunk = {"id": "gen-mock-error", "object": "chat.completion.chunk", "provider": "MockProvider",
              "error": {"code": "server_error", "message": "mock: provider disconnected mid-stream"},
              "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}

@@ -193,3 +193,48 @@ def frame(event: bytes, variants: tuple[str, ...], number: int) -> bytes:
     if "bom" in variants and number == 0:
         event = b"\xef\xbb\xbf" + event
     return event
+
+
+def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
+    """The same answer as an Anthropic Messages stream: reasoning as a thinking block, then text."""
+    unicode = "unicode" in shape.sse
+    reasoning_total = min(shape.reasoning_tokens, answer.n_tokens) if shape.reasoning else 0
+    message = {"id": "msg_" + answer.completion_id.rpartition("-")[2], "type": "message", "role": "assistant",
+               "content": [], "model": answer.model, "stop_reason": None,
+               "usage": {"input_tokens": answer.n_prompt, "output_tokens": 1}}
+    events = [PlannedEvent(0.0, _named("message_start", {"type": "message_start", "message": message})),
+              PlannedEvent(0.0, _named("ping", {"type": "ping"}))]
+    block = -1
+    for first in range(0, answer.n_tokens, shape.tokens_per_chunk):
+        last = min(first + shape.tokens_per_chunk, answer.n_tokens)
+        at_s = answer.ttft_s + (last - 1) * answer.itl_s
+        parts = (("thinking", first, min(last, reasoning_total)), ("text", max(first, reasoning_total), last))
+        for kind, lo, hi in parts:
+            if lo >= hi:
+                continue
+            if block < 0 or (kind == "text" and block == 0 and reasoning_total):
+                if block >= 0:
+                    events.append(PlannedEvent(at_s, _named("content_block_stop", {"type": "content_block_stop",
+                                                                                   "index": block})))
+                block += 1
+                start = {"type": kind, kind: ""}
+                events.append(PlannedEvent(at_s, _named("content_block_start", {
+                    "type": "content_block_start", "index": block, "content_block": start})))
+            text = "".join(token_text(i, unicode) for i in range(lo, hi))
+            delta = {"type": f"{kind}_delta", kind: text}
+            events.append(PlannedEvent(at_s, _named("content_block_delta", {
+                "type": "content_block_delta", "index": block, "delta": delta}), tokens=hi - lo, tokens_before=lo))
+    end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
+    stop_reason = "max_tokens" if answer.finish_reason == "length" else "end_turn"
+    events += [
+        PlannedEvent(end_s, _named("content_block_stop", {"type": "content_block_stop", "index": max(block, 0)})),
+        PlannedEvent(end_s, _named("message_delta", {"type": "message_delta",
+                                                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                                     "usage": {"output_tokens": answer.n_tokens}})),
+        PlannedEvent(end_s, _named("message_stop", {"type": "message_stop"})),
+    ]
+    return events
+
+
+def _named(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"

@@ -20,6 +20,9 @@ from tokenbench.shared.records import from_known_fields
 GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
 
 DEFAULT_MAX_TOKENS = 256
+APIS = ("openai", "anthropic")  # OpenAI-compatible chat completions, or Anthropic Messages
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TTFT_TIMEOUT_S = 120.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
@@ -78,10 +81,14 @@ class Endpoint:
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S  # request sent -> end of stream
     extra_body: dict = field(default_factory=dict)  # merged into every request body
     max_retries: int = 0  # retries of a 429/503 response; reruns of a request whose worker died
+    api: str = "openai"  # one of APIS
+    reasoning_effort: str | None = None  # OpenRouter's reasoning.effort, else reasoning_effort
+    ignore_eos: bool = False  # vLLM/SGLang: generate max_tokens whatever the model says
 
     @property
-    def chat_completions_url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+    def request_url(self) -> str:
+        path = "/messages" if self.api == "anthropic" else "/chat/completions"
+        return self.base_url.rstrip("/") + path
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +131,9 @@ def resolve_endpoint(
     headers: dict[str, str] | None = None,
     extra_body: dict | None = None,
     max_retries: int = 0,
+    api: str = "openai",
+    reasoning_effort: str | None = None,
+    ignore_eos: bool = False,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -146,6 +156,9 @@ def resolve_endpoint(
         total_timeout_s=timeouts.total_s,
         extra_body=dict(extra_body or {}),
         max_retries=max_retries,
+        api=api,
+        reasoning_effort=reasoning_effort,
+        ignore_eos=ignore_eos,
     )
 
 

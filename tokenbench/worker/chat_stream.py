@@ -128,43 +128,66 @@ def _detail_text(detail: dict[str, Any]) -> str:
     return ""
 
 
-class ChatStreamReader:
-    """Accumulates, event by event, what the stream says: token chunks, usage, finish reason."""
+class StreamReader:
+    """What a stream said, whatever its API: token chunks, usage, finish reason, who served it.
+
+    Subclasses read one API's events; ``on_event`` takes each SSE event as it arrives.
+    """
 
     def __init__(self) -> None:
         self.token_chunks: list[TokenChunk] = []
         self.completion_tokens: int | None = None
-        self.reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens
+        self.reasoning_tokens: int | None = None  # the server's own count of reasoning tokens
         self.prompt_tokens: int | None = None
-        self.tokens_before_first_chunk = 0  # running usage.completion_tokens sent before any token
+        self.tokens_before_first_chunk = 0  # a running completion-token count sent before any token
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.provider: str | None = None  # OpenRouter: who served it
         self.generation_id: str | None = None
         self.cost: float | None = None  # usage.cost (OpenRouter, in credits)
         self.done = False
-        self._think = ThinkTagSplitter()
-        self._details = ReasoningDetails()
 
     @property
     def token_chunk_ns(self) -> list[int]:
         return [c.received_ns for c in self.token_chunks]
 
     def on_event(self, event: SSEEvent) -> None:
-        data = event.data
-        if data.strip() == DONE_SENTINEL:
+        raise NotImplementedError
+
+    def check_complete(self) -> None:
+        """Raise unless the stream ended properly: with its end marker or a finish reason."""
+        if not self.done and self.finish_reason is None:
+            raise StreamFailure("truncated_stream", "the stream ended without an end marker or a finish reason")
+
+
+def json_object(event: SSEEvent) -> dict[str, Any]:
+    """The event's data as a JSON object; an ``event: error`` or an error object fails the request."""
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        if event.event == "error":
+            raise StreamFailure("stream_error", event.data) from None
+        raise StreamFailure("malformed_chunk", f"not JSON: {event.data[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise StreamFailure("malformed_chunk", f"not a JSON object: {event.data[:200]!r}")
+    if event.event == "error" or data.get("error") or data.get("object") == "error" or data.get("type") == "error":
+        raise StreamFailure("stream_error", error_message(data))
+    return data
+
+
+class ChatStreamReader(StreamReader):
+    """An OpenAI-compatible chat-completions stream (vLLM, SGLang, OpenRouter, OpenAI, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._think = ThinkTagSplitter()
+        self._details = ReasoningDetails()
+
+    def on_event(self, event: SSEEvent) -> None:
+        if event.data.strip() == DONE_SENTINEL:
             self.done = True
             return
-        if event.event == "error":
-            raise StreamFailure("stream_error", data)
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise StreamFailure("malformed_chunk", f"not JSON: {data[:200]!r}") from None
-        if not isinstance(chunk, dict):
-            raise StreamFailure("malformed_chunk", f"not a JSON object: {data[:200]!r}")
-        if chunk.get("error") or chunk.get("object") == "error":
-            raise StreamFailure("stream_error", error_message(chunk))
+        chunk = json_object(event)
         self.model = self.model or chunk.get("model")
         self.provider = self.provider or chunk.get("provider")
         self.generation_id = self.generation_id or chunk.get("id")
@@ -221,11 +244,6 @@ class ChatStreamReader:
             return None
         return TokenChunk(received_ns=received_ns, reasoning=bool(reasoning) or saw_tag,
                           answer_chars=len(answer), reasoning_chars=len(reasoning))
-
-    def check_complete(self) -> None:
-        """Raise unless the stream ended properly: with [DONE] or a finish reason."""
-        if not self.done and self.finish_reason is None:
-            raise StreamFailure("truncated_stream", "the stream ended without [DONE] or a finish_reason")
 
 
 def _text(delta: dict[str, Any], key: str) -> str:

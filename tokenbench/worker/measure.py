@@ -15,9 +15,10 @@ from email.utils import parsedate_to_datetime
 import httpx
 import orjson
 
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
 from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, TokenChunk, error_message
+from tokenbench.worker.anthropic_stream import AnthropicStreamReader
+from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, StreamReader, TokenChunk, error_message
 from tokenbench.worker.sse import SSEParser
 from tokenbench.worker.watchdog import StreamWatchdog
 
@@ -32,15 +33,26 @@ def worker_name() -> str:
 
 
 def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
-    """The chat-completions body: ``--extra-body`` may add or replace anything but the stream itself."""
-    return {
-        "model": endpoint.model,
-        "max_tokens": spec.max_tokens or endpoint.max_tokens,
-        "stream_options": {"include_usage": True},
-        **endpoint.extra_body,
-        "messages": spec.messages,
-        "stream": True,
-    }
+    """The request body for the endpoint's API: ``--extra-body`` may add or replace anything but the
+    messages and the stream itself."""
+    max_tokens = spec.max_tokens or endpoint.max_tokens
+    if endpoint.api == "anthropic":
+        system = "\n\n".join(m["content"] for m in spec.messages if m.get("role") == "system")
+        body: dict = {"model": endpoint.model, "max_tokens": max_tokens, **({"system": system} if system else {}),
+                      **endpoint.extra_body,
+                      "messages": [m for m in spec.messages if m.get("role") != "system"]}
+    else:
+        body = {"model": endpoint.model, "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+        if endpoint.reasoning_effort:
+            if endpoint.mode == "openrouter":
+                body["reasoning"] = {"effort": endpoint.reasoning_effort}
+            else:
+                body["reasoning_effort"] = endpoint.reasoning_effort
+        if endpoint.ignore_eos:
+            body["ignore_eos"] = True
+        body = {**body, **endpoint.extra_body, "messages": spec.messages}
+    body["stream"] = True
+    return body
 
 
 def build_headers(endpoint: Endpoint, api_key: str | None) -> dict[str, str]:
@@ -49,11 +61,18 @@ def build_headers(endpoint: Endpoint, api_key: str | None) -> dict[str, str]:
         "Accept": "text/event-stream",
         # A compressed stream would be buffered by the decoder and hide chunk timing.
         "Accept-Encoding": "identity",
-        **endpoint.headers,
     }
-    if api_key:
+    if endpoint.api == "anthropic":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if api_key:
+            headers["x-api-key"] = api_key
+    elif api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    return headers
+    return {**headers, **endpoint.headers}
+
+
+def new_reader(endpoint: Endpoint) -> StreamReader:
+    return AnthropicStreamReader() if endpoint.api == "anthropic" else ChatStreamReader()
 
 
 def redact(text: str | None, secret: str | None) -> str | None:
@@ -101,7 +120,7 @@ def _attempt(
     )
     request = client.build_request(
         "POST",
-        endpoint.chat_completions_url,
+        endpoint.request_url,
         content=orjson.dumps(build_request_body(spec, endpoint)),
         headers=build_headers(endpoint, api_key),
         # Before the response headers, httpx's per-read timer is the only one; after them the
@@ -113,7 +132,7 @@ def _attempt(
             pool=endpoint.connect_timeout_s,
         ),
     )
-    reader = ChatStreamReader()
+    reader = new_reader(endpoint)
     retry_after_s = None
     record.started_at = time.time()
     sent_ns = time.perf_counter_ns()
@@ -144,7 +163,7 @@ def _stream(
     client: httpx.Client,
     request: httpx.Request,
     endpoint: Endpoint,
-    reader: ChatStreamReader,
+    reader: StreamReader,
     record: RequestRecord,
     sent_ns: int,
     watchdog: StreamWatchdog,
@@ -237,7 +256,7 @@ def _read_error_body(response: httpx.Response) -> str:
         return body[:500].decode("utf-8", errors="replace") or response.reason_phrase
 
 
-def _fill_from_stream(record: RequestRecord, reader: ChatStreamReader, sent_ns: int) -> None:
+def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int) -> None:
     chunks = reader.token_chunks
     offsets = [round((c.received_ns - sent_ns) / _NS_PER_MS, 3) for c in chunks]
     record.chunk_offsets_ms = offsets
@@ -310,7 +329,7 @@ _ERROR_TYPES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
 )
 
 
-def _error_type(exc: httpx.HTTPError, reader: ChatStreamReader) -> str:
+def _error_type(exc: httpx.HTTPError, reader: StreamReader) -> str:
     if isinstance(exc, httpx.ReadTimeout):
         return "idle_timeout" if reader.token_chunk_ns else "ttft_timeout"
     return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))

@@ -1,0 +1,50 @@
+"""What the events of an Anthropic Messages stream mean for the measurement (``--api anthropic``).
+
+``text_delta`` is answer text, ``thinking_delta`` reasoning; ``ping`` and the block start/stop
+events carry no tokens. Usage is cumulative: ``message_start`` has the input tokens,
+``message_delta`` the output tokens so far. The stream ends with ``message_stop`` (no ``[DONE]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object
+from tokenbench.worker.sse import SSEEvent
+
+
+class AnthropicStreamReader(StreamReader):
+    def on_event(self, event: SSEEvent) -> None:
+        data = json_object(event)
+        kind = data.get("type") or event.event
+        if kind == "message_start" and isinstance(data.get("message"), dict):
+            message = data["message"]
+            self.model = self.model or message.get("model")
+            self.generation_id = self.generation_id or message.get("id")
+            self._read_usage(message.get("usage"))
+        elif kind == "content_block_delta" and isinstance(data.get("delta"), dict):
+            self._read_delta(data["delta"], event.received_ns)
+        elif kind == "message_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason"):
+                self.finish_reason = delta["stop_reason"]
+            self._read_usage(data.get("usage"))
+        elif kind == "message_stop":
+            self.done = True
+
+    def _read_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if isinstance(usage.get("input_tokens"), int):
+            self.prompt_tokens = usage["input_tokens"]
+        if isinstance(usage.get("output_tokens"), int) and self.token_chunks:
+            self.completion_tokens = usage["output_tokens"]
+
+    def _read_delta(self, delta: dict[str, Any], received_ns: int) -> None:
+        kind = delta.get("type")
+        if kind == "thinking_delta" and delta.get("thinking"):
+            self.token_chunks.append(TokenChunk(received_ns, reasoning=True, reasoning_chars=len(delta["thinking"])))
+        elif kind == "text_delta" and delta.get("text"):
+            self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(delta["text"])))
+        elif kind == "input_json_delta" and delta.get("partial_json"):  # a tool call is generated text too
+            self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(delta["partial_json"])))
