@@ -47,6 +47,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["run", "--mode", "mock", "--ttft-timeout", "0"], ["--ttft-timeout"]),
         (["run", "--mode", "mock", "--mock-fault", "explode"], ["--mock-fault", "explode"]),
         (["cancel"], ["RUN_ID"]),
+        (["compare", "a.json"], ["at least two result files"]),
+        (["compare", "/nonexistent/a.json", "/nonexistent/b.json"], ["cannot read /nonexistent/a.json"]),
+        (["run", "--mode", "mock", "--warmup", "-1"], ["--warmup"]),
     ],
 )
 def test_usage_errors(args, needles):

@@ -115,6 +115,13 @@ slo_option = click.option(
 )
 
 
+warmup_option = click.option(
+    "--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Warm-up requests each worker sends (its first prompt) before its first measured one; "
+         "kept in the JSON as warmup_results, left out of every figure.",
+)
+
+
 def request_options(command: Any) -> Any:
     """Timeouts, headers and extra body fields: how every request of a run is sent."""
     seconds = click.FloatRange(min=0, min_open=True)
@@ -177,8 +184,9 @@ def cli() -> None:
 @redis_url_option("default redis://localhost:6379/0")
 @click.option("--run-id", help="Run id (default: generated).")
 @click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True, help="RQ queue to put the jobs on.")
+@warmup_option
 @request_options
-def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue,
+def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue, warmup,
             **request_flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
@@ -188,7 +196,7 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     prompts = selected_prompts(num_prompts, prompts_file)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue)
+    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -220,7 +228,9 @@ def worker(num_workers, redis_url, queues, burst, log_level) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds to wait for missing records.")
 @slo_option
-def report(run_id, redis_url, output, timeout_s, slo) -> None:
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write one CSV row per request, every measured field.")
+def report(run_id, redis_url, output, timeout_s, slo, csv_path) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
     Exits 1 when records are still missing after --timeout, or the run was cancelled (the JSON then
@@ -234,14 +244,16 @@ def report(run_id, redis_url, output, timeout_s, slo) -> None:
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
+    from tokenbench.shared.record_store import read_warmup_records
 
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
     wait_for_records(connection, meta, timeout_s)
     records = read_records(connection, run_id)
     cancelled = is_cancelled(connection, run_id)
-    result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo)
-    _emit(result, output)
+    result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
+                          warmup_records=read_warmup_records(connection, run_id))
+    _emit(result, output, csv_path)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
                               "requests were not run")
@@ -269,6 +281,8 @@ def cancel(run_id, redis_url) -> None:
               help="Worker processes (= requests in flight).")
 @prompts_options
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write one CSV row per request, every measured field.")
 @click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable).")
 @base_url_option
 @model_option
@@ -288,8 +302,9 @@ def cancel(run_id, redis_url) -> None:
               help="With --mode mock: any other `mock-server` option, e.g. reasoning=think (repeatable).")
 @request_options
 @slo_option
-def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo,
+@warmup_option
+def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key, base_url, model, max_tokens, redis_url,
+        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup,
         **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
@@ -309,9 +324,10 @@ def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url,
         redis_url=redis_url,
         mock=mock if is_mock else None,
         slo=slo,
+        warmup=warmup,
     )
     outcome = run_benchmark(options)
-    _emit(outcome.report, output)
+    _emit(outcome.report, output, csv_path)
     if outcome.interrupted:
         click.echo("interrupted: the report covers the requests finished so far", err=True)
         sys.exit(130)
@@ -320,6 +336,40 @@ def run(mode, concurrency, num_prompts, prompts_file, output, api_key, base_url,
         raise TokenbenchError(f"{report['missing_runs']} of {report['num_prompts']} requests have no record")
     if report["successful_runs"] == 0:
         raise TokenbenchError("no request succeeded (see the errors above)")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write the comparison as JSON here.")
+def compare(results, output) -> None:
+    """Compare result files with the first: headline metrics, ratios, and a bootstrap verdict for each."""
+    from tokenbench.aggregator.compare import compare as compare_reports
+    from tokenbench.aggregator.compare import format_comparison
+
+    if len(results) < 2:
+        raise click.UsageError("give at least two result files: a baseline and one to compare with it")
+    baseline_path, *others = results
+    baseline = _load_result(baseline_path)
+    comparisons = []
+    for path in others:
+        rows = compare_reports(baseline, _load_result(path))
+        comparisons.append({"baseline": str(baseline_path), "other": str(path), "metrics": rows})
+        click.echo(format_comparison(baseline_path.name, path.name, rows))
+    if output is not None:
+        _write(output, orjson.dumps(comparisons, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _load_result(path: Path) -> dict:
+    try:
+        result = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="RESULTS") from None
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="RESULTS") from None
+    if not isinstance(result, dict) or not isinstance(result.get("results"), list):
+        raise click.BadParameter(f"{path} is not a tokenbench result (no results list)", param_hint="RESULTS")
+    return result
 
 
 @cli.command()
@@ -403,16 +453,23 @@ def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(args)
 
 
-def _emit(result: dict, output: Path | None) -> None:
+def _emit(result: dict, output: Path | None, csv_path: Path | None = None) -> None:
+    from tokenbench.aggregator.export import results_csv
     from tokenbench.aggregator.table import format_summary
 
     click.echo(format_summary(result))
     if output is not None:
-        try:
-            output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        except OSError as exc:
-            raise TokenbenchError(f"cannot write {output}: {exc.strerror or exc}") from None
-        click.echo(f"wrote {output}", err=True)
+        _write(output, orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    if csv_path is not None:
+        _write(csv_path, results_csv(result).encode())
+
+
+def _write(path: Path, content: bytes) -> None:
+    try:
+        path.write_bytes(content)
+    except OSError as exc:
+        raise TokenbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {path}", err=True)
 
 
 def main() -> None:

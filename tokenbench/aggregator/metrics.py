@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals
 from tokenbench.aggregator.goodput import meets_slo
 from tokenbench.aggregator.request_metrics import (
     inter_chunk_gaps_ms,
@@ -38,6 +39,7 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "worker": record.worker,
         "host": record.host,
         "attempt": record.attempt,
+        "warmup": record.warmup,
         "started_at": record.started_at,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,
@@ -65,10 +67,6 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def _request_end(record: RequestRecord) -> float:
-    return record.started_at + (record.elapsed_ms or record.latency_ms or 0.0) / 1000
-
-
 def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
     """Failed requests by error type: count and one example message."""
     breakdown: dict[str, dict[str, Any]] = {}
@@ -79,6 +77,24 @@ def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
     return dict(sorted(breakdown.items(), key=lambda item: -item[1]["count"]))
 
 
+def category_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """Per prompt category: requests, success rate, TTFT p50/p95 and mean tokens/s of the successful ones."""
+    breakdown = {}
+    for category in sorted({r.category for r in records}):
+        mine = [r for r in records if r.category == category]
+        ok = [r for r in mine if r.success]
+        ttft = summarize(r.ttft_ms for r in ok if r.ttft_ms is not None)
+        breakdown[category] = {
+            "requests": len(mine),
+            "successful": len(ok),
+            "success_rate": _round(len(ok) / len(mine), 4),
+            "ttft_p50_ms": ttft["p50"],
+            "ttft_p95_ms": ttft["p95"],
+            "tokens_per_second": _round(mean([t for t in map(tokens_per_second, ok) if t is not None])),
+        }
+    return breakdown
+
+
 def build_report(
     meta: RunMeta,
     records: list[RequestRecord],
@@ -87,6 +103,7 @@ def build_report(
     cancelled: bool = False,
     interrupted: bool = False,
     slo: dict[str, float] | None = None,
+    warmup_records: list[RequestRecord] | None = None,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record."""
     records = sorted(records, key=lambda r: r.index)
@@ -96,14 +113,16 @@ def build_report(
     per_request_rates = [rate for rate in map(tokens_per_second, ok) if rate is not None]
     e2e = summarize(latencies)
 
-    start = min((r.started_at for r in records), default=None)
-    end = max((_request_end(r) for r in records), default=None)
+    intervals = in_flight_intervals(records)
+    start = min((begin for begin, _ in intervals), default=None)
+    end = max((finish for _, finish in intervals), default=None)
     duration_s = (end - start) if start is not None and end is not None else 0.0
     total_output = sum(r.output_tokens for r in ok)
     workers = sorted({r.worker for r in records})
     good = sum(meets_slo(r, slo) for r in records) if slo else None
     total_chunks = sum(len(r.chunk_offsets_ms) for r in ok)
     costs = [r.cost for r in records if r.cost is not None]
+    mean_concurrency, max_concurrency = achieved_concurrency(intervals)
 
     return {
         "mode": meta.mode,
@@ -123,6 +142,8 @@ def build_report(
         "complete": not missing,
         "cancelled": cancelled,  # by `tokenbench cancel`
         "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM
+        "mean_concurrency": _round(mean_concurrency),  # time-weighted requests in flight
+        "max_concurrency": max_concurrency,
         "failed_runs": len(records) - len(ok),
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],
@@ -151,10 +172,13 @@ def build_report(
         "rate_limited_runs": sum(r.error_type == RATE_LIMITED for r in records),
         "retried_runs": sum(bool(r.retries) for r in records),
         "errors": error_breakdown(records),
+        "categories": category_breakdown(records),
         "workers": workers,
         "hosts": sorted({r.host for r in records}),
         "tokenbench_version": meta.tokenbench_version,
         "results": [result_entry(r) for r in records],
+        "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
+        "warmup_results": [result_entry(r) for r in warmup_records or []],
     }
 
 

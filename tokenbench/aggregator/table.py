@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
+
 _DISTRIBUTIONS = (
     ("TTFT", "ttft_ms"),
     ("TPOT", "tpot_ms"),
@@ -15,6 +17,14 @@ _COLUMNS = ("mean", "p50", "p90", "p95", "p99", "max")
 
 def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _shortfall_lines(report: dict[str, Any]) -> list[str]:
+    achieved, workers = report["mean_concurrency"], report["concurrency"]
+    if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers:
+        return []
+    return [f"  warning      only {achieved:.1f} of {workers} workers' requests were in flight on average: "
+            "the workers, not the server, may be the limit"]
 
 
 def _goodput_lines(report: dict[str, Any]) -> list[str]:
@@ -31,8 +41,11 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
         f"  requests     {report['successful_runs']} ok, {report['failed_runs']} failed, "
-        f"{report['missing_runs']} missing of {report['num_prompts']}",
-        f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s)",
+        f"{report['missing_runs']} missing of {report['num_prompts']}"
+        + (f" (+{report['warmup_requests']} warm-up, not counted)" if report.get("warmup_requests") else ""),
+        f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s); in flight: "
+        f"mean {_number(report['mean_concurrency'])}, max {report['max_concurrency']}",
+        *_shortfall_lines(report),
         f"  duration     {_number(report['duration_s'], 2)} s",
         f"  output       {report['total_output_tokens']:,} tokens, "
         f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "
@@ -45,6 +58,12 @@ def format_summary(report: dict[str, Any]) -> str:
     for label, key in _DISTRIBUTIONS:
         dist = report[key]
         lines.append(f"  {label:<12}" + "".join(f"{_number(dist[c]):>10}" for c in _COLUMNS))
+    if len(report["categories"]) > 1:
+        lines += ["", f"  {'category':<22}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'tok/s':>9}  (ms)"]
+        for name, entry in report["categories"].items():
+            ratio = f"{entry['successful']}/{entry['requests']}"
+            lines.append(f"  {name[:22]:<22}{ratio:>9}{_number(entry['ttft_p50_ms']):>10}"
+                         f"{_number(entry['ttft_p95_ms']):>10}{_number(entry['tokens_per_second']):>9}")
     if report["errors"]:
         lines.append("")
         lines.append("  errors")

@@ -27,7 +27,7 @@ DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
 DEFAULT_OUTPUT_TOKENS = 128  # when neither --output-tokens nor the request's max_tokens says
 MOCK_MODEL = "mock-model"
-_SPLIT_PAUSE_S = 0.002  # between the pieces of a split event, so that they arrive as separate reads
+_SPLIT_PAUSE_S = 0.001  # between the pieces of a split event, so that they arrive as separate reads
 
 
 @dataclass(frozen=True)

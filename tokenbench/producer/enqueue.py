@@ -35,6 +35,7 @@ def enqueue_run(
     run_id: str | None = None,
     queue_name: str = keys.DEFAULT_QUEUE,
     requested_concurrency: int | None = None,
+    warmup: int = 0,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata."""
     run_id = run_id or new_run_id()
@@ -55,6 +56,7 @@ def enqueue_run(
         tokenbench_version=__version__,
         requested_concurrency=requested_concurrency,
         max_retries=endpoint.max_retries,
+        warmup=warmup,
     )
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
@@ -70,6 +72,7 @@ def enqueue_run(
                     category=prompt.category,
                     messages=as_messages(prompt),
                     max_tokens=prompt.max_tokens,
+                    warmup=warmup,
                     endpoint=endpoint_dict,
                 ).to_dict(),
             ),

@@ -20,6 +20,7 @@ from tokenbench.runner.embedded_redis import embedded_redis
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
+from tokenbench.shared.record_store import read_warmup_records
 from tokenbench.shared.redis_conn import connect
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
@@ -57,6 +58,7 @@ class RunOptions:
     redis_url: str | None = None  # None: an embedded Redis for this run
     mock: MockOptions | None = None  # set for --mode mock
     slo: dict[str, float] | None = None  # goodput objectives (ms)
+    warmup: int = 0  # warm-up requests per worker
     worker_log_level: str = "WARNING"
 
 
@@ -114,6 +116,7 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
             run_id=run_id,
             queue_name=queue,
             requested_concurrency=options.concurrency,
+            warmup=options.warmup,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 
@@ -134,5 +137,5 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
         stop_child(workers)
         records = read_records(connection, run_id)
         report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
-                              slo=options.slo)
+                              slo=options.slo, warmup_records=read_warmup_records(connection, run_id))
         return RunOutcome(report=report, interrupted=interrupted)

@@ -38,6 +38,11 @@ def run_in_flight(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:in_flight"
 
 
+def run_warmup(run_id: str) -> str:
+    """List key: the records of warm-up requests (left out of every statistic)."""
+    return f"{PREFIX}:run:{run_id}:warmup"
+
+
 def run_cancelled(run_id: str) -> str:
     """String key, set by `tokenbench cancel`: epoch seconds of the cancellation."""
     return f"{PREFIX}:run:{run_id}:cancelled"

@@ -70,6 +70,19 @@ def save_record(connection: redis.Redis, record: RequestRecord, *, retry_s: floa
             time.sleep(_RETRY_PAUSE_S)
 
 
+def save_warmup_record(connection: redis.Redis, record: RequestRecord) -> None:
+    """Keep a warm-up request's record beside the run's records, outside every count."""
+    key = keys.run_warmup(record.run_id)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, record.to_json())
+        pipe.expire(key, keys.RUN_TTL_S)
+        pipe.execute()
+
+
+def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
+    return [RequestRecord.from_json(raw) for raw in connection.lrange(keys.run_warmup(run_id), 0, -1)]
+
+
 def _save_once(connection: redis.Redis, record: RequestRecord) -> bool:
     records_key = keys.run_records(record.run_id)
     stored = connection.hsetnx(records_key, str(record.index), record.to_json())

@@ -34,6 +34,7 @@ class JobSpec:
     endpoint: dict[str, Any]  # config.Endpoint.to_dict()
     attempt: int = 0  # 0 the first time; n for the n-th rerun after a worker died
     max_tokens: int | None = None  # this prompt's own max_tokens (from a prompts file), else the endpoint's
+    warmup: int = 0  # warm-up requests each worker sends before its first measured one of the run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +83,7 @@ class RequestRecord:
     cost: float | None = None  # usage.cost, when the provider sends it
     retries: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts: status, wait, message
     retry_wait_ms: float = 0.0  # time spent on earlier attempts and their waits; not in the timings
+    warmup: bool = False  # a warm-up request: kept, but left out of every statistic
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -114,6 +116,7 @@ class RunMeta:
     tokenbench_version: str
     requested_concurrency: int | None = None  # set by `tokenbench run`, which starts the workers
     max_retries: int = 0  # reruns of a job whose worker died
+    warmup: int = 0  # warm-up requests per worker
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

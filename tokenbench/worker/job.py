@@ -12,7 +12,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from tokenbench.shared.config import api_key_from_env
-from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record
+from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record, save_warmup_record
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker.heartbeat import Heartbeat
 from tokenbench.worker.measure import measure_request, worker_name
@@ -23,6 +23,7 @@ _watchdog: StreamWatchdog | None = None
 _owner_pid: int | None = None
 _heartbeat: Heartbeat | None = None
 _ssl_context: ssl.SSLContext | None = None
+_warmed_up_runs: set[str] = set()  # runs for which this process has sent its warm-up requests
 
 
 def preload() -> None:
@@ -72,6 +73,12 @@ def execute(spec_data: dict) -> None:
     client, watchdog = process_tools()
     api_key = api_key_from_env(spec.endpoint["mode"])
     try:
+        if spec.warmup and spec.run_id not in _warmed_up_runs:
+            _warmed_up_runs.add(spec.run_id)
+            for _ in range(spec.warmup):
+                warmup = measure_request(client, spec, api_key, watchdog)
+                warmup.warmup = True
+                save_warmup_record(connection, warmup)
         record = measure_request(client, spec, api_key, watchdog)
     except BaseException as exc:  # RQ interrupted the request: a cold shutdown, or its job timeout
         if isinstance(exc, JobTimeoutException):

@@ -90,10 +90,11 @@ def measure_request(
     server asks for; the record times the last attempt and lists the earlier ones in ``retries``.
     """
     endpoint = Endpoint.from_dict(spec.endpoint)
-    first_sent_ns = time.perf_counter_ns()
+    first_sent_ns = None
     retries: list[dict] = []
     while True:
         record, retry_after_s, sent_ns = _attempt(client, spec, endpoint, api_key, watchdog)
+        first_sent_ns = first_sent_ns or sent_ns
         if retry_after_s is None or len(retries) >= endpoint.max_retries:
             break
         retries.append({"http_status": record.http_status, "error_type": record.error_type,

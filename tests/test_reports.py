@@ -1,0 +1,121 @@
+"""Report pieces people act on: achieved concurrency, categories, CSV, compare verdicts, warm-up."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import orjson
+import pytest
+
+from tests.helpers import load, tokenbench
+from tokenbench.aggregator.compare import bootstrap_interval, compare, verdict
+from tokenbench.aggregator.concurrency import achieved_concurrency
+from tokenbench.aggregator.export import results_csv
+from tokenbench.aggregator.metrics import build_report, category_breakdown
+from tokenbench.aggregator.table import format_summary
+from tokenbench.shared.records import RequestRecord, RunMeta
+
+
+def record(index: int, start: float, elapsed_ms: float, category: str = "c", success: bool = True,
+           ttft: float = 50.0) -> RequestRecord:
+    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category=category, worker=f"h:{index % 2}",
+                         host="h", started_at=start, success=success, ttft_ms=ttft, latency_ms=elapsed_ms,
+                         elapsed_ms=elapsed_ms, output_tokens=10, chunk_offsets_ms=[ttft, elapsed_ms])
+
+
+def meta(n: int, concurrency: int | None = None) -> RunMeta:
+    return RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=10, num_prompts=n,
+                   queue="q", created_at=0.0, prompt_ids=[f"p{i}" for i in range(n)], tokenbench_version="t",
+                   requested_concurrency=concurrency)
+
+
+def test_achieved_concurrency_is_time_weighted_and_peaks_at_the_most_overlap():
+    # 0-2 s and 1-3 s overlap for one second; 3-4 s starts as the second ends.
+    mean, peak = achieved_concurrency([(0.0, 2.0), (1.0, 3.0), (3.0, 4.0)])
+    assert mean == pytest.approx(5 / 4) and peak == 2
+    assert achieved_concurrency([]) == (None, 0)
+
+
+def test_a_run_far_below_its_workers_says_so():
+    sequential = [record(i, start=float(i), elapsed_ms=1000) for i in range(4)]  # one at a time on 4 workers
+    report = build_report(meta(4, concurrency=4), sequential)
+    assert (report["mean_concurrency"], report["max_concurrency"]) == (1.0, 1)
+    assert "only 1.0 of 4 workers' requests were in flight" in format_summary(report)
+    parallel = [record(i, start=0.0, elapsed_ms=1000) for i in range(4)]
+    assert "warning" not in format_summary(build_report(meta(4, concurrency=4), parallel))
+
+
+def test_categories_count_successes_and_ttft():
+    records = [record(0, 0, 100, "a", ttft=10), record(1, 0, 100, "a", ttft=30), record(2, 0, 100, "b", False)]
+    breakdown = category_breakdown(records)
+    assert breakdown["a"] == {"requests": 2, "successful": 2, "success_rate": 1.0, "ttft_p50_ms": 20.0,
+                              "ttft_p95_ms": 29.0, "tokens_per_second": 100.0}
+    assert (breakdown["b"]["successful"], breakdown["b"]["success_rate"], breakdown["b"]["ttft_p50_ms"]) == (0, 0, None)
+
+
+def test_csv_has_one_row_per_request_with_every_field():
+    report = build_report(meta(2), [record(0, 0, 100), record(1, 0, 200, success=False)])
+    rows = list(csv.DictReader(io.StringIO(results_csv(report))))
+    assert len(rows) == 2 and set(report["results"][0]) | {"run_id"} == set(rows[0])
+    assert orjson.loads(rows[0]["chunk_offsets_ms"]) == [50.0, 100]
+    assert (rows[1]["success"], rows[1]["run_id"]) == ("False", "r")
+
+
+def test_verdicts_need_the_whole_interval_beyond_zero_and_beyond_one_percent():
+    assert verdict((-1.0, 2.0), 100, higher_is_better=False) == "within noise"
+    assert verdict((0.5, 2.0), 100, higher_is_better=False) == "within noise"  # may be under 1 %
+    assert verdict((1.5, 2.0), 100, higher_is_better=False) == "slower"
+    assert verdict((-3.0, -1.5), 100, higher_is_better=False) == "faster"
+    assert verdict((-3.0, -1.5), 100, higher_is_better=True) == "slower"
+
+
+def test_bootstrap_separates_a_real_shift_from_noise_and_is_reproducible():
+    rng = random.Random(1)
+    base = [rng.gauss(100, 10) for _ in range(300)]
+    same = rng.sample(base, len(base))  # the same values in another order
+    shifted = [v + 10 for v in same]
+    low, high = bootstrap_interval(base, same, "p50", random.Random(7))
+    assert low <= 0 <= high
+    low, high = bootstrap_interval(base, shifted, "p50", random.Random(7))
+    assert 5 < low < high < 15
+    assert bootstrap_interval(base, shifted, "p50", random.Random(7)) == (low, high)
+
+
+def test_compare_rows_from_two_reports():
+    fast = build_report(meta(40), [record(i, 0, 100 + i % 5, ttft=50 + i % 3) for i in range(40)])
+    slow = build_report(meta(40), [record(i, 0, 130 + i % 5, ttft=80 + i % 3) for i in range(40)])
+    rows = {row["metric"]: row for row in compare(fast, slow)}
+    assert rows["TTFT p50 (ms)"]["verdict"] == "slower" and rows["TTFT p50 (ms)"]["ratio"] == pytest.approx(81 / 51,
+                                                                                                          abs=1e-3)
+    assert rows["tok/s p50"]["verdict"] == "slower"
+    assert {row["verdict"] for row in compare(fast, fast)} <= {"within noise", "one value per run: no test"}
+
+
+@pytest.mark.integration
+def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
+    def run(name: str, ttft: str) -> dict:
+        result = tokenbench("run", "--mode", "mock", "--prompts", "24", "--concurrency", "2", "--max-tokens", "8",
+                            "--mock-ttft-ms", ttft, "--mock-itl-ms", "2", "--warmup", "1", "--redis-url", redis_url,
+                            "--output", str(tmp_path / f"{name}.json"), "--csv", str(tmp_path / f"{name}.csv"))
+        assert result.returncode == 0, result.stderr
+        return load(tmp_path / f"{name}.json")
+
+    report = run("a", "20")
+    assert report["warmup_requests"] == 2 and all(r["warmup"] for r in report["warmup_results"])
+    assert report["successful_runs"] == 24 and not any(r["warmup"] for r in report["results"])
+    assert len({r["worker"] for r in report["warmup_results"]}) == 2  # one per worker
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "a.csv").read_text())))
+    assert len(rows) == 26 and sum(row["warmup"] == "True" for row in rows) == 2
+    assert sum(entry["requests"] for entry in report["categories"].values()) == 24
+    # ~35 ms requests: the few ms RQ spends between jobs show up here.
+    assert 1.2 <= report["mean_concurrency"] <= 2 and report["max_concurrency"] == 2
+    run("b", "40")
+    compared = tokenbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                          "--output", str(tmp_path / "c.json"))
+    assert compared.returncode == 0, compared.stderr
+    assert max(len(line) for line in compared.stdout.splitlines()) <= 80
+    rows = {row["metric"]: row for row in load(tmp_path / "c.json")[0]["metrics"]}
+    assert rows["TTFT p50 (ms)"]["verdict"] == "slower"
+    assert rows["ITL p50 (ms)"]["verdict"] == "within noise"

@@ -1,0 +1,125 @@
+"""Comparing result files: headline metrics side by side, and whether each difference is real.
+
+Each verdict comes from a bootstrap: the requests of both runs are resampled (with replacement,
+``RESAMPLES`` times, seeded so the verdict is reproducible) and the statistic (median or p99 of a
+per-request value) is recomputed; the 95% interval of the difference (other - baseline) decides.
+An interval that holds 0 is "within noise", and so is one whose end nearest 0 is within
+``MIN_EFFECT`` of the baseline (a difference that may be too small to act on). Otherwise lower
+latency (or higher tokens/s) is "faster". Requests are the unit: the tokens of one request are not
+independent samples.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+from tokenbench.aggregator.request_metrics import inter_token_latencies_ms
+from tokenbench.aggregator.stats import percentile
+from tokenbench.shared.records import RequestRecord, from_known_fields
+
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+SEED = 20261127
+MIN_EFFECT = 0.01  # differences below 1% of the baseline are not called
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    per_request: Callable[[dict[str, Any]], float | None]  # from a results[] entry
+    statistic: str  # "p50" or "p99"
+    higher_is_better: bool = False
+
+
+def _itl_median(entry: dict[str, Any]) -> float | None:
+    record = from_known_fields(RequestRecord, {"run_id": "", **entry})
+    gaps = inter_token_latencies_ms(record)
+    return median(gaps) if gaps else None
+
+
+METRICS = (
+    Metric("TTFT p50 (ms)", lambda r: r["ttft_ms"], "p50"),
+    Metric("TTFT p99 (ms)", lambda r: r["ttft_ms"], "p99"),
+    Metric("TPOT p50 (ms)", lambda r: r["tpot_ms"], "p50"),
+    Metric("ITL p50 (ms)", _itl_median, "p50"),
+    Metric("E2E p50 (ms)", lambda r: r["latency_ms"], "p50"),
+    Metric("tok/s p50", lambda r: r["tokens_per_second"], "p50", higher_is_better=True),
+)
+
+
+def _statistic(values: list[float], name: str) -> float:
+    ordered = sorted(values)
+    return percentile(ordered, 50 if name == "p50" else 99)
+
+
+def samples(report: dict[str, Any], metric: Metric) -> list[float]:
+    values = (metric.per_request(r) for r in report["results"] if r["success"])
+    return [v for v in values if v is not None]
+
+
+def bootstrap_interval(baseline: list[float], other: list[float], statistic: str,
+                       rng: random.Random) -> tuple[float, float]:
+    """The CONFIDENCE interval of statistic(other) - statistic(baseline) over bootstrap resamples."""
+    differences = sorted(
+        _statistic(rng.choices(other, k=len(other)), statistic)
+        - _statistic(rng.choices(baseline, k=len(baseline)), statistic)
+        for _ in range(RESAMPLES)
+    )
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return percentile(differences, tail), percentile(differences, 100 - tail)
+
+
+def verdict(interval: tuple[float, float], baseline: float, higher_is_better: bool) -> str:
+    low, high = interval
+    # Called only when the whole interval lies beyond the smallest effect worth acting on.
+    if low <= 0 <= high or min(abs(low), abs(high)) < MIN_EFFECT * abs(baseline):
+        return "within noise"
+    better = low > 0 if higher_is_better else high < 0
+    return "faster" if better else "slower"
+
+
+def compare(baseline: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: both values, their ratio, the interval of the difference and the verdict."""
+    rng = random.Random(SEED)
+    rows = []
+    for metric in METRICS:
+        a, b = samples(baseline, metric), samples(other, metric)
+        row: dict[str, Any] = {"metric": metric.label, "baseline": None, "other": None, "ratio": None,
+                               "difference_ci": None, "verdict": "no data"}
+        if a and b:
+            value_a, value_b = _statistic(a, metric.statistic), _statistic(b, metric.statistic)
+            interval = bootstrap_interval(a, b, metric.statistic, rng)
+            row.update(baseline=round(value_a, 3), other=round(value_b, 3),
+                       ratio=round(value_b / value_a, 3) if value_a else None,
+                       difference_ci=[round(interval[0], 3), round(interval[1], 3)],
+                       verdict=verdict(interval, value_a, metric.higher_is_better))
+        rows.append(row)
+    throughput = ("output_throughput_tokens_per_s", "request_throughput_per_s")
+    for key in throughput:  # one figure per run: a ratio, but no test
+        a, b = baseline.get(key), other.get(key)
+        rows.append({"metric": key, "baseline": a, "other": b, "ratio": round(b / a, 3) if a and b else None,
+                     "difference_ci": None, "verdict": "one value per run: no test"})
+    return rows
+
+
+def format_comparison(baseline_name: str, other_name: str, rows: list[dict[str, Any]]) -> str:
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    lines = [f"{other_name} vs {baseline_name} (95% bootstrap interval of the difference, {RESAMPLES} resamples)",
+             f"  {'metric':<16}{'baseline':>10}{'other':>10}{'ratio':>7}  verdict"]
+    for row in rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        interval = ""
+        if row["difference_ci"]:
+            low, high = row["difference_ci"]
+            interval = f" [{low:+.1f}, {high:+.1f}]"
+        name = {"output_throughput_tokens_per_s": "output tok/s", "request_throughput_per_s": "requests/s"}.get(
+            row["metric"], row["metric"])
+        lines.append(f"  {name:<16}{number(row['baseline']):>10}{number(row['other']):>10}{ratio:>7}  "
+                     f"{row['verdict']}{interval}")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""How many requests were really in flight: from the records' send and end times."""
+
+from __future__ import annotations
+
+from tokenbench.shared.records import RequestRecord
+
+# A run whose time-weighted mean concurrency is below this share of its workers says so.
+SHORTFALL_SHARE = 0.8
+
+
+def in_flight_intervals(records: list[RequestRecord]) -> list[tuple[float, float]]:
+    """(send, end) of each request in epoch seconds; the end is the end of its body or its failure."""
+    return [(r.started_at, r.started_at + (r.elapsed_ms or r.latency_ms or 0.0) / 1000) for r in records]
+
+
+def achieved_concurrency(intervals: list[tuple[float, float]]) -> tuple[float | None, int]:
+    """(time-weighted mean, peak) number of requests in flight between the first send and the last end."""
+    if not intervals:
+        return None, 0
+    span = max(end for _, end in intervals) - min(start for start, _ in intervals)
+    busy = sum(end - start for start, end in intervals)
+    # Ends sort before starts at the same instant: back-to-back requests do not overlap.
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return (busy / span if span > 0 else float(len(intervals))), peak
