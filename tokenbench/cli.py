@@ -115,6 +115,10 @@ slo_option = click.option(
 )
 
 
+ttl_option = click.option(
+    "--ttl", "ttl_s", type=click.IntRange(min=60), default=keys.RUN_TTL_S, show_default=True,
+    help="Seconds the run's keys (metadata, records, jobs) stay in Redis.",
+)
 warmup_option = click.option(
     "--warmup", type=click.IntRange(min=0), default=0, show_default=True,
     help="Warm-up requests each worker sends (its first prompt) before its first measured one; "
@@ -185,8 +189,9 @@ def cli() -> None:
 @click.option("--run-id", help="Run id (default: generated).")
 @click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True, help="RQ queue to put the jobs on.")
 @warmup_option
+@ttl_option
 @request_options
-def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue, warmup,
+def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue, warmup, ttl_s,
             **request_flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
@@ -196,7 +201,7 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     prompts = selected_prompts(num_prompts, prompts_file)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup)
+    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -303,8 +308,9 @@ def cancel(run_id, redis_url) -> None:
 @request_options
 @slo_option
 @warmup_option
+@ttl_option
 def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup,
+        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup, ttl_s,
         **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
@@ -325,6 +331,7 @@ def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key,
         mock=mock if is_mock else None,
         slo=slo,
         warmup=warmup,
+        ttl_s=ttl_s,
     )
     outcome = run_benchmark(options)
     _emit(outcome.report, output, csv_path)
@@ -336,6 +343,17 @@ def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key,
         raise TokenbenchError(f"{report['missing_runs']} of {report['num_prompts']} requests have no record")
     if report["successful_runs"] == 0:
         raise TokenbenchError("no request succeeded (see the errors above)")
+
+
+@cli.command()
+@redis_url_option("default redis://localhost:6379/0")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest runs to list.")
+def runs(redis_url, limit) -> None:
+    """List the runs in a Redis: id, mode, status, records/total, created, model."""
+    from tokenbench.aggregator.runs import format_runs, list_runs
+
+    connection = connect(redis_url or default_redis_url(), "runs")
+    click.echo(format_runs(list_runs(connection, limit)))
 
 
 @cli.command()

@@ -72,7 +72,8 @@ class LostJobWatch:
         host = entry.worker.rpartition(":")[0] or socket.gethostname()
         message = (f"worker {entry.worker} died during the request (no heartbeat for "
                    f"{keys.WORKER_ALIVE_TTL_S} s); attempt {spec.attempt + 1} of {self._meta.max_retries + 1}")
-        save_record(self._connection, RequestRecord.failure(spec, entry.worker, host, "worker_died", message))
+        save_record(self._connection, RequestRecord.failure(spec, entry.worker, host, "worker_died", message),
+                    ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 
     def _rerun(self, job: Job, spec: JobSpec) -> None:
@@ -84,7 +85,7 @@ class LostJobWatch:
             job_id=keys.job_id(spec.run_id, spec.index, spec.attempt),
             job_timeout=job.timeout,
             result_ttl=0,
-            failure_ttl=keys.RUN_TTL_S,
+            failure_ttl=self._meta.ttl_s,
             description=f"{job.description} (rerun {spec.attempt})",
             at_front=True,
         )

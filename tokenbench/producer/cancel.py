@@ -19,7 +19,7 @@ def cancel_run(connection: redis.Redis, meta: RunMeta) -> int:
     The mark comes first: a worker that dequeues one of the run's jobs after it skips the job
     (record_store.mark_in_flight). Requests already in flight finish and keep their records.
     """
-    connection.set(keys.run_cancelled(meta.run_id), time.time(), ex=keys.RUN_TTL_S)
+    connection.set(keys.run_cancelled(meta.run_id), time.time(), ex=meta.ttl_s)
     queue = Queue(meta.queue, connection=connection, serializer=JSONSerializer)
     prefix = keys.job_id_prefix(meta.run_id)
     removed = 0

@@ -36,6 +36,7 @@ def enqueue_run(
     queue_name: str = keys.DEFAULT_QUEUE,
     requested_concurrency: int | None = None,
     warmup: int = 0,
+    ttl_s: int = keys.RUN_TTL_S,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata."""
     run_id = run_id or new_run_id()
@@ -57,6 +58,7 @@ def enqueue_run(
         requested_concurrency=requested_concurrency,
         max_retries=endpoint.max_retries,
         warmup=warmup,
+        ttl_s=ttl_s,
     )
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
@@ -73,19 +75,20 @@ def enqueue_run(
                     messages=as_messages(prompt),
                     max_tokens=prompt.max_tokens,
                     warmup=warmup,
+                    ttl_s=ttl_s,
                     endpoint=endpoint_dict,
                 ).to_dict(),
             ),
             job_id=keys.job_id(run_id, index),
             timeout=job_timeout,
             result_ttl=0,
-            failure_ttl=keys.RUN_TTL_S,
+            failure_ttl=ttl_s,
             description=f"tokenbench {run_id} #{index} {prompt.id}",
         )
         for index, prompt in enumerate(prompts)
     ]
     with connection.pipeline() as pipe:
-        pipe.set(keys.run_meta(run_id), meta.to_json(), ex=keys.RUN_TTL_S)
+        pipe.set(keys.run_meta(run_id), meta.to_json(), ex=ttl_s)
         pipe.zadd(keys.RUNS_INDEX, {run_id: meta.created_at})
         queue.enqueue_many(jobs, pipeline=pipe)
         pipe.execute()

@@ -59,6 +59,7 @@ class RunOptions:
     mock: MockOptions | None = None  # set for --mode mock
     slo: dict[str, float] | None = None  # goodput objectives (ms)
     warmup: int = 0  # warm-up requests per worker
+    ttl_s: int = keys.RUN_TTL_S
     worker_log_level: str = "WARNING"
 
 
@@ -117,6 +118,7 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
             queue_name=queue,
             requested_concurrency=options.concurrency,
             warmup=options.warmup,
+            ttl_s=options.ttl_s,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 

@@ -38,12 +38,12 @@ class InFlight:
         return cls(index=int(index), worker=data["worker"], attempt=data["attempt"], job_id=data["job_id"])
 
 
-def mark_in_flight(connection: redis.Redis, run_id: str, entry: InFlight) -> bool:
+def mark_in_flight(connection: redis.Redis, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> bool:
     """Note that ``entry``'s request is starting; False (and nothing noted) when the run was cancelled."""
     with connection.pipeline(transaction=True) as pipe:
         pipe.exists(keys.run_cancelled(run_id))
         pipe.hset(keys.run_in_flight(run_id), str(entry.index), entry.to_json())
-        pipe.expire(keys.run_in_flight(run_id), keys.RUN_TTL_S)
+        pipe.expire(keys.run_in_flight(run_id), ttl_s)
         cancelled = pipe.execute()[0]
     if cancelled:
         connection.hdel(keys.run_in_flight(run_id), str(entry.index))
@@ -54,7 +54,9 @@ def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:
     return [InFlight.from_hash_entry(i, raw) for i, raw in connection.hgetall(keys.run_in_flight(run_id)).items()]
 
 
-def save_record(connection: redis.Redis, record: RequestRecord, *, retry_s: float = 0.0) -> bool:
+def save_record(
+    connection: redis.Redis, record: RequestRecord, *, retry_s: float = 0.0, ttl_s: int = keys.RUN_TTL_S
+) -> bool:
     """Store the record under its job index unless one is there already; clear its in-flight mark.
 
     Returns whether this call stored it (the progress counters move only then). With ``retry_s``,
@@ -63,19 +65,19 @@ def save_record(connection: redis.Redis, record: RequestRecord, *, retry_s: floa
     deadline = time.monotonic() + retry_s
     while True:
         try:
-            return _save_once(connection, record)
+            return _save_once(connection, record, ttl_s)
         except (redis.ConnectionError, redis.TimeoutError):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(_RETRY_PAUSE_S)
 
 
-def save_warmup_record(connection: redis.Redis, record: RequestRecord) -> None:
+def save_warmup_record(connection: redis.Redis, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> None:
     """Keep a warm-up request's record beside the run's records, outside every count."""
     key = keys.run_warmup(record.run_id)
     with connection.pipeline(transaction=False) as pipe:
         pipe.rpush(key, record.to_json())
-        pipe.expire(key, keys.RUN_TTL_S)
+        pipe.expire(key, ttl_s)
         pipe.execute()
 
 
@@ -83,17 +85,17 @@ def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRec
     return [RequestRecord.from_json(raw) for raw in connection.lrange(keys.run_warmup(run_id), 0, -1)]
 
 
-def _save_once(connection: redis.Redis, record: RequestRecord) -> bool:
+def _save_once(connection: redis.Redis, record: RequestRecord, ttl_s: int) -> bool:
     records_key = keys.run_records(record.run_id)
     stored = connection.hsetnx(records_key, str(record.index), record.to_json())
     progress_key = keys.run_progress(record.run_id)
     with connection.pipeline(transaction=False) as pipe:
         pipe.hdel(keys.run_in_flight(record.run_id), str(record.index))
         if stored:
-            pipe.expire(records_key, keys.RUN_TTL_S)
+            pipe.expire(records_key, ttl_s)
             pipe.hincrby(progress_key, "done", 1)
             pipe.hincrby(progress_key, "failed", 0 if record.success else 1)
             pipe.hincrby(progress_key, "output_tokens", record.output_tokens if record.success else 0)
-            pipe.expire(progress_key, keys.RUN_TTL_S)
+            pipe.expire(progress_key, ttl_s)
         pipe.execute()
     return bool(stored)

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from tokenbench.shared import keys
+
 # Where a record's output_tokens came from.
 TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
@@ -35,6 +37,7 @@ class JobSpec:
     attempt: int = 0  # 0 the first time; n for the n-th rerun after a worker died
     max_tokens: int | None = None  # this prompt's own max_tokens (from a prompts file), else the endpoint's
     warmup: int = 0  # warm-up requests each worker sends before its first measured one of the run
+    ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,7 @@ class RunMeta:
     requested_concurrency: int | None = None  # set by `tokenbench run`, which starts the workers
     max_retries: int = 0  # reruns of a job whose worker died
     warmup: int = 0  # warm-up requests per worker
+    ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live (--ttl)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -68,7 +68,7 @@ def execute(spec_data: dict) -> None:
     worker = worker_name()
     if _heartbeat is None:
         _heartbeat = Heartbeat(connection, worker)
-    if not mark_in_flight(connection, spec.run_id, InFlight(spec.index, worker, spec.attempt, job.id)):
+    if not mark_in_flight(connection, spec.run_id, InFlight(spec.index, worker, spec.attempt, job.id), spec.ttl_s):
         return  # the run was cancelled while this job waited on the queue
     client, watchdog = process_tools()
     api_key = api_key_from_env(spec.endpoint["mode"])
@@ -78,13 +78,14 @@ def execute(spec_data: dict) -> None:
             for _ in range(spec.warmup):
                 warmup = measure_request(client, spec, api_key, watchdog)
                 warmup.warmup = True
-                save_warmup_record(connection, warmup)
+                save_warmup_record(connection, warmup, spec.ttl_s)
         record = measure_request(client, spec, api_key, watchdog)
     except BaseException as exc:  # RQ interrupted the request: a cold shutdown, or its job timeout
         if isinstance(exc, JobTimeoutException):
             error_type, message = "job_timeout", f"RQ's job timeout ({job.timeout} s) passed during the request"
         else:
             error_type, message = "worker_stopped", "the worker was stopped (cold shutdown) during the request"
-        save_record(connection, RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message))
+        save_record(connection, RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message),
+                    ttl_s=spec.ttl_s)
         raise
-    save_record(connection, record, retry_s=SAVE_RETRY_S)
+    save_record(connection, record, retry_s=SAVE_RETRY_S, ttl_s=spec.ttl_s)
