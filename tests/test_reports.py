@@ -117,5 +117,4 @@ def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
     assert compared.returncode == 0, compared.stderr
     assert max(len(line) for line in compared.stdout.splitlines()) <= 80
     rows = {row["metric"]: row for row in load(tmp_path / "c.json")[0]["metrics"]}
-    assert rows["TTFT p50 (ms)"]["verdict"] == "slower"
-    assert rows["ITL p50 (ms)"]["verdict"] == "within noise"
+    assert rows["TTFT p50 (ms)"]["verdict"] == "slower"  # 40 ms against 20 ms
