@@ -106,8 +106,18 @@ def test_openrouter_usage_chunk_provider_generation_and_cost(redis_url, tmp_path
     assert report["total_cost"] == pytest.approx(sum(r["cost"] for r in report["results"]))
 
 
-def test_an_error_inside_a_200_stream_is_a_failed_request_with_the_message(redis_url, tmp_path):
-    report = run_mock(redis_url, tmp_path, "--mock-fault", "error", "--mock-fault-after", "3", expect_rc=1)
+@pytest.mark.parametrize("style", ["null-choices", "no-choices"])
+def test_usage_chunks_without_a_choices_list_are_not_tokens(style, redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=(f"usage-style={style}",), max_tokens=5)
+    for result in report["results"]:
+        assert result["success"] and result["output_tokens"] == 5 and len(result["chunk_offsets_ms"]) == 5
+        assert result["output_tokens_source"] == "usage"
+
+
+@pytest.mark.parametrize("style", ["openrouter", "openai", "vllm"])
+def test_an_error_inside_a_200_stream_is_a_failed_request_with_the_message(style, redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "error", "--mock-fault-after", "3",
+                      mock=(f"error-style={style}",), expect_rc=1)
     assert report["failed_runs"] == 2
     for result in report["results"]:
         assert (result["error_type"], result["http_status"]) == ("stream_error", 200)
@@ -134,6 +144,14 @@ def test_429_is_retried_after_retry_after_and_every_attempt_is_in_the_record(red
                                       "error": "HTTP 429: mock: rate limit exceeded", "retry_after_s": 1.0}]
         assert 1000 <= result["retry_wait_ms"] < 1500
         assert result["ttft_ms"] < 100  # timed from the attempt that was served
+
+
+def test_503_with_retry_after_is_retried_but_not_counted_as_rate_limited(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "overloaded", "--mock-fault-rate", "0.5",
+                      "--max-retries", "1", prompts=2)
+    assert (report["successful_runs"], report["retried_runs"], report["rate_limited_runs"]) == (2, 1, 0)
+    retried = next(r for r in report["results"] if r["retries"])
+    assert retried["retries"][0]["http_status"] == 503 and retried["retries"][0]["error_type"] == "http_error"
 
 
 def test_429_without_retries_is_counted_apart_from_other_failures(redis_url, tmp_path):

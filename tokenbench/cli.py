@@ -12,7 +12,7 @@ import redis
 
 from tokenbench import __version__
 from tokenbench.mock import FAULTS as MOCK_FAULTS
-from tokenbench.mock.shapes import REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES, parse_sse_variants
+from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES, parse_sse_variants
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
     APIS,
@@ -415,7 +415,7 @@ def prompts() -> None:
 @click.option("--fault-after", type=click.IntRange(min=0), default=1, show_default=True,
               help="Tokens sent before the fault (for stall, drop, garbage, error).")
 @click.option("--retry-after-s", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Retry-After of the rate_limit fault.")
+              help="Retry-After of the rate_limit and overloaded faults.")
 @click.option("--reasoning", type=click.Choice(REASONING_STYLES),
               help="Send the first --reasoning-tokens tokens as reasoning, in this style.")
 @click.option("--reasoning-tokens", type=click.IntRange(min=0), default=8, show_default=True)
@@ -424,13 +424,15 @@ def prompts() -> None:
 @click.option("--continuous-usage", is_flag=True, help="Running usage on every chunk (vLLM continuous_usage_stats).")
 @click.option("--usage-style", type=click.Choice(USAGE_STYLES), default="openai", show_default=True,
               help="openrouter: provider, gen- id, cost, reasoning_tokens, usage chunk repeating finish_reason.")
+@click.option("--error-style", type=click.Choice(ERROR_STYLES), default="openrouter", show_default=True,
+              help="The mid-stream error chunk of --fault error: OpenRouter's, OpenAI's or vLLM's.")
 @click.option("--keepalive-ms", type=click.FloatRange(min=0, min_open=True),
               help="Send ': OPENROUTER PROCESSING' comments this often until the first token.")
 @click.option("--sse", "sse_variants", callback=_parse_sse_variants, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
-                reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, usage_style, keepalive_ms,
-                sse_variants) -> None:
+                reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, usage_style, error_style,
+                keepalive_ms, sse_variants) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
     faults of real servers."""
     from tokenbench.mock import READY_LINE_PREFIX
@@ -450,7 +452,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
     sys.stdout.flush()
     shape = StreamShape(reasoning=reasoning, reasoning_tokens=reasoning_tokens, tokens_per_chunk=tokens_per_chunk,
                         continuous_usage=continuous_usage, usage_style=usage_style, keepalive_ms=keepalive_ms,
-                        sse=sse_variants)
+                        error_style=error_style, sse=sse_variants)
     settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
                             fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
                             shape=shape)

@@ -14,4 +14,5 @@ FAULTS = {
     "error": "send an error chunk (OpenRouter's, finish_reason error) and close",
     "http_error": "answer HTTP 500 with an error body",
     "rate_limit": "answer HTTP 429 with Retry-After",
+    "overloaded": "answer HTTP 503 with Retry-After",
 }

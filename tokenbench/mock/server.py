@@ -21,7 +21,16 @@ import orjson
 from aiohttp import web
 
 from tokenbench.mock.replay import TimedReads
-from tokenbench.mock.shapes import Completion, StreamShape, frame, plan_anthropic_stream, plan_stream, token_text
+from tokenbench.mock.shapes import (
+    Completion,
+    StreamShape,
+    anthropic_error,
+    frame,
+    midstream_error,
+    plan_anthropic_stream,
+    plan_stream,
+    token_text,
+)
 
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
@@ -142,13 +151,17 @@ class MockServer:
         if fault == "rate_limit":
             return _error(429, "mock: rate limit exceeded", "rate_limit_exceeded",
                           headers={"Retry-After": str(self.settings.retry_after_s)})
+        if fault == "overloaded":
+            return _error(503, "mock: overloaded", "overloaded",
+                          headers={"Retry-After": str(self.settings.retry_after_s)})
         response = await self._start_stream(request)
         try:
             if self.settings.replay is not None:
                 await self._replay(response, arrived)
             else:
                 events = plan(self.settings.shape, answer)
-                error_event = _anthropic_error() if plan is plan_anthropic_stream else _midstream_error()
+                error_event = (anthropic_error() if plan is plan_anthropic_stream
+                               else midstream_error(self.settings.shape.error_style))
                 await self._stream(request, response, events, arrived, fault, error_event)
         except ConnectionResetError:  # the client went away (a timeout, a killed worker): nothing to do
             pass
@@ -230,16 +243,3 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: MockSettings, sock: socket.socket) -> None:
     """Serve on ``sock`` until interrupted (SIGINT/SIGTERM)."""
     web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)
-
-
-def _anthropic_error() -> bytes:
-    error = {"type": "error", "error": {"type": "overloaded_error", "message": "mock: overloaded mid-stream"}}
-    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
-
-
-def _midstream_error() -> bytes:
-    """OpenRouter's error chunk: a top-level error and finish_reason "error"."""
-    chunk = {"id": "gen-mock-error", "object": "chat.completion.chunk", "provider": "MockProvider",
-             "error": {"code": "server_error", "message": "mock: provider disconnected mid-stream"},
-             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -16,7 +16,10 @@ from typing import Any
 import orjson
 
 REASONING_STYLES = ("reasoning", "reasoning_content", "reasoning_details", "reasoning_details_cumulative", "think")
-USAGE_STYLES = ("openai", "openrouter")
+# openai: the usage chunk has `choices: []`; null-choices / no-choices: `choices: null` / no key (seen
+# from other OpenAI-compatible servers); openrouter: see StreamShape.usage_style.
+USAGE_STYLES = ("openai", "null-choices", "no-choices", "openrouter")
+ERROR_STYLES = ("openrouter", "openai", "vllm")  # the mid-stream error chunk of the `error` fault
 SSE_VARIANTS = ("crlf", "cr", "bom", "multiline", "fields", "unicode", "split=N", "batch=N")
 KEEPALIVE = b": OPENROUTER PROCESSING\n\n"
 MOCK_PROVIDER = "MockProvider"
@@ -37,6 +40,7 @@ class StreamShape:
     continuous_usage: bool = False  # running usage on every chunk (vLLM continuous_usage_stats)
     usage_style: str = "openai"  # "openrouter": provider, gen- id, cost, usage chunk repeating finish_reason
     keepalive_ms: float | None = None  # comment lines before the first token, this often
+    error_style: str = "openrouter"  # one of ERROR_STYLES
     sse: tuple[str, ...] = ()  # SSE_VARIANTS
 
     def sse_number(self, name: str) -> int | None:
@@ -165,13 +169,17 @@ class _Envelope:
     def __init__(self, shape: StreamShape, answer: Completion) -> None:
         self.base: dict[str, Any] = {"id": answer.completion_id, "object": "chat.completion.chunk",
                                      "created": int(time.time()), "model": answer.model}
+        self.usage_style = shape.usage_style
         if shape.usage_style == "openrouter":
             self.base["id"] = "gen-" + answer.completion_id.rpartition("-")[2]
             self.base["provider"] = MOCK_PROVIDER
 
     def chunk(self, delta: dict | None, *, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
         payload = dict(self.base)
-        payload["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        if delta is not None:
+            payload["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        elif self.usage_style != "no-choices":
+            payload["choices"] = None if self.usage_style == "null-choices" else []
         if usage is not None:
             payload["usage"] = usage
         return b"data: " + orjson.dumps(payload) + b"\n\n"
@@ -238,3 +246,23 @@ def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[Planne
 
 def _named(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def midstream_error(style: str) -> bytes:
+    """The error chunk a server sends inside a 200 stream, in the dialect of ``style``."""
+    message = "mock: provider disconnected mid-stream"
+    chunk: dict[str, Any]
+    if style == "openai":
+        chunk = {"error": {"message": message, "type": "server_error", "code": None}}
+    elif style == "vllm":
+        chunk = {"object": "error", "message": message, "type": "InternalServerError", "code": 500}
+    else:  # OpenRouter: a top-level error and finish_reason "error"
+        chunk = {"id": "gen-mock-error", "object": "chat.completion.chunk", "provider": MOCK_PROVIDER,
+                 "error": {"code": "server_error", "message": message},
+                 "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def anthropic_error() -> bytes:
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "mock: overloaded mid-stream"}}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
