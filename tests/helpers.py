@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,3 +55,24 @@ def processes_with_marker(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@contextmanager
+def worker_pool(redis_url: str, queue: str, n: int, **env: str) -> Iterator[subprocess.Popen]:
+    """`tokenbench worker -n N` on ``queue``; stopped (and its workers with it) on the way out."""
+    pool = subprocess.Popen([sys.executable, "-m", "tokenbench", "worker", "-n", str(n), "--redis-url", redis_url,
+                             "--queue", queue, "--log-level", "WARNING"], env=clean_env(**env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield pool
+    finally:
+        if pool.poll() is None:
+            os.killpg(pool.pid, signal.SIGKILL)
+        pool.wait(10)
+
+
+def enqueue(redis_url: str, mock_url: str, queue: str, *flags: str) -> str:
+    result = tokenbench("enqueue", "--mode", "openai", "--base-url", mock_url + "/v1", "--model", "m",
+                        "--redis-url", redis_url, "--queue", queue, *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]

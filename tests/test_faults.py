@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.conftest import free_port
-from tests.helpers import clean_env, load, mock_server_process, tokenbench
+from tests.helpers import clean_env, enqueue, load, mock_server_process, tokenbench, worker_pool
 from tokenbench.shared.keys import WORKER_ALIVE_TTL_S
 from tokenbench.shared.record_store import InFlight, read_in_flight
 from tokenbench.shared.records import RequestRecord
@@ -54,27 +54,6 @@ def test_each_server_fault_is_a_failed_record_of_its_own_type(fault, redis_url, 
             assert record["output_tokens"] == 2
         if fault == "stall":
             assert 500 <= record["elapsed_ms"] - record["latency_ms"] < 1000
-
-
-@contextmanager
-def worker_pool(redis_url: str, queue: str, n: int) -> Iterator[subprocess.Popen]:
-    """`tokenbench worker -n N` on ``queue``; stopped (and its workers with it) on the way out."""
-    pool = subprocess.Popen([sys.executable, "-m", "tokenbench", "worker", "-n", str(n), "--redis-url", redis_url,
-                             "--queue", queue, "--log-level", "WARNING"], env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        yield pool
-    finally:
-        if pool.poll() is None:
-            os.killpg(pool.pid, signal.SIGKILL)
-        pool.wait(10)
-
-
-def enqueue(redis_url: str, mock_url: str, queue: str, *flags: str) -> str:
-    result = tokenbench("enqueue", "--mode", "openai", "--base-url", mock_url + "/v1", "--model", "m",
-                        "--redis-url", redis_url, "--queue", queue, *flags)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:

@@ -11,8 +11,9 @@ import pytest
 import redis
 import yaml
 
-from tests.helpers import mock_server_process, tokenbench
+from tests.helpers import enqueue, load, mock_server_process, tokenbench, worker_pool
 from tokenbench.cli import cli
+from tokenbench.worker.clock import SKEW_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +71,23 @@ def test_compose_file_services_and_every_command_they_run_exist():
     assert [i.split()[0] for i in invocations] == ["enqueue", "report"]
     for invocation in invocations:
         _check_cli_args(shlex.split(invocation.replace('"$run_id"', "some-run")))
+
+
+def test_a_worker_host_with_a_skewed_clock_does_not_skew_the_report(redis_url, tmp_path):
+    out = tmp_path / "r.json"
+    hour_ms = 3600 * 1000
+    with mock_server_process("--ttft-ms", "20", "--itl-ms", "10") as mock_url, \
+            worker_pool(redis_url, "skew-test", 2), \
+            worker_pool(redis_url, "skew-test", 2, **{SKEW_ENV: "3600"}):  # an hour ahead
+        run_id = enqueue(redis_url, mock_url, "skew-test", "--prompts", "16", "--max-tokens", "20")
+        report = tokenbench("report", run_id, "--redis-url", redis_url, "--timeout", "60", "--output", str(out))
+    assert report.returncode == 0, report.stderr
+    result = load(out)
+    offsets = sorted(r["clock_offset_ms"] for r in result["results"])
+    skewed = [o for o in offsets if abs(o + hour_ms) < 100]
+    plain = [o for o in offsets if abs(o) < 100]
+    assert skewed and plain and len(skewed) + len(plain) == 16  # both hosts' workers served the run
+    assert all(r["clock_rtt_ms"] < 50 for r in result["results"])
+    # On one clock the 16 requests (4 at a time, ~0.2 s each) span about a second, not an hour.
+    assert result["duration_s"] < 10
+    assert result["mean_concurrency"] <= result["max_concurrency"] <= 4

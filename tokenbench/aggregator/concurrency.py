@@ -9,8 +9,9 @@ SHORTFALL_SHARE = 0.8
 
 
 def in_flight_intervals(records: list[RequestRecord]) -> list[tuple[float, float]]:
-    """(send, end) of each request in epoch seconds; the end is the end of its body or its failure."""
-    return [(r.started_at, r.started_at + (r.elapsed_ms or r.latency_ms or 0.0) / 1000) for r in records]
+    """(send, end) of each request that was sent, in epoch seconds; the end is the end of its body or
+    its failure. Records without timings (a worker that died or was stopped) have none."""
+    return [(r.started_at, r.started_at + r.elapsed_ms / 1000) for r in records if r.elapsed_ms is not None]
 
 
 def achieved_concurrency(intervals: list[tuple[float, float]]) -> tuple[float | None, int]:

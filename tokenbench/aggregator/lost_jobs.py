@@ -72,8 +72,9 @@ class LostJobWatch:
         host = entry.worker.rpartition(":")[0] or socket.gethostname()
         message = (f"worker {entry.worker} died during the request (no heartbeat for "
                    f"{keys.WORKER_ALIVE_TTL_S} s); attempt {spec.attempt + 1} of {self._meta.max_retries + 1}")
-        save_record(self._connection, RequestRecord.failure(spec, entry.worker, host, "worker_died", message),
-                    ttl_s=self._meta.ttl_s)
+        seconds, microseconds = self._connection.time()
+        died = RequestRecord.failure(spec, entry.worker, host, "worker_died", message, seconds + microseconds / 1e6)
+        save_record(self._connection, died, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 
     def _rerun(self, job: Job, spec: JobSpec) -> None:

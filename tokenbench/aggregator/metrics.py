@@ -41,6 +41,8 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "warmup": record.warmup,
         "started_at": record.started_at,
+        "clock_offset_ms": record.clock_offset_ms,
+        "clock_rtt_ms": record.clock_rtt_ms,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,
         "ttfat_ms": record.ttfat_ms,

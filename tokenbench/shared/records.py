@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -50,7 +49,8 @@ class JobSpec:
 @dataclass
 class RequestRecord:
     """Everything measured about one streamed request. Times are milliseconds after the request
-    was sent (monotonic clock), except ``started_at``, the wall-clock send time in epoch seconds.
+    was sent (monotonic clock), except ``started_at``, the send time in epoch seconds on the Redis
+    server's clock.
     """
 
     run_id: str
@@ -59,7 +59,7 @@ class RequestRecord:
     category: str
     worker: str
     host: str
-    started_at: float
+    started_at: float  # epoch seconds on the Redis server's clock (see worker/clock.py)
     success: bool = False
     error_type: str | None = None
     error: str | None = None
@@ -87,6 +87,8 @@ class RequestRecord:
     retries: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts: status, wait, message
     retry_wait_ms: float = 0.0  # time spent on earlier attempts and their waits; not in the timings
     warmup: bool = False  # a warm-up request: kept, but left out of every statistic
+    clock_offset_ms: float | None = None  # the worker's wall clock + this = Redis's; started_at is on Redis's
+    clock_rtt_ms: float | None = None  # round trip of the offset's sample: its uncertainty is about half
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -96,10 +98,15 @@ class RequestRecord:
         return from_known_fields(cls, orjson.loads(raw))
 
     @classmethod
-    def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str) -> RequestRecord:
-        """The record of a request that ended without a measurement (its worker died or was stopped)."""
+    def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str,
+                at: float) -> RequestRecord:
+        """The record of a request that ended without a measurement (its worker died or was stopped).
+
+        ``at``: when it was declared, epoch seconds on the Redis clock; it has no timings, so it
+        counts in no duration or throughput window.
+        """
         return cls(run_id=spec.run_id, index=spec.index, prompt_id=spec.prompt_id, category=spec.category,
-                   worker=worker, host=host, started_at=time.time(), error_type=error_type, error=error,
+                   worker=worker, host=host, started_at=at, error_type=error_type, error=error,
                    attempt=spec.attempt)
 
 

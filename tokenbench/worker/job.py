@@ -14,6 +14,7 @@ from rq.timeouts import JobTimeoutException
 from tokenbench.shared.config import api_key_from_env
 from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record, save_warmup_record
 from tokenbench.shared.records import JobSpec, RequestRecord
+from tokenbench.worker import clock
 from tokenbench.worker.heartbeat import Heartbeat
 from tokenbench.worker.measure import measure_request, worker_name
 from tokenbench.worker.watchdog import StreamWatchdog
@@ -68,6 +69,7 @@ def execute(spec_data: dict) -> None:
     worker = worker_name()
     if _heartbeat is None:
         _heartbeat = Heartbeat(connection, worker)
+        clock.synchronize(connection)
     if not mark_in_flight(connection, spec.run_id, InFlight(spec.index, worker, spec.attempt, job.id), spec.ttl_s):
         return  # the run was cancelled while this job waited on the queue
     client, watchdog = process_tools()
@@ -85,7 +87,7 @@ def execute(spec_data: dict) -> None:
             error_type, message = "job_timeout", f"RQ's job timeout ({job.timeout} s) passed during the request"
         else:
             error_type, message = "worker_stopped", "the worker was stopped (cold shutdown) during the request"
-        save_record(connection, RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message),
-                    ttl_s=spec.ttl_s)
+        stopped = RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message, clock.now())
+        save_record(connection, stopped, ttl_s=spec.ttl_s)
         raise
     save_record(connection, record, retry_s=SAVE_RETRY_S, ttl_s=spec.ttl_s)

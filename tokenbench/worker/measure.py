@@ -17,6 +17,7 @@ import orjson
 
 from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
 from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
+from tokenbench.worker import clock
 from tokenbench.worker.anthropic_stream import AnthropicStreamReader
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, StreamReader, TokenChunk, error_message
 from tokenbench.worker.sse import SSEParser
@@ -135,7 +136,7 @@ def _attempt(
     )
     reader = new_reader(endpoint)
     retry_after_s = None
-    record.started_at = time.time()
+    record.started_at = clock.now()
     sent_ns = time.perf_counter_ns()
     try:
         _stream(client, request, endpoint, reader, record, sent_ns, watchdog)
@@ -147,6 +148,9 @@ def _attempt(
         record.error_type, record.error = _error_type(exc, reader), f"{type(exc).__name__}: {exc}"
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
+    offset = clock.current_offset()
+    if offset is not None:
+        record.clock_offset_ms, record.clock_rtt_ms = round(offset.offset_s * 1000, 3), round(offset.rtt_s * 1000, 3)
     record.error = redact(record.error, api_key)
     return record, retry_after_s, sent_ns
 
