@@ -45,6 +45,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["enqueue", "--mode", "openai", "--base-url", "http://h/v1", "--model", "m", "--header", "X"],
          ["--header", "NAME:VALUE"]),
         (["run", "--mode", "mock", "--ttft-timeout", "0"], ["--ttft-timeout"]),
+        (["run", "--mode", "mock", "--header", "Authorization: Bearer sk-1"], ["travel through Redis", "Bearer KEY"]),
+        (["run", "--mode", "mock", "--header", "api-key: sk-1"], ["--api-key-header api-key"]),
         (["run", "--mode", "mock", "--mock-fault", "explode"], ["--mock-fault", "explode"]),
         (["cancel"], ["RUN_ID"]),
         (["compare", "a.json"], ["at least two result files"]),

@@ -25,6 +25,7 @@ from tokenbench.shared.config import (
     Endpoint,
     Timeouts,
     api_key_from_env,
+    is_secret_header,
     require_api_key,
     resolve_endpoint,
 )
@@ -75,6 +76,11 @@ def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
         name, sep, content = value.partition(":")
         if not sep or not name.strip():
             raise click.BadParameter(f"{value!r} is not NAME:VALUE")
+        if is_secret_header(name):
+            how = ("it is sent as 'Authorization: Bearer KEY'" if name.strip().lower() == "authorization"
+                   else f"add --api-key-header {name.strip()} to send it in that header")
+            raise click.BadParameter(f"{name.strip()!r} carries a credential, and --header values travel through "
+                                     f"Redis: pass the key with --api-key or TOKENBENCH_API_KEY; {how}")
         headers[name.strip()] = content.strip()
     return headers
 
@@ -146,6 +152,8 @@ def request_options(command: Any) -> Any:
                      help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages."),
         click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
                      help="Reasoning effort: OpenRouter's reasoning.effort, else reasoning_effort."),
+        click.option("--api-key-header", metavar="NAME",
+                     help="Send the API key as this header's value (e.g. api-key) instead of a Bearer token."),
         click.option("--ignore-eos", is_flag=True,
                      help="vLLM/SGLang ignore_eos: always generate --max-tokens tokens."),
         click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
@@ -166,7 +174,8 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
     )
     return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
                             extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
-                            reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"], **kwargs)
+                            reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"],
+                            api_key_header=flags["api_key_header"], **kwargs)
 
 
 def redis_url_option(default_help: str) -> Any:

@@ -23,6 +23,14 @@ DEFAULT_MAX_TOKENS = 256
 APIS = ("openai", "anthropic")  # OpenAI-compatible chat completions, or Anthropic Messages
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 ANTHROPIC_VERSION = "2023-06-01"
+# Header names that carry credentials. `--header` values travel through Redis with the jobs, so
+# these are refused there: the key goes in the workers' environment and --api-key-header names it.
+_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "token", "secret", "cookie", "password")
+
+
+def is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_HEADER_WORDS)
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TTFT_TIMEOUT_S = 120.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
@@ -84,6 +92,7 @@ class Endpoint:
     api: str = "openai"  # one of APIS
     reasoning_effort: str | None = None  # OpenRouter's reasoning.effort, else reasoning_effort
     ignore_eos: bool = False  # vLLM/SGLang: generate max_tokens whatever the model says
+    api_key_header: str | None = None  # send the API key as this header's whole value, not as a Bearer token
 
     @property
     def request_url(self) -> str:
@@ -134,6 +143,7 @@ def resolve_endpoint(
     api: str = "openai",
     reasoning_effort: str | None = None,
     ignore_eos: bool = False,
+    api_key_header: str | None = None,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -159,6 +169,7 @@ def resolve_endpoint(
         api=api,
         reasoning_effort=reasoning_effort,
         ignore_eos=ignore_eos,
+        api_key_header=api_key_header,
     )
 
 

@@ -65,8 +65,10 @@ def build_headers(endpoint: Endpoint, api_key: str | None) -> dict[str, str]:
     }
     if endpoint.api == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION
-        if api_key:
-            headers["x-api-key"] = api_key
+    if api_key and endpoint.api_key_header:
+        headers[endpoint.api_key_header] = api_key
+    elif api_key and endpoint.api == "anthropic":
+        headers["x-api-key"] = api_key
     elif api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     return {**headers, **endpoint.headers}
