@@ -89,6 +89,14 @@ def test_multi_token_chunks_give_per_token_itl_when_running_usage_says_how_many(
     assert 7.5 <= report["tpot_ms"]["mean"] <= 8.5
 
 
+def test_multi_token_chunks_counted_from_logprobs(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, mock=("tokens-per-chunk=4", "logprobs"), max_tokens=16, itl_ms=10)
+    assert report["itl_source"] == {"logprobs": 2}
+    for result in report["results"]:
+        assert result["chunk_tokens"] == [4, 4, 4, 4]
+    assert 9 <= report["itl_ms"]["p50"] <= 11 and 38 <= report["inter_chunk_ms"]["p50"] <= 42
+
+
 def test_multi_token_chunks_without_counts_fall_back_to_the_gaps_and_say_so(redis_url, tmp_path):
     report = run_mock(redis_url, tmp_path, mock=("tokens-per-chunk=4",), max_tokens=16, itl_ms=10)
     assert report["itl_source"] == {"chunks": 2}

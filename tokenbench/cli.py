@@ -431,6 +431,7 @@ def prompts() -> None:
 @click.option("--tokens-per-chunk", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tokens in each chunk (vLLM/SGLang --stream-interval).")
 @click.option("--continuous-usage", is_flag=True, help="Running usage on every chunk (vLLM continuous_usage_stats).")
+@click.option("--logprobs", is_flag=True, help="logprobs.content, one entry per token, on every token chunk.")
 @click.option("--usage-style", type=click.Choice(USAGE_STYLES), default="openai", show_default=True,
               help="openrouter: provider, gen- id, cost, reasoning_tokens, usage chunk repeating finish_reason.")
 @click.option("--error-style", type=click.Choice(ERROR_STYLES), default="openrouter", show_default=True,
@@ -440,7 +441,7 @@ def prompts() -> None:
 @click.option("--sse", "sse_variants", callback=_parse_sse_variants, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
-                reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, usage_style, error_style,
+                reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, logprobs, usage_style, error_style,
                 keepalive_ms, sse_variants) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
     faults of real servers."""
@@ -460,8 +461,8 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
     click.echo(f"{READY_LINE_PREFIX}http://{shown_host}:{bound_port}")
     sys.stdout.flush()
     shape = StreamShape(reasoning=reasoning, reasoning_tokens=reasoning_tokens, tokens_per_chunk=tokens_per_chunk,
-                        continuous_usage=continuous_usage, usage_style=usage_style, keepalive_ms=keepalive_ms,
-                        error_style=error_style, sse=sse_variants)
+                        continuous_usage=continuous_usage, logprobs=logprobs, usage_style=usage_style,
+                        keepalive_ms=keepalive_ms, error_style=error_style, sse=sse_variants)
     settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
                             fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
                             shape=shape)

@@ -38,6 +38,7 @@ class StreamShape:
     reasoning_tokens: int = 0  # the first N tokens are reasoning
     tokens_per_chunk: int = 1
     continuous_usage: bool = False  # running usage on every chunk (vLLM continuous_usage_stats)
+    logprobs: bool = False  # logprobs.content with one entry per token on every token chunk
     usage_style: str = "openai"  # "openrouter": provider, gen- id, cost, usage chunk repeating finish_reason
     keepalive_ms: float | None = None  # comment lines before the first token, this often
     error_style: str = "openrouter"  # one of ERROR_STYLES
@@ -118,7 +119,10 @@ def plan_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
                        reasoning_sent)
         usage = _usage(shape, answer, last) if shape.continuous_usage else None
         at_s = answer.ttft_s + (last - 1) * answer.itl_s
-        events.append(PlannedEvent(at_s, envelope.chunk(delta, usage=usage), tokens=last - first, tokens_before=first))
+        logprobs = {"content": [{"token": t, "logprob": -0.5, "top_logprobs": []} for t in texts]} if shape.logprobs \
+            else None
+        events.append(PlannedEvent(at_s, envelope.chunk(delta, usage=usage, logprobs=logprobs), tokens=last - first,
+                                   tokens_before=first))
 
     end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
     usage = _usage(shape, answer, answer.n_tokens)
@@ -174,10 +178,14 @@ class _Envelope:
             self.base["id"] = "gen-" + answer.completion_id.rpartition("-")[2]
             self.base["provider"] = MOCK_PROVIDER
 
-    def chunk(self, delta: dict | None, *, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
+    def chunk(self, delta: dict | None, *, finish_reason: str | None = None, usage: dict | None = None,
+              logprobs: dict | None = None) -> bytes:
         payload = dict(self.base)
         if delta is not None:
-            payload["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            if logprobs is not None:
+                choice["logprobs"] = logprobs
+            payload["choices"] = [choice]
         elif self.usage_style != "no-choices":
             payload["choices"] = None if self.usage_style == "null-choices" else []
         if usage is not None:
