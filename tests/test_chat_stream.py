@@ -21,7 +21,7 @@ def read_transcript(name: str) -> ChatStreamReader:
 
 def test_openai_role_chunk_and_usage_chunk_carry_no_tokens():
     reader = read_transcript("openai-usage.sse")
-    assert len(reader.token_chunk_ns) == 2  # "Hello", " world"
+    assert len(reader.token_chunks) == 2  # "Hello", " world"
     assert (reader.completion_tokens, reader.prompt_tokens) == (2, 12)
     assert reader.finish_reason == "stop" and reader.done
     reader.check_complete()
@@ -29,7 +29,7 @@ def test_openai_role_chunk_and_usage_chunk_carry_no_tokens():
 
 def test_openrouter_keepalives_are_not_tokens_and_usage_chunk_is_not_a_second_token():
     reader = read_transcript("openrouter-keepalive.sse")
-    assert len(reader.token_chunk_ns) == 2  # "Hi", " there"; the usage chunk's content is ""
+    assert len(reader.token_chunks) == 2  # "Hi", " there"; the usage chunk's content is ""
     assert reader.completion_tokens == 2
     assert reader.finish_reason == "stop"
 
@@ -43,15 +43,15 @@ def test_openrouter_midstream_error_fails_the_request_with_its_message():
 
 def test_reasoning_deltas_count_as_generated_tokens():
     reader = read_transcript("vllm-reasoning-continuous-usage.sse")
-    assert reader.token_chunk_ns, "reasoning chunks carry tokens"
-    assert reader.completion_tokens is not None and reader.completion_tokens > len(reader.token_chunk_ns)
+    assert reader.token_chunks, "reasoning chunks carry tokens"
+    assert reader.completion_tokens is not None and reader.completion_tokens > len(reader.token_chunks)
 
 
 def test_stream_without_done_but_with_finish_reason_is_complete():
     reader = read_transcript("transformers-serve-cb.recorded.sse")
     assert not reader.done
     assert reader.finish_reason == "length"
-    assert len(reader.token_chunk_ns) == 64 and reader.completion_tokens == 64
+    assert len(reader.token_chunks) == 64 and reader.completion_tokens == 64
     reader.check_complete()
 
 

@@ -147,10 +147,6 @@ class StreamReader:
         self.cost: float | None = None  # usage.cost (OpenRouter, in credits)
         self.done = False
 
-    @property
-    def token_chunk_ns(self) -> list[int]:
-        return [c.received_ns for c in self.token_chunks]
-
     def on_event(self, event: SSEEvent) -> None:
         raise NotImplementedError
 

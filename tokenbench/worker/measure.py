@@ -191,7 +191,7 @@ def _stream(
                 received_ns = time.perf_counter_ns()
                 for event in parser.feed(data, received_ns):
                     reader.on_event(event)
-                if reader.token_chunk_ns:
+                if reader.token_chunks:
                     deadline, reason = _next_deadline(
                         received_ns + int(endpoint.idle_timeout_s * 1e9), "idle_timeout", total_deadline
                     )
@@ -338,5 +338,5 @@ _ERROR_TYPES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
 
 def _error_type(exc: httpx.HTTPError, reader: StreamReader) -> str:
     if isinstance(exc, httpx.ReadTimeout):
-        return "idle_timeout" if reader.token_chunk_ns else "ttft_timeout"
+        return "idle_timeout" if reader.token_chunks else "ttft_timeout"
     return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))
