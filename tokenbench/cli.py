@@ -178,6 +178,12 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
                             api_key_header=flags["api_key_header"], **kwargs)
 
 
+csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                          help="Also write one CSV row per request, every measured field.")
+html_option = click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                           help="Also write the self-contained HTML report (see `tokenbench plot`).")
+
+
 def redis_url_option(default_help: str) -> Any:
     return click.option("--redis-url", envvar=REDIS_URL_ENV, help=f"Redis URL [env {REDIS_URL_ENV}; {default_help}].")
 
@@ -242,9 +248,9 @@ def worker(num_workers, redis_url, queues, burst, log_level) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds to wait for missing records.")
 @slo_option
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Also write one CSV row per request, every measured field.")
-def report(run_id, redis_url, output, timeout_s, slo, csv_path) -> None:
+@csv_option
+@html_option
+def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
     Exits 1 when records are still missing after --timeout, or the run was cancelled (the JSON then
@@ -267,7 +273,7 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path) -> None:
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id))
-    _emit(result, output, csv_path)
+    _emit(result, output, csv_path, html_path)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
                               "requests were not run")
@@ -295,8 +301,8 @@ def cancel(run_id, redis_url) -> None:
               help="Worker processes (= requests in flight).")
 @prompts_options
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Also write one CSV row per request, every measured field.")
+@csv_option
+@html_option
 @click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable).")
 @base_url_option
 @model_option
@@ -318,9 +324,9 @@ def cancel(run_id, redis_url) -> None:
 @slo_option
 @warmup_option
 @ttl_option
-def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key, base_url, model, max_tokens, redis_url,
-        mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup, ttl_s,
-        **request_flags) -> None:
+def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, html_path, api_key, base_url, model, max_tokens,
+        redis_url, mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup,
+        ttl_s, **request_flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
 
@@ -343,7 +349,7 @@ def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, api_key,
         ttl_s=ttl_s,
     )
     outcome = run_benchmark(options)
-    _emit(outcome.report, output, csv_path)
+    _emit(outcome.report, output, csv_path, html_path)
     if outcome.interrupted:
         click.echo("interrupted: the report covers the requests finished so far", err=True)
         sys.exit(130)
@@ -385,6 +391,22 @@ def compare(results, output) -> None:
         click.echo(format_comparison(baseline_path.name, path.name, rows))
     if output is not None:
         _write(output, orjson.dumps(comparisons, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), required=True,
+              help="The HTML file to write.")
+@click.option("--label", "labels", multiple=True, help="Name for each result, in order (default: file names).")
+def plot(results, output, labels) -> None:
+    """Draw result files into one self-contained HTML page: TTFT, ITL and E2EL distributions (overlaid when
+    several), output tokens/s over time, and each run's requests by worker. Works offline."""
+    from tokenbench.aggregator.html import render_report
+
+    if len(labels) > len(results):
+        raise click.BadParameter(f"{len(labels)} labels for {len(results)} results", param_hint="'--label'")
+    names = list(labels) + [path.stem for path in results[len(labels):]]
+    _write(output, render_report([(name, _load_result(path)) for name, path in zip(names, results)]).encode())
 
 
 def _load_result(path: Path) -> dict:
@@ -483,8 +505,9 @@ def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(args)
 
 
-def _emit(result: dict, output: Path | None, csv_path: Path | None = None) -> None:
+def _emit(result: dict, output: Path | None, csv_path: Path | None = None, html_path: Path | None = None) -> None:
     from tokenbench.aggregator.export import results_csv
+    from tokenbench.aggregator.html import render_report
     from tokenbench.aggregator.table import format_summary
 
     click.echo(format_summary(result))
@@ -492,6 +515,8 @@ def _emit(result: dict, output: Path | None, csv_path: Path | None = None) -> No
         _write(output, orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     if csv_path is not None:
         _write(csv_path, results_csv(result).encode())
+    if html_path is not None:
+        _write(html_path, render_report([(result["run_id"], result)]).encode())
 
 
 def _write(path: Path, content: bytes) -> None:

@@ -1,0 +1,172 @@
+"""The report's charts, each a pure function of result documents (the JSON that `run`/`report` write)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tokenbench.aggregator.html.svg import Chart, color, nice_ticks
+from tokenbench.aggregator.request_metrics import inter_token_latencies_ms
+from tokenbench.aggregator.stats import percentile
+from tokenbench.shared.records import RequestRecord, from_known_fields
+
+CDF_POINTS = 400  # points drawn per CDF line, however many samples
+CDF_CLIP_PERCENTILE = 99.5  # the x axis ends here, so one outlier does not squeeze the rest into a corner
+MAX_TIMELINE_REQUESTS = 4000  # bars drawn in a timeline; a note says when more were left out
+TARGET_RATE_BINS = 60
+
+Series = tuple[str, list[float]]  # (label, samples)
+
+
+def request_records(result: dict[str, Any]) -> list[RequestRecord]:
+    """The measured requests of a result document, as records (so the metric definitions are the aggregator's)."""
+    return [from_known_fields(RequestRecord, {**entry, "run_id": result.get("run_id", "")})
+            for entry in result["results"]]
+
+
+def successful(records: list[RequestRecord]) -> list[RequestRecord]:
+    return [r for r in records if r.success]
+
+
+def cdf_points(values: Sequence[float], max_points: int = CDF_POINTS) -> list[tuple[float, float]]:
+    """(value, share of samples <= value) in percent, at most ``max_points`` points, evenly spaced in share."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return []
+    if n <= max_points:
+        return [(value, 100 * (i + 1) / n) for i, value in enumerate(ordered)]
+    shares = [100 * k / (max_points - 1) for k in range(max_points)]
+    return [(percentile(ordered, share), share) for share in shares]
+
+
+def cdf_chart(title: str, x_label: str, series: list[Series]) -> Chart:
+    """Empirical CDFs of several sample sets, overlaid; the x axis is clipped at p99.5 of the widest."""
+    filled = [(label, values) for label, values in series if values]
+    clip = max((percentile(sorted(v), CDF_CLIP_PERCENTILE) for _, v in filled), default=1.0)
+    largest = max((max(v) for _, v in filled), default=1.0)
+    low = min((min(v) for _, v in filled), default=0.0)
+    # Start at zero unless every sample sits in the upper half: then zero would squash the curves.
+    x_low = 0.0 if low < clip / 2 else nice_ticks(low, clip)[0]
+    x_high = nice_ticks(x_low, clip)[-1] if clip > x_low else x_low + 1.0
+    note = f"x axis cut at p{CDF_CLIP_PERCENTILE:g}; max {largest:,.1f}" if largest > x_high else ""
+    chart = Chart(title, x_label, "share of samples (%)", (min(x_low, low), x_high), (0, 100), note=note)
+    for index, (label, values) in enumerate(series):
+        points = [(min(x, x_high), y) for x, y in cdf_points(values)]
+        chart.line(points, color(index), f"{label} (n={len(values):,})")
+    return chart
+
+
+def ttft_series(label: str, result: dict[str, Any]) -> Series:
+    return label, [r.ttft_ms for r in successful(request_records(result)) if r.ttft_ms is not None]
+
+
+def itl_series(label: str, result: dict[str, Any]) -> Series:
+    return label, [gap for r in successful(request_records(result)) for gap in inter_token_latencies_ms(r)]
+
+
+def e2el_series(label: str, result: dict[str, Any]) -> Series:
+    return label, [r.latency_ms for r in successful(request_records(result)) if r.latency_ms is not None]
+
+
+def token_arrivals(records: list[RequestRecord]) -> list[tuple[float, float]]:
+    """(epoch seconds, tokens) of every token-carrying chunk of the successful requests.
+
+    A chunk's tokens are the server's per-chunk counts when known; otherwise the request's
+    output_tokens spread evenly over its chunks, so the total matches output_throughput.
+    """
+    arrivals = []
+    for record in successful(records):
+        offsets = record.chunk_offsets_ms
+        if not offsets:
+            continue
+        if record.chunk_tokens is not None and len(record.chunk_tokens) == len(offsets):
+            tokens: Sequence[float] = record.chunk_tokens
+        else:
+            tokens = [record.output_tokens / len(offsets)] * len(offsets)
+        arrivals += [(record.started_at + offset / 1000, count) for offset, count in zip(offsets, tokens)]
+    return arrivals
+
+
+def bin_width_s(duration_s: float, bins: int = TARGET_RATE_BINS) -> float:
+    """A round bin width (1, 2 or 5 times a power of ten seconds) giving about ``bins`` bins."""
+    if duration_s <= 0:
+        return 1.0
+    raw = duration_s / bins
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def token_rate(arrivals: list[tuple[float, float]], start: float, width_s: float) -> list[tuple[float, float]]:
+    """Output tokens/s in consecutive windows of ``width_s`` from ``start``: (window middle, rate)."""
+    if not arrivals:
+        return []
+    last = max(t for t, _ in arrivals)
+    totals = [0.0] * (int((last - start) // width_s) + 1)
+    for t, tokens in arrivals:
+        totals[max(int((t - start) // width_s), 0)] += tokens
+    return [((i + 0.5) * width_s, total / width_s) for i, total in enumerate(totals)]
+
+
+def token_rate_chart(named_results: list[tuple[str, dict[str, Any]]]) -> Chart:
+    """Output tokens/s over time since each run's first request, overlaid."""
+    per_result = []
+    for label, result in named_results:
+        records = request_records(result)
+        sent = [r.started_at for r in records if r.elapsed_ms is not None]
+        per_result.append((label, token_arrivals(records), min(sent, default=0.0)))
+    longest = max((max(t for t, _ in arr) - start for _, arr, start in per_result if arr), default=1.0)
+    width = bin_width_s(longest)
+    lines = [(label, token_rate(arrivals, start, width)) for label, arrivals, start in per_result]
+    peak = max((rate for _, points in lines for _, rate in points), default=1.0)
+    chart = Chart("Output tokens/s over time", "seconds since the first request",
+                  f"tokens/s ({width:g} s windows)", (0, nice_ticks(0, longest)[-1]), (0, nice_ticks(0, peak)[-1]))
+    for index, (label, points) in enumerate(lines):
+        chart.line(points, color(index), label)
+    return chart
+
+
+def timeline_chart(label: str, result: dict[str, Any]) -> Chart:
+    """One bar per request in its worker's lane: waiting for the first token (light), streaming (dark),
+    failed (red)."""
+    timed = sorted((r for r in request_records(result) if r.elapsed_ms is not None), key=lambda r: r.started_at)
+    left_out = max(len(timed) - MAX_TIMELINE_REQUESTS, 0)
+    timed = timed[:MAX_TIMELINE_REQUESTS]
+    workers = sorted({r.worker for r in timed})
+    lane = {worker: i for i, worker in enumerate(workers)}
+    start = min((r.started_at for r in timed), default=0.0)
+    end = max((r.started_at - start + r.elapsed_ms / 1000 for r in timed), default=1.0)
+    label_every = max(1, math.ceil(len(workers) / 24))
+    tick_labels = {float(i): _short_worker(w) for i, w in enumerate(workers) if i % label_every == 0}
+    note = f"first {MAX_TIMELINE_REQUESTS:,} requests shown, {left_out:,} left out" if left_out else ""
+    chart = Chart(f"Requests by worker: {label}", "seconds since the first request", "worker",
+                  (0, nice_ticks(0, end)[-1]), (-0.5, max(len(workers), 1) - 0.5), note=note,
+                  height=max(340, 90 + 14 * len(workers)), y_tick_labels=tick_labels)
+    waiting, streaming, failed = "#9ecae1", color(0), color(3)
+    for record in timed:
+        begin = record.started_at - start
+        finish = begin + record.elapsed_ms / 1000
+        row = lane[record.worker]
+        tip = (f"{record.prompt_id} on {record.worker}: TTFT {_ms(record.ttft_ms)}, "
+               f"end {_ms(record.elapsed_ms)}" + ("" if record.success else f", {record.error_type}"))
+        if not record.success:
+            chart.bar(begin, finish, row, 0.7, failed, tip)
+        elif record.ttft_ms is None:
+            chart.bar(begin, finish, row, 0.7, waiting, tip)
+        else:
+            first_token = begin + record.ttft_ms / 1000
+            chart.bar(begin, first_token, row, 0.7, waiting, tip)
+            chart.bar(first_token, finish, row, 0.7, streaming, tip)
+    chart.legend_entry("waiting for first token", waiting)
+    chart.legend_entry("streaming", streaming)
+    chart.legend_entry("failed", failed)
+    return chart
+
+
+def _short_worker(worker: str) -> str:
+    return worker if len(worker) <= 9 else "…" + worker[-8:]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"

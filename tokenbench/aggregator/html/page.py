@@ -1,0 +1,95 @@
+"""The HTML report: one self-contained page (inline CSS and SVG, no script, nothing fetched)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from tokenbench import __version__
+from tokenbench.aggregator.html.charts import (
+    cdf_chart,
+    e2el_series,
+    itl_series,
+    timeline_chart,
+    token_rate_chart,
+    ttft_series,
+)
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; background: #fff; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+p.sub { color: #666; margin: 0 0 16px; }
+table { border-collapse: collapse; margin: 8px 0 20px; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+td.num { font-variant-numeric: tabular-nums; }
+svg.chart { display: block; margin: 8px 0 20px; }
+svg .plot-area { fill: #fafafa; stroke: #ccc; }
+svg .grid { stroke: #e4e4e4; }
+svg text { font: 11px system-ui, sans-serif; fill: #444; }
+svg text.title { font-size: 14px; font-weight: 600; fill: #222; }
+svg text.note { fill: #888; }
+"""
+
+# (column heading, key in the result, distribution key or None, decimals)
+_SUMMARY_COLUMNS = (
+    ("requests ok", "successful_runs", None, 0),
+    ("failed", "failed_runs", None, 0),
+    ("TTFT p50 ms", "ttft_ms", "p50", 1),
+    ("TTFT p99 ms", "ttft_ms", "p99", 1),
+    ("ITL p50 ms", "itl_ms", "p50", 2),
+    ("ITL p99 ms", "itl_ms", "p99", 2),
+    ("TPOT p50 ms", "tpot_ms", "p50", 2),
+    ("E2EL p50 ms", "e2e_latency_ms", "p50", 0),
+    ("output tok/s", "output_throughput_tokens_per_s", None, 1),
+    ("req/s", "request_throughput_per_s", None, 2),
+    ("concurrency", "mean_concurrency", None, 1),
+)
+
+
+def render_report(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+    """The page for one or more result documents, each with the label it is shown under."""
+    if not named_results:
+        raise ValueError("no results to plot")
+    charts = [
+        cdf_chart("TTFT distribution", "time to first token (ms)",
+                  [ttft_series(label, result) for label, result in named_results]),
+        cdf_chart("ITL distribution", "inter-token latency (ms)",
+                  [itl_series(label, result) for label, result in named_results]),
+        cdf_chart("End-to-end latency distribution", "E2EL (ms)",
+                  [e2el_series(label, result) for label, result in named_results]),
+        token_rate_chart(named_results),
+        *(timeline_chart(label, result) for label, result in named_results),
+    ]
+    body = [
+        "<h1>tokenbench report</h1>",
+        f'<p class="sub">{escape(_subtitle(named_results))}</p>',
+        _summary_table(named_results),
+        *(chart.render() for chart in charts),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>tokenbench report</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _subtitle(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+    runs = "; ".join(f"{label}: {result.get('model')} at {result.get('base_url')}, run {result.get('run_id')}, "
+                     f"started {result.get('started_at')}" for label, result in named_results)
+    return f"{runs}. Drawn by tokenbench {__version__}; definitions in docs/metrics.md."
+
+
+def _summary_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+    head = "".join(f"<th>{escape(name)}</th>" for name, *_ in _SUMMARY_COLUMNS)
+    rows = []
+    for label, result in named_results:
+        cells = "".join(f'<td class="num">{_cell(result, key, part, digits)}</td>'
+                        for _, key, part, digits in _SUMMARY_COLUMNS)
+        rows.append(f"<tr><td>{escape(label)}</td>{cells}</tr>")
+    return f"<table>\n<tr><th>result</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _cell(result: dict[str, Any], key: str, part: str | None, digits: int) -> str:
+    value = result.get(key)
+    if part is not None:
+        value = (value or {}).get(part)
+    return "-" if value is None else f"{value:,.{digits}f}"
