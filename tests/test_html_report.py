@@ -41,7 +41,7 @@ def test_ticks_are_round_and_cover_the_range(low, span):
     assert ticks[0] <= low + 1e-6 * span and ticks[-1] >= low + span - 1e-6 * span
     step = ticks[1] - ticks[0]
     mantissa = step / 10 ** int(f"{step:e}".split("e")[1])
-    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
+    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-4  # float error of a step far from zero
     assert 2 <= len(ticks) <= 12
 
 
