@@ -14,7 +14,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.record_store import save_record
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.job import process_tools
+from tokenbench.worker.job import worker_process
 from tokenbench.worker.measure import build_request_body, measure_request, parse_retry_after
 
 
@@ -26,8 +26,8 @@ def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
 
 def measure(spec: JobSpec, api_key: str | None = None) -> RequestRecord:
     """Measure as a worker process does, with its client and watchdog."""
-    client, watchdog = process_tools()
-    return measure_request(client, spec, api_key, watchdog)
+    process = worker_process(fakeredis.FakeRedis())
+    return measure_request(process.client, spec, api_key, process.watchdog)
 
 
 def app_with(handler) -> web.Application:

@@ -11,182 +11,41 @@ import orjson
 import redis
 
 from tokenbench import __version__
+from tokenbench.cli_options import (
+    base_url_option,
+    csv_option,
+    endpoint_from_flags,
+    html_option,
+    max_tokens_option,
+    mode_option,
+    model_option,
+    output_option,
+    parse_levels,
+    parse_sse_variants_option,
+    prompts_options,
+    redis_url_option,
+    request_options,
+    schedule_from_flags,
+    schedule_options,
+    selected_prompts,
+    slo_option,
+    ttl_option,
+    warmup_option,
+)
 from tokenbench.mock import FAULTS as MOCK_FAULTS
-from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES, parse_sse_variants
+from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
-    APIS,
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_TOTAL_TIMEOUT_S,
-    DEFAULT_TTFT_TIMEOUT_S,
-    MODES,
-    REASONING_EFFORTS,
-    Endpoint,
-    Timeouts,
     api_key_from_env,
-    is_secret_header,
     require_api_key,
-    resolve_endpoint,
 )
 from tokenbench.shared.errors import TokenbenchError
-from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect, default_redis_url
+from tokenbench.shared.redis_conn import connect, default_redis_url
 
 if TYPE_CHECKING:
-    from tokenbench.producer.prompts import Prompt
+    from tokenbench.runner.local_run import RunOptions
 
 MOCK_PLACEHOLDER_URL = "http://127.0.0.1:0/v1"  # replaced once `run` has started the mock
-
-mode_option = click.option(
-    "--mode", type=click.Choice(MODES), default="openrouter", show_default=True, help="Provider preset."
-)
-base_url_option = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
-model_option = click.option("--model", help="Model name (default: the mode's preset).")
-max_tokens_option = click.option(
-    "--max-tokens", type=click.IntRange(min=1), help="max_tokens of every request [default: 256]."
-)
-def prompts_options(command: Any) -> Any:
-    """Which prompts a run sends: the built-in set or a file, cycled to --prompts requests."""
-    command = click.option(
-        "--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
-        help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
-             ".csv with a 'prompt' column, or text with one prompt per line.",
-    )(command)
-    return click.option(
-        "--prompts", "num_prompts", type=click.IntRange(min=1),
-        help="Number of requests (default: one per prompt; more cycle through them).",
-    )(command)
-
-
-def selected_prompts(num_prompts: int | None, prompts_file: Path | None) -> list[Prompt]:
-    from tokenbench.producer.prompt_files import PromptFileError, load_prompt_file
-    from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
-
-    if prompts_file is None:
-        return select_prompts(num_prompts, BUILTIN_PROMPTS)
-    try:
-        return select_prompts(num_prompts, load_prompt_file(prompts_file))
-    except PromptFileError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--prompts-file'") from None
-
-
-def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
-    headers = {}
-    for value in values:
-        name, sep, content = value.partition(":")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"{value!r} is not NAME:VALUE")
-        if is_secret_header(name):
-            how = ("it is sent as 'Authorization: Bearer KEY'" if name.strip().lower() == "authorization"
-                   else f"add --api-key-header {name.strip()} to send it in that header")
-            raise click.BadParameter(f"{name.strip()!r} carries a credential, and --header values travel through "
-                                     f"Redis: pass the key with --api-key or TOKENBENCH_API_KEY; {how}")
-        headers[name.strip()] = content.strip()
-    return headers
-
-
-def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
-    if value is None:
-        return {}
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise click.BadParameter("must be a JSON object, e.g. '{\"ignore_eos\": true}'")
-    return body
-
-
-def _parse_sse_variants(_ctx, _param, value: str | None) -> tuple[str, ...]:
-    try:
-        return parse_sse_variants(value or "")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _parse_slo(_ctx, _param, value: str | None) -> dict[str, float] | None:
-    from tokenbench.aggregator.goodput import parse_slo
-
-    if value is None:
-        return None
-    try:
-        return parse_slo(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-slo_option = click.option(
-    "--slo", callback=_parse_slo, metavar="METRIC=MS,...",
-    help="Service-level objectives for goodput, e.g. ttft=500,tpot=50,e2el=10000 (any subset).",
-)
-
-
-ttl_option = click.option(
-    "--ttl", "ttl_s", type=click.IntRange(min=60), default=keys.RUN_TTL_S, show_default=True,
-    help="Seconds the run's keys (metadata, records, jobs) stay in Redis.",
-)
-warmup_option = click.option(
-    "--warmup", type=click.IntRange(min=0), default=0, show_default=True,
-    help="Warm-up requests each worker sends (its first prompt) before its first measured one; "
-         "kept in the JSON as warmup_results, left out of every figure.",
-)
-
-
-def request_options(command: Any) -> Any:
-    """Timeouts, headers and extra body fields: how every request of a run is sent."""
-    seconds = click.FloatRange(min=0, min_open=True)
-    for option in reversed([
-        click.option("--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, show_default=True,
-                     help="Seconds to connect."),
-        click.option("--ttft-timeout", type=seconds, default=DEFAULT_TTFT_TIMEOUT_S, show_default=True,
-                     help="Seconds from sending to the first token."),
-        click.option("--idle-timeout", type=seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
-                     help="Longest silence (seconds) after the first token."),
-        click.option("--total-timeout", type=seconds, default=DEFAULT_TOTAL_TIMEOUT_S, show_default=True,
-                     help="Seconds from sending to the end of the stream."),
-        click.option("--header", "headers", multiple=True, callback=_parse_header, metavar="NAME:VALUE",
-                     help="Extra HTTP header on every request (repeatable)."),
-        click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
-                     help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
-        click.option("--api", type=click.Choice(APIS), default="openai", show_default=True,
-                     help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages."),
-        click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
-                     help="Reasoning effort: OpenRouter's reasoning.effort, else reasoning_effort."),
-        click.option("--api-key-header", metavar="NAME",
-                     help="Send the API key as this header's value (e.g. api-key) instead of a Bearer token."),
-        click.option("--ignore-eos", is_flag=True,
-                     help="vLLM/SGLang ignore_eos: always generate --max-tokens tokens."),
-        click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Retries of a request answered 429 (or 503 with Retry-After), after the wait it "
-                          "asks for; reruns of a request whose worker process died."),
-    ]):
-        command = option(command)
-    return command
-
-
-def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any], **kwargs: Any) -> Endpoint:
-    """The endpoint the flags describe; ``flags`` holds the options of ``request_options``."""
-    timeouts = Timeouts(
-        connect_s=flags["connect_timeout"],
-        ttft_s=flags["ttft_timeout"],
-        idle_s=flags["idle_timeout"],
-        total_s=flags["total_timeout"],
-    )
-    return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
-                            extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
-                            reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"],
-                            api_key_header=flags["api_key_header"], **kwargs)
-
-
-csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                          help="Also write one CSV row per request, every measured field.")
-html_option = click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                           help="Also write the self-contained HTML report (see `tokenbench plot`).")
-
-
-def redis_url_option(default_help: str) -> Any:
-    return click.option("--redis-url", envvar=REDIS_URL_ENV, help=f"Redis URL [env {REDIS_URL_ENV}; {default_help}].")
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tokenbench")
@@ -206,8 +65,9 @@ def cli() -> None:
 @warmup_option
 @ttl_option
 @request_options
+@schedule_options
 def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue, warmup, ttl_s,
-            **request_flags) -> None:
+            request_rate, arrival, burstiness, seed, **request_flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
 
@@ -216,7 +76,9 @@ def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
     prompts = selected_prompts(num_prompts, prompts_file)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s)
+    schedule = schedule_from_flags(request_rate, arrival, burstiness, seed)
+    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s,
+                       schedule=schedule)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -244,7 +106,7 @@ def worker(num_workers, redis_url, queues, burst, log_level) -> None:
 @cli.command()
 @click.argument("run_id")
 @redis_url_option("default redis://localhost:6379/0")
-@click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
+@output_option
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds to wait for missing records.")
 @slo_option
@@ -295,60 +157,72 @@ def cancel(run_id, redis_url) -> None:
     click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}")
 
 
-@cli.command()
-@mode_option
-@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (= requests in flight).")
-@prompts_options
-@click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), help="Write the JSON here.")
-@csv_option
-@html_option
-@click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable).")
-@base_url_option
-@model_option
-@max_tokens_option
-@redis_url_option("default: an embedded Redis for this run")
-@click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
-              help="With --mode mock: time to first token.")
-@click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="With --mode mock: time between tokens.")
-@click.option("--mock-fault", type=click.Choice(sorted(MOCK_FAULTS)),
-              help="With --mode mock: the fault the mock injects (see `mock-server --help`).")
-@click.option("--mock-fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="With --mock-fault: share of requests that get it.")
-@click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
-              help="With --mock-fault: tokens sent before it.")
-@click.option("--mock-option", "mock_options", multiple=True, metavar="NAME[=VALUE]",
-              help="With --mode mock: any other `mock-server` option, e.g. reasoning=think (repeatable).")
-@request_options
-@slo_option
-@warmup_option
-@ttl_option
-def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, html_path, api_key, base_url, model, max_tokens,
-        redis_url, mock_ttft_ms, mock_itl_ms, mock_fault, mock_fault_rate, mock_fault_after, mock_options, slo, warmup,
-        ttl_s, **request_flags) -> None:
-    """Enqueue, work and report in one command (the original harness's form)."""
-    from tokenbench.runner.local_run import MockOptions, RunOptions, run_benchmark
+mock_options = [
+    click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+                 help="With --mode mock: time to first token."),
+    click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                 help="With --mode mock: time between tokens."),
+    click.option("--mock-fault", type=click.Choice(sorted(MOCK_FAULTS)),
+                 help="With --mode mock: the fault the mock injects (see `mock-server --help`)."),
+    click.option("--mock-fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                 help="With --mock-fault: share of requests that get it."),
+    click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
+                 help="With --mock-fault: tokens sent before it."),
+    click.option("--mock-option", "mock_options", multiple=True, metavar="NAME[=VALUE]",
+                 help="With --mode mock: any other `mock-server` option, e.g. reasoning=think (repeatable)."),
+]
 
-    api_key = api_key or api_key_from_env(mode)
+
+def benchmark_options(command: Any) -> Any:
+    """The options `run` and `sweep` share: what to measure, how, and where the results go."""
+    for option in reversed([
+        mode_option, prompts_options, output_option, csv_option, html_option,
+        click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable)."),
+        base_url_option, model_option, max_tokens_option,
+        redis_url_option("default: an embedded Redis for this run"),
+        *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options,
+    ]):
+        command = option(command)
+    return command
+
+
+def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOptions:
+    """The RunOptions that `benchmark_options`' flags describe."""
+    from tokenbench.runner.local_run import MockOptions, RunOptions
+
+    mode, base_url = flags.pop("mode"), flags.pop("base_url")
+    api_key = flags.pop("api_key") or api_key_from_env(mode)
     require_api_key(mode, api_key)
     is_mock = mode == "mock" and not base_url
-    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags,
-                                   placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None)
-    mock = MockOptions(mock_ttft_ms, mock_itl_ms, fault=mock_fault, fault_rate=mock_fault_rate,
-                       fault_after=mock_fault_after, extra_args=_mock_option_args(mock_options))
-    options = RunOptions(
-        endpoint=endpoint,
-        prompts=selected_prompts(num_prompts, prompts_file),
+    mock = MockOptions(flags.pop("mock_ttft_ms"), flags.pop("mock_itl_ms"), fault=flags.pop("mock_fault"),
+                       fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
+                       extra_args=_mock_option_args(flags.pop("mock_options")))
+    schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
+                                   flags.pop("seed"))
+    return RunOptions(
+        endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
+                                     placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None),
+        prompts=selected_prompts(flags.pop("num_prompts"), flags.pop("prompts_file")),
         concurrency=concurrency,
         api_key=api_key,
-        redis_url=redis_url,
+        redis_url=flags.pop("redis_url"),
         mock=mock if is_mock else None,
-        slo=slo,
-        warmup=warmup,
-        ttl_s=ttl_s,
+        slo=flags.pop("slo"),
+        warmup=flags.pop("warmup"),
+        ttl_s=flags.pop("ttl_s"),
+        schedule=schedule,
     )
-    outcome = run_benchmark(options)
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (= requests in flight at most).")
+@benchmark_options
+def run(concurrency, output, csv_path, html_path, **flags) -> None:
+    """Enqueue, work and report in one command (the original harness's form)."""
+    from tokenbench.runner.local_run import run_benchmark
+
+    outcome = run_benchmark(run_options_from_flags(concurrency, flags))
     _emit(outcome.report, output, csv_path, html_path)
     if outcome.interrupted:
         click.echo("interrupted: the report covers the requests finished so far", err=True)
@@ -358,6 +232,38 @@ def run(mode, concurrency, num_prompts, prompts_file, output, csv_path, html_pat
         raise TokenbenchError(f"{report['missing_runs']} of {report['num_prompts']} requests have no record")
     if report["successful_runs"] == 0:
         raise TokenbenchError("no request succeeded (see the errors above)")
+
+
+@cli.command()
+@click.option("--concurrency", "levels", required=True, callback=parse_levels, metavar="N,N,...",
+              help="Concurrency levels, one run each, in order, e.g. 1,5,10,20.")
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Stop after a level whose share of failed requests exceeds this.")
+@benchmark_options
+def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
+    """One run per concurrency level (the workers follow the level) on the same Redis and server:
+    a table of throughput and latency per level, one JSON holding every run, and with --html the
+    throughput-latency curve."""
+    from tokenbench.aggregator.export import results_csv
+    from tokenbench.aggregator.sweep import format_sweep, sweep_document
+    from tokenbench.runner.local_run import run_sweep
+
+    outcome = run_sweep(run_options_from_flags(levels[0], flags), levels, max_error_rate)
+    document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early)
+    click.echo(format_sweep(document))
+    if output is not None:
+        _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    if csv_path is not None:
+        tables = [results_csv(report) for report in outcome.reports]
+        _write(csv_path, (tables[0] + "".join(t.split("\n", 1)[1] for t in tables[1:])).encode())
+    if html_path is not None:
+        from tokenbench.aggregator.html import render_sweep_report
+
+        _write(html_path, render_sweep_report(document).encode())
+    if outcome.interrupted:
+        sys.exit(130)
+    if outcome.stopped_early:
+        raise TokenbenchError(f"sweep stopped early: {outcome.stopped_early}")
 
 
 @cli.command()
@@ -400,25 +306,45 @@ def compare(results, output) -> None:
 @click.option("--label", "labels", multiple=True, help="Name for each result, in order (default: file names).")
 def plot(results, output, labels) -> None:
     """Draw result files into one self-contained HTML page: TTFT, ITL and E2EL distributions (overlaid when
-    several), output tokens/s over time, and each run's requests by worker. Works offline."""
-    from tokenbench.aggregator.html import render_report
+    several), output tokens/s over time, and each run's requests by worker; for a sweep's JSON, its
+    throughput-latency curves too. Works offline."""
+    from tokenbench.aggregator.html import render_report, render_sweep_report
+    from tokenbench.aggregator.sweep import is_sweep
 
     if len(labels) > len(results):
         raise click.BadParameter(f"{len(labels)} labels for {len(results)} results", param_hint="'--label'")
     names = list(labels) + [path.stem for path in results[len(labels):]]
-    _write(output, render_report([(name, _load_result(path)) for name, path in zip(names, results)]).encode())
+    documents = [_load_result(path, sweep_ok=True) for path in results]
+    if len(documents) == 1 and is_sweep(documents[0]):
+        _write(output, render_sweep_report(documents[0]).encode())
+        return
+    named = []
+    for name, document in zip(names, documents):
+        if is_sweep(document):
+            named += [(f"{name} c={run['concurrency']}", run) for run in document["runs"]]
+        else:
+            named.append((name, document))
+    _write(output, render_report(named).encode())
 
 
-def _load_result(path: Path) -> dict:
+def _load_result(path: Path, sweep_ok: bool = False) -> dict:
     try:
         result = orjson.loads(path.read_bytes())
     except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="RESULTS") from None
     except orjson.JSONDecodeError as exc:
         raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="RESULTS") from None
-    if not isinstance(result, dict) or not isinstance(result.get("results"), list):
+    if sweep_ok and isinstance(result, dict) and isinstance(result.get("sweep"), dict):
+        if not isinstance(result.get("runs"), list) or not all(_is_result(run) for run in result["runs"]):
+            raise click.BadParameter(f"{path} is not a complete tokenbench sweep", param_hint="RESULTS")
+        return result
+    if not _is_result(result):
         raise click.BadParameter(f"{path} is not a tokenbench result (no results list)", param_hint="RESULTS")
     return result
+
+
+def _is_result(document: object) -> bool:
+    return isinstance(document, dict) and isinstance(document.get("results"), list)
 
 
 @cli.command()
@@ -460,7 +386,7 @@ def prompts() -> None:
               help="The mid-stream error chunk of --fault error: OpenRouter's, OpenAI's or vLLM's.")
 @click.option("--keepalive-ms", type=click.FloatRange(min=0, min_open=True),
               help="Send ': OPENROUTER PROCESSING' comments this often until the first token.")
-@click.option("--sse", "sse_variants", callback=_parse_sse_variants, metavar="VARIANT,...",
+@click.option("--sse", "sse_variants", callback=parse_sse_variants_option, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
                 reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, logprobs, usage_style, error_style,

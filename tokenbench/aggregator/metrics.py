@@ -21,6 +21,10 @@ from tokenbench.aggregator.request_metrics import (
 from tokenbench.aggregator.stats import mean, summarize
 from tokenbench.shared.records import RATE_LIMITED, RequestRecord, RunMeta
 
+# An open-loop run whose p99 dispatch lag exceeds this did not keep its schedule: its workers were
+# too few (or too busy) to send each request when it was due.
+LATE_DISPATCH_MS = 50.0
+
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
@@ -43,6 +47,8 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "clock_offset_ms": record.clock_offset_ms,
         "clock_rtt_ms": record.clock_rtt_ms,
+        "scheduled_at": record.scheduled_at,
+        "dispatch_lag_ms": record.dispatch_lag_ms,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,
         "ttfat_ms": record.ttfat_ms,
@@ -125,6 +131,8 @@ def build_report(
     total_chunks = sum(len(r.chunk_offsets_ms) for r in ok)
     costs = [r.cost for r in records if r.cost is not None]
     mean_concurrency, max_concurrency = achieved_concurrency(intervals)
+    lags = summarize(r.dispatch_lag_ms for r in records if r.dispatch_lag_ms is not None)
+    dispatch_p99 = lags["p99"]
 
     return {
         "mode": meta.mode,
@@ -144,6 +152,12 @@ def build_report(
         "complete": not missing,
         "cancelled": cancelled,  # by `tokenbench cancel`
         "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM
+        "request_rate": meta.request_rate,  # open loop (--request-rate); None: closed loop
+        "arrival": meta.arrival,
+        "burstiness": meta.burstiness,
+        "seed": meta.seed,
+        "dispatch_lag_ms": lags if meta.request_rate else None,  # actual first send minus scheduled
+        "schedule_kept": (dispatch_p99 is None or dispatch_p99 <= LATE_DISPATCH_MS) if meta.request_rate else None,
         "mean_concurrency": _round(mean_concurrency),  # time-weighted requests in flight
         "max_concurrency": max_concurrency,
         "failed_runs": len(records) - len(ok),

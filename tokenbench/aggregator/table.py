@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
+from tokenbench.aggregator.metrics import LATE_DISPATCH_MS
 
 _DISTRIBUTIONS = (
     ("TTFT", "ttft_ms"),
@@ -21,10 +22,23 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 def _shortfall_lines(report: dict[str, Any]) -> list[str]:
     achieved, workers = report["mean_concurrency"], report["concurrency"]
+    if report.get("request_rate"):  # open loop: the schedule, not the workers, sets what is in flight
+        return _schedule_lines(report)
     if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers:
         return []
     return [f"  warning      only {achieved:.1f} of {workers} workers' requests were in flight on average: "
             "the workers, not the server, may be the limit"]
+
+
+def _schedule_lines(report: dict[str, Any]) -> list[str]:
+    lag = report["dispatch_lag_ms"]
+    shape = "" if report["arrival"] == "constant" else f", burstiness {report['burstiness']:g}"
+    lines = [f"  schedule     {report['request_rate']:g} req/s, {report['arrival']} arrivals{shape}; "
+             f"sent late by p50 {_number(lag['p50'])} ms, p99 {_number(lag['p99'])} ms"]
+    if lag["p99"] is not None and lag["p99"] > LATE_DISPATCH_MS:
+        lines.append(f"  warning      requests went out up to {_number(lag['max'])} ms after their scheduled time: "
+                     "too few workers to keep the schedule (raise --concurrency)")
+    return lines
 
 
 def _goodput_lines(report: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from tokenbench import __version__
+from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.prompts import Prompt, as_messages
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
@@ -20,6 +21,9 @@ from tokenbench.shared.records import JobSpec, RunMeta
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
 # only the backstop for a worker that cannot.
 JOB_TIMEOUT_MARGIN_S = 30
+# An open-loop schedule starts this long after enqueueing, so the first requests are not late
+# merely because the jobs were still being written.
+SCHEDULE_LEAD_S = 0.5
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -37,8 +41,12 @@ def enqueue_run(
     requested_concurrency: int | None = None,
     warmup: int = 0,
     ttl_s: int = keys.RUN_TTL_S,
+    schedule: ArrivalSchedule | None = None,
 ) -> RunMeta:
-    """Write the run's metadata and enqueue one job per prompt; return the metadata."""
+    """Write the run's metadata and enqueue one job per prompt; return the metadata.
+
+    With a ``schedule`` each job carries the time it is due (on the Redis server's clock) and the
+    workers send it then, not as soon as they can."""
     run_id = run_id or new_run_id()
     if not keys.is_valid_run_id(run_id):
         raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
@@ -60,9 +68,18 @@ def enqueue_run(
         warmup=warmup,
         ttl_s=ttl_s,
     )
+    send_at: list[float | None] = [None] * len(prompts)
+    if schedule is not None:
+        meta.request_rate, meta.arrival = schedule.rate, schedule.arrival
+        meta.burstiness, meta.seed = schedule.burstiness, schedule.seed
+        seconds, microseconds = connection.time()
+        start = seconds + microseconds / 1e6 + SCHEDULE_LEAD_S
+        send_at = [start + offset for offset in schedule.send_offsets(len(prompts))]
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
-    job_timeout = int(endpoint.total_timeout_s) + JOB_TIMEOUT_MARGIN_S
+    # A scheduled job may wait on its worker until it is due.
+    longest_wait_s = max((at - send_at[0] for at in send_at if at is not None), default=0.0) + SCHEDULE_LEAD_S
+    job_timeout = int(endpoint.total_timeout_s + longest_wait_s) + JOB_TIMEOUT_MARGIN_S
     jobs = [
         Queue.prepare_data(
             keys.JOB_FUNCTION,
@@ -76,6 +93,7 @@ def enqueue_run(
                     max_tokens=prompt.max_tokens,
                     warmup=warmup,
                     ttl_s=ttl_s,
+                    send_at=send_at[index],
                     endpoint=endpoint_dict,
                 ).to_dict(),
             ),

@@ -5,14 +5,20 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from redis import Redis
+from rq import Queue, Worker
+
 from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
 from tokenbench.aggregator.metrics import build_report
+from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
@@ -20,11 +26,13 @@ from tokenbench.runner.embedded_redis import embedded_redis
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
+from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.record_store import read_warmup_records
 from tokenbench.shared.redis_conn import connect
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
 WAIT_MARGIN_S = 60.0
+WORKERS_READY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class RunOptions:
     slo: dict[str, float] | None = None  # goodput objectives (ms)
     warmup: int = 0  # warm-up requests per worker
     ttl_s: int = keys.RUN_TTL_S
+    schedule: ArrivalSchedule | None = None  # open loop (--request-rate); None: closed loop
     worker_log_level: str = "WARNING"
 
 
@@ -69,10 +78,19 @@ class RunOutcome:
     interrupted: bool
 
 
-def wait_bound_s(options: RunOptions) -> float:
-    """How long `run` waits for records at most: every request of the slowest worker timing out."""
-    rounds = math.ceil(len(options.prompts) / options.concurrency)
-    return rounds * options.endpoint.total_timeout_s + WAIT_MARGIN_S
+@dataclass
+class SweepOutcome:
+    reports: list[dict[str, Any]]  # one per level run, in order
+    stopped_early: str | None  # why the sweep stopped before its last level
+    interrupted: bool
+
+
+def wait_bound_s(options: RunOptions, concurrency: int) -> float:
+    """How long `run` waits for records at most: every request of the slowest worker timing out,
+    after the last one is due."""
+    rounds = math.ceil(len(options.prompts) / concurrency)
+    schedule_s = options.schedule.send_offsets(len(options.prompts))[-1] if options.schedule else 0.0
+    return schedule_s + rounds * options.endpoint.total_timeout_s + WAIT_MARGIN_S
 
 
 @contextmanager
@@ -84,41 +102,86 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class Services:
+    """What every run of a `run` or `sweep` shares: the Redis, and the mock server when there is one."""
+
+    def __init__(self, started: ExitStack, options: RunOptions) -> None:
+        self.redis_url = options.redis_url or started.enter_context(embedded_redis())
+        self.connection = connect(self.redis_url, "run")
+        self._endpoint = options.endpoint
+        self._mock = None
+        if options.mock is not None:
+            self._mock = launch_mock_server(options.mock.to_args())
+            started.callback(stop_child, self._mock)
+
+    def endpoint(self) -> Endpoint:
+        """The endpoint to measure; for the mock, once it listens (so the workers can start meanwhile)."""
+        if self._mock is not None:
+            self._endpoint = self._endpoint.with_base_url(mock_server_url(self._mock) + "/v1")
+            self._mock = None
+        return self._endpoint
+
+
 def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> RunOutcome:
     """Start what the run needs, enqueue, run the workers, collect; stop all it started."""
     with ExitStack() as started, _sigterm_as_interrupt():
-        redis_url = options.redis_url or started.enter_context(embedded_redis())
-        connection = connect(redis_url, "run")
-        run_id = new_run_id()
-        queue = keys.run_queue(run_id)
-        mock = None
-        if options.mock is not None:
-            mock = launch_mock_server(options.mock.to_args())
-            started.callback(stop_child, mock)
-        # The workers start while the mock server does and wait on the run's own queue; they
-        # get jobs only once the endpoint is ready, so no request waits on a server starting up.
-        # (The stack stops them first: they are registered last.)
-        worker_env = dict(os.environ)
-        if options.api_key:
-            worker_env[GENERIC_API_KEY_ENV] = options.api_key
-        workers = start_child(
-            ["worker", "-n", str(options.concurrency), "--redis-url", redis_url,
-             "--queue", queue, "--log-level", options.worker_log_level],
-            env=worker_env,
-        )
-        started.callback(stop_child, workers)
-        endpoint = options.endpoint
-        if mock is not None:
-            endpoint = endpoint.with_base_url(mock_server_url(mock) + "/v1")
+        return _run_once(Services(started, options), options, options.concurrency, progress_stream)
+
+
+def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
+              progress_stream: TextIO = sys.stderr) -> SweepOutcome:
+    """One run per concurrency level, in order, on the same Redis and mock; stops after a level whose
+    share of failed requests exceeds ``max_error_rate``."""
+    reports: list[dict[str, Any]] = []
+    with ExitStack() as started, _sigterm_as_interrupt():
+        services = Services(started, options)
+        for number, level in enumerate(levels, 1):
+            progress_stream.write(f"sweep: concurrency {level} ({number} of {len(levels)})\n")
+            outcome = _run_once(services, options, level, progress_stream)
+            reports.append(outcome.report)
+            if outcome.interrupted:
+                return SweepOutcome(reports, "interrupted", True)
+            rate = error_rate(outcome.report)
+            if rate > max_error_rate and number < len(levels):
+                return SweepOutcome(reports, f"error rate {rate:.1%} at concurrency {level} exceeds "
+                                             f"--max-error-rate {max_error_rate:.1%}", False)
+    return SweepOutcome(reports, None, False)
+
+
+def error_rate(report: dict[str, Any]) -> float:
+    """Share of a run's requests without a successful record (failed or missing)."""
+    total = report["num_prompts"]
+    return (total - report["successful_runs"]) / total if total else 0.0
+
+
+def _run_once(services: Services, options: RunOptions, concurrency: int, progress_stream: TextIO) -> RunOutcome:
+    connection = services.connection
+    run_id = new_run_id()
+    queue = keys.run_queue(run_id)
+    # The workers start while the mock server does and wait on the run's own queue; they get jobs
+    # only once the endpoint is ready, so no request waits on a server starting up.
+    worker_env = dict(os.environ)
+    if options.api_key:
+        worker_env[GENERIC_API_KEY_ENV] = options.api_key
+    workers = start_child(
+        ["worker", "-n", str(concurrency), "--redis-url", services.redis_url,
+         "--queue", queue, "--log-level", options.worker_log_level],
+        env=worker_env,
+    )
+    try:
+        endpoint = services.endpoint()
+        if options.schedule is not None:  # a schedule starts when every worker can keep it
+            wait_for_workers(connection, queue, concurrency, workers)
         meta = enqueue_run(
             connection,
             endpoint,
             options.prompts,
             run_id=run_id,
             queue_name=queue,
-            requested_concurrency=options.concurrency,
+            requested_concurrency=concurrency,
             warmup=options.warmup,
             ttl_s=options.ttl_s,
+            schedule=options.schedule,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 
@@ -128,16 +191,29 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
 
         interrupted = False
         try:
-            wait_for_records(connection, meta, wait_bound_s(options), keep_waiting)
+            wait_for_records(connection, meta, wait_bound_s(options, concurrency), keep_waiting)
             progress.update()
         except KeyboardInterrupt:
             interrupted = True
         finally:
             progress.finish()
+    finally:
         # Stopped before the records are read: a warm shutdown lets requests in flight finish
         # (within stop_child's grace) and their records count.
         stop_child(workers)
-        records = read_records(connection, run_id)
-        report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
-                              slo=options.slo, warmup_records=read_warmup_records(connection, run_id))
-        return RunOutcome(report=report, interrupted=interrupted)
+    records = read_records(connection, run_id)
+    report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
+                          slo=options.slo, warmup_records=read_warmup_records(connection, run_id))
+    return RunOutcome(report=report, interrupted=interrupted)
+
+
+def wait_for_workers(connection: Redis, queue: str, count: int, pool: subprocess.Popen,
+                     timeout_s: float = WORKERS_READY_TIMEOUT_S) -> None:
+    """Until ``count`` RQ workers listen on ``queue``; an error if the pool exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while Worker.count(connection=connection, queue=Queue(queue, connection=connection)) < count:
+        if pool.poll() is not None:
+            raise TokenbenchError(f"the worker pool exited (status {pool.returncode}) before it was ready")
+        if time.monotonic() > deadline:
+            raise TokenbenchError(f"{count} workers were not ready within {timeout_s:g} s")
+        time.sleep(0.05)

@@ -37,6 +37,7 @@ class JobSpec:
     max_tokens: int | None = None  # this prompt's own max_tokens (from a prompts file), else the endpoint's
     warmup: int = 0  # warm-up requests each worker sends before its first measured one of the run
     ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live
+    send_at: float | None = None  # open-loop runs: when to send, epoch seconds on the Redis clock
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +90,8 @@ class RequestRecord:
     warmup: bool = False  # a warm-up request: kept, but left out of every statistic
     clock_offset_ms: float | None = None  # the worker's wall clock + this = Redis's; started_at is on Redis's
     clock_rtt_ms: float | None = None  # round trip of the offset's sample: its uncertainty is about half
+    scheduled_at: float | None = None  # open-loop runs: JobSpec.send_at
+    dispatch_lag_ms: float | None = None  # open-loop runs: first send minus scheduled_at
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -128,6 +131,10 @@ class RunMeta:
     max_retries: int = 0  # reruns of a job whose worker died
     warmup: int = 0  # warm-up requests per worker
     ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live (--ttl)
+    request_rate: float | None = None  # open-loop runs (--request-rate): requests per second
+    arrival: str | None = None  # "poisson" or "constant"
+    burstiness: float | None = None
+    seed: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -6,8 +6,10 @@ import gc
 import os
 import socket
 import ssl
+import time
 
 import httpx
+import redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -19,12 +21,10 @@ from tokenbench.worker.heartbeat import Heartbeat
 from tokenbench.worker.measure import measure_request, worker_name
 from tokenbench.worker.watchdog import StreamWatchdog
 
-_client: httpx.Client | None = None
-_watchdog: StreamWatchdog | None = None
-_owner_pid: int | None = None
-_heartbeat: Heartbeat | None = None
-_ssl_context: ssl.SSLContext | None = None
-_warmed_up_runs: set[str] = set()  # runs for which this process has sent its warm-up requests
+# The clock offset is measured again when it is older than this, so drift over a long run stays small.
+CLOCK_RESYNC_INTERVAL_S = 60.0
+
+_ssl_context: ssl.SSLContext | None = None  # made by preload() in the pool, inherited by every worker
 
 
 def preload() -> None:
@@ -40,54 +40,85 @@ def preload() -> None:
     gc.freeze()
 
 
-def process_tools() -> tuple[httpx.Client, StreamWatchdog]:
-    """This process's HTTP client and watchdog: connections are reused across jobs, never across a fork.
-
-    The first call also moves every object alive so far out of the garbage collector's sight: a
-    full collection over the imported modules takes ~100 ms on a small machine, and one landing
-    inside a stream would be measured as the server's latency.
+class WorkerProcess:
+    """What one worker process keeps across its jobs: its HTTP client (connections are reused across
+    jobs, never across a fork), watchdog, liveness key, clock offset, and the runs it has warmed up for.
     """
-    global _client, _watchdog, _owner_pid
-    if _client is None or _watchdog is None or _owner_pid != os.getpid():
-        _client = httpx.Client(
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.pid = os.getpid()
+        self.name = worker_name()
+        self.host = socket.gethostname()
+        self.client = httpx.Client(
             verify=_ssl_context or httpx.create_ssl_context(),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
-        _watchdog = StreamWatchdog()
-        _owner_pid = os.getpid()
+        self.watchdog = StreamWatchdog()
+        self.heartbeat = Heartbeat(connection, self.name)
+        self.warmed_up_runs: set[str] = set()
+        self._synchronized_at = time.monotonic()
+        clock.synchronize(connection)
+        # Every object alive so far moves out of the garbage collector's sight: a full collection
+        # over the imported modules takes ~100 ms on a small machine, and one landing inside a
+        # stream would be measured as the server's latency.
         gc.collect()
         gc.freeze()
-    return _client, _watchdog
+
+    def keep_clock_fresh(self, connection: redis.Redis) -> None:
+        if time.monotonic() - self._synchronized_at >= CLOCK_RESYNC_INTERVAL_S:
+            clock.synchronize(connection)
+            self._synchronized_at = time.monotonic()
+
+
+_process: WorkerProcess | None = None
+
+
+def worker_process(connection: redis.Redis) -> WorkerProcess:
+    """This process's WorkerProcess, made on its first job (never inherited across a fork)."""
+    global _process
+    if _process is None or _process.pid != os.getpid():
+        _process = WorkerProcess(connection)
+    return _process
+
+
+def wait_until_due(send_at: float) -> None:
+    """Sleep until ``send_at`` (epoch seconds on the Redis clock); at once if it has passed."""
+    remaining = send_at - clock.now()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 def execute(spec_data: dict) -> None:
     """RQ entry point (``tokenbench.worker.job.execute``)."""
-    global _heartbeat
     spec = JobSpec.from_dict(spec_data)
     job = get_current_job()
     connection = job.connection
-    worker = worker_name()
-    if _heartbeat is None:
-        _heartbeat = Heartbeat(connection, worker)
-        clock.synchronize(connection)
-    if not mark_in_flight(connection, spec.run_id, InFlight(spec.index, worker, spec.attempt, job.id), spec.ttl_s):
+    process = worker_process(connection)
+    process.keep_clock_fresh(connection)
+    if not mark_in_flight(connection, spec.run_id,
+                          InFlight(spec.index, process.name, spec.attempt, job.id), spec.ttl_s):
         return  # the run was cancelled while this job waited on the queue
-    client, watchdog = process_tools()
     api_key = api_key_from_env(spec.endpoint["mode"])
     try:
-        if spec.warmup and spec.run_id not in _warmed_up_runs:
-            _warmed_up_runs.add(spec.run_id)
+        if spec.warmup and spec.run_id not in process.warmed_up_runs:
+            process.warmed_up_runs.add(spec.run_id)
             for _ in range(spec.warmup):
-                warmup = measure_request(client, spec, api_key, watchdog)
+                warmup = measure_request(process.client, spec, api_key, process.watchdog)
                 warmup.warmup = True
                 save_warmup_record(connection, warmup, spec.ttl_s)
-        record = measure_request(client, spec, api_key, watchdog)
+        if spec.send_at is not None:
+            wait_until_due(spec.send_at)
+        record = measure_request(process.client, spec, api_key, process.watchdog)
     except BaseException as exc:  # RQ interrupted the request: a cold shutdown, or its job timeout
         if isinstance(exc, JobTimeoutException):
             error_type, message = "job_timeout", f"RQ's job timeout ({job.timeout} s) passed during the request"
         else:
             error_type, message = "worker_stopped", "the worker was stopped (cold shutdown) during the request"
-        stopped = RequestRecord.failure(spec, worker, socket.gethostname(), error_type, message, clock.now())
+        stopped = RequestRecord.failure(spec, process.name, process.host, error_type, message, clock.now())
         save_record(connection, stopped, ttl_s=spec.ttl_s)
         raise
+    if spec.send_at is not None:
+        record.scheduled_at = spec.send_at
+        first_sent_at = record.started_at - record.retry_wait_ms / 1000
+        record.dispatch_lag_ms = round((first_sent_at - spec.send_at) * 1000, 3)
     save_record(connection, record, retry_s=SAVE_RETRY_S, ttl_s=spec.ttl_s)

@@ -170,3 +170,19 @@ def _short_worker(worker: str) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
+
+
+def sweep_curve_chart(levels: list[dict[str, Any]], metric: str, name: str) -> Chart:
+    """Latency (p50 and p99 of ``metric``) against output throughput, one point per concurrency level."""
+    rows = [level for level in levels if level["output_throughput_tokens_per_s"] is not None]
+    throughput = [level["output_throughput_tokens_per_s"] for level in rows]
+    latencies = [level[f"{metric}_{q}_ms"] for level in rows for q in ("p50", "p99")]
+    latencies = [value for value in latencies if value is not None]
+    chart = Chart(f"{name} against throughput, by concurrency", "output tokens/s (all requests)", f"{name} (ms)",
+                  (0, nice_ticks(0, max(throughput, default=1.0))[-1]),
+                  (0, nice_ticks(0, max(latencies, default=1.0))[-1]))
+    for index, q in enumerate(("p50", "p99")):
+        points = [(level["output_throughput_tokens_per_s"], level[f"{metric}_{q}_ms"], f"c={level['concurrency']}")
+                  for level in rows if level[f"{metric}_{q}_ms"] is not None]
+        chart.labelled_points(points, color(index), f"{name} {q}", show_names=q == "p50")
+    return chart

@@ -10,6 +10,7 @@ from tokenbench.aggregator.html.charts import (
     cdf_chart,
     e2el_series,
     itl_series,
+    sweep_curve_chart,
     timeline_chart,
     token_rate_chart,
     ttft_series,
@@ -47,7 +48,16 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def render_report(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+def render_sweep_report(document: dict[str, Any]) -> str:
+    """The page of a sweep: its throughput-latency curves, then every level's run as in ``render_report``."""
+    curves = [sweep_curve_chart(document["levels"], metric, name)
+              for metric, name in (("ttft", "TTFT"), ("itl", "ITL"), ("e2e_latency", "E2EL"))]
+    named = [(f"c={report['concurrency']}", report) for report in document["runs"]]
+    return render_report(named, title="tokenbench sweep", lead_charts=[chart.render() for chart in curves])
+
+
+def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = "tokenbench report",
+                  lead_charts: list[str] | None = None) -> str:
     """The page for one or more result documents, each with the label it is shown under."""
     if not named_results:
         raise ValueError("no results to plot")
@@ -62,13 +72,14 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]]) -> str:
         *(timeline_chart(label, result) for label, result in named_results),
     ]
     body = [
-        "<h1>tokenbench report</h1>",
+        f"<h1>{escape(title)}</h1>",
         f'<p class="sub">{escape(_subtitle(named_results))}</p>',
         _summary_table(named_results),
+        *(lead_charts or []),
         *(chart.render() for chart in charts),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>tokenbench report</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 

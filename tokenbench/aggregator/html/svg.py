@@ -84,6 +84,18 @@ class Chart:
         if label is not None:
             self._legend.append((label, stroke))
 
+    def labelled_points(self, points: Sequence[tuple[float, float, str]], stroke: str, label: str,
+                        show_names: bool = True) -> None:
+        """A line through the points, each marked and, with ``show_names``, named (e.g. by its concurrency)."""
+        self.line([(px, py) for px, py, _ in points], stroke, label)
+        for px, py, name in points:
+            cx, cy = self.x(px), self.y(py)
+            self._marks.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{stroke}"><title>{escape(name)}'
+                               "</title></circle>")
+            if show_names:
+                self._marks.append(f'<text class="point-label" x="{cx + 5:.1f}" y="{cy + 14:.1f}">'
+                                   f"{escape(name)}</text>")
+
     def bar(self, x_start: float, x_end: float, y_center: float, thickness: float, fill: str, tooltip: str) -> None:
         """A horizontal bar from x_start to x_end, ``thickness`` in y units, with a hover tooltip."""
         left, right = self.x(x_start), self.x(x_end)

@@ -1,0 +1,136 @@
+"""Concurrency sweeps and open-loop (request-rate) runs: the schedule maths, and real runs end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+
+import pytest
+
+from tests.helpers import load, tokenbench
+from tokenbench.aggregator.sweep import format_sweep, sweep_document
+from tokenbench.producer.arrivals import ArrivalSchedule
+
+
+def test_constant_arrivals_are_evenly_spaced_from_zero():
+    assert ArrivalSchedule(4.0, "constant").send_offsets(4) == [0.0, 0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize("burstiness", [0.25, 1.0, 4.0])
+def test_poisson_arrivals_keep_the_mean_rate_and_burstiness_sets_the_spread(burstiness):
+    offsets = ArrivalSchedule(10.0, "poisson", burstiness, seed=7).send_offsets(20_001)
+    gaps = [b - a for a, b in zip(offsets, offsets[1:])]
+    assert offsets[0] == 0.0
+    assert statistics.fmean(gaps) == pytest.approx(0.1, rel=0.04)  # 10 requests/s on average
+    # Gamma gaps of shape k have a coefficient of variation of 1/sqrt(k) (vLLM's burstiness).
+    cv = statistics.pstdev(gaps) / statistics.fmean(gaps)
+    assert cv == pytest.approx(burstiness ** -0.5, rel=0.06)
+
+
+def test_the_seed_makes_a_schedule_repeatable():
+    first = ArrivalSchedule(5.0, seed=1).send_offsets(50)
+    assert first == ArrivalSchedule(5.0, seed=1).send_offsets(50)
+    assert first != ArrivalSchedule(5.0, seed=2).send_offsets(50)
+
+
+def level_report(concurrency: int, ok: int, total: int = 10) -> dict:
+    dist = {"p50": 10.0, "p99": 20.0}
+    return {"concurrency": concurrency, "run_id": f"r{concurrency}", "num_prompts": total, "successful_runs": ok,
+            "request_throughput_per_s": 1.5 * concurrency, "output_throughput_tokens_per_s": 1234.5 * concurrency,
+            "mean_concurrency": concurrency * 0.9, "ttft_ms": dist, "itl_ms": dist, "tpot_ms": dist,
+            "e2e_latency_ms": {"p50": 12345.6, "p99": 20000.0}}
+
+
+def test_sweep_table_fits_80_columns_and_says_why_it_stopped():
+    document = sweep_document([1, 64, 512], 0.1, [level_report(1, 10), level_report(64, 5)],
+                              "error rate 50.0% at concurrency 64 exceeds --max-error-rate 10.0%")
+    assert document["sweep"]["completed_levels"] == [1, 64]
+    assert [level["error_rate"] for level in document["levels"]] == [0.0, 0.5]
+    table = format_sweep(document)
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "stopped early: error rate 50.0% at concurrency 64" in table and "50.0%" in table.splitlines()[3]
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--burstiness", "2"], "need --request-rate"),
+    (["--request-rate", "5", "--arrival", "constant", "--burstiness", "2"], "poisson only"),
+    (["--request-rate", "0"], "--request-rate"),
+])
+def test_bad_schedule_flags_are_one_line_errors(flags, complaint):
+    outcome = tokenbench("run", "--mode", "mock", *flags)
+    assert outcome.returncode == 2 and complaint in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("levels, complaint", [("1,x", "comma-separated"), ("0,2", "at least 1"), ("2,2", "repeats")])
+def test_bad_sweep_levels_are_one_line_errors(levels, complaint):
+    outcome = tokenbench("sweep", "--mode", "mock", "--concurrency", levels)
+    assert outcome.returncode == 2 and complaint in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_an_open_loop_run_sends_on_schedule(redis_url, tmp_path):
+    outcome = tokenbench("run", "--mode", "mock", "--prompts", "30", "--concurrency", "4", "--max-tokens", "8",
+                         "--mock-ttft-ms", "20", "--mock-itl-ms", "5", "--request-rate", "25",
+                         "--arrival", "constant", "--redis-url", redis_url, "--output", str(tmp_path / "r.json"))
+    assert outcome.returncode == 0, outcome.stderr
+    report = load(tmp_path / "r.json")
+    assert (report["request_rate"], report["arrival"], report["schedule_kept"]) == (25, "constant", True)
+    scheduled = sorted(r["scheduled_at"] for r in report["results"])
+    assert [round(b - a, 6) for a, b in zip(scheduled, scheduled[1:])] == [0.04] * 29
+    # Each request went out when it was due, not as soon as a worker was free (~85 ms requests,
+    # 4 workers: closed loop would send ~47 per second).
+    sent = sorted(r["started_at"] for r in report["results"])
+    assert statistics.median(b - a for a, b in zip(sent, sent[1:])) == pytest.approx(0.04, abs=0.004)
+    assert 0 <= report["dispatch_lag_ms"]["p50"] < 10 and report["dispatch_lag_ms"]["p99"] < 40
+    assert "schedule     25 req/s, constant arrivals" in outcome.stdout and "warning" not in outcome.stdout
+
+
+@pytest.mark.integration
+def test_too_few_workers_for_the_rate_are_reported(redis_url, tmp_path):
+    # One worker, ~90 ms requests, 40 due per second: the queue backs up and every send is later.
+    outcome = tokenbench("run", "--mode", "mock", "--prompts", "12", "--concurrency", "1", "--max-tokens", "8",
+                         "--mock-ttft-ms", "50", "--mock-itl-ms", "5", "--request-rate", "40", "--seed", "3",
+                         "--redis-url", redis_url, "--output", str(tmp_path / "r.json"))
+    assert outcome.returncode == 0, outcome.stderr
+    report = load(tmp_path / "r.json")
+    assert report["schedule_kept"] is False and report["dispatch_lag_ms"]["max"] > 500
+    lags = [r["dispatch_lag_ms"] for r in sorted(report["results"], key=lambda r: r["scheduled_at"])]
+    assert lags[-1] > lags[0] + 400  # the backlog grows along the run
+    assert "too few workers to keep the schedule" in outcome.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_a_sweep_runs_each_level_with_its_workers_and_writes_every_form(redis_url, tmp_path):
+    outcome = tokenbench("sweep", "--mode", "mock", "--concurrency", "1,3", "--prompts", "9", "--max-tokens", "8",
+                         "--mock-ttft-ms", "20", "--mock-itl-ms", "5", "--redis-url", redis_url,
+                         "--output", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"),
+                         "--html", str(tmp_path / "s.html"), timeout=200)
+    assert outcome.returncode == 0, outcome.stderr
+    document = load(tmp_path / "s.json")
+    assert document["sweep"]["completed_levels"] == [1, 3] and document["sweep"]["stopped_early"] is None
+    for run, workers in zip(document["runs"], (1, 3)):
+        assert run["successful_runs"] == 9 and len(run["workers"]) == workers and run["max_concurrency"] == workers
+    assert document["levels"][1]["request_throughput_per_s"] > 2 * document["levels"][0]["request_throughput_per_s"]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "s.csv").read_text())))
+    assert len(rows) == 18 and {row["run_id"] for row in rows} == {run["run_id"] for run in document["runs"]}
+    page = (tmp_path / "s.html").read_text()
+    assert "TTFT against throughput, by concurrency" in page and page.count("<svg ") == 3 + 4 + 2
+    assert max(len(line) for line in outcome.stdout.splitlines()) <= 80
+
+    plotted = tokenbench("plot", str(tmp_path / "s.json"), "-o", str(tmp_path / "again.html"))
+    assert plotted.returncode == 0 and (tmp_path / "again.html").read_text() == page
+
+
+@pytest.mark.integration
+def test_a_sweep_stops_when_errors_pass_the_limit(redis_url, tmp_path):
+    outcome = tokenbench("sweep", "--mode", "mock", "--concurrency", "1,2,4", "--prompts", "4", "--max-tokens", "8",
+                         "--mock-ttft-ms", "5", "--mock-itl-ms", "2", "--mock-fault", "error",
+                         "--mock-fault-rate", "1", "--max-error-rate", "0.5", "--redis-url", redis_url,
+                         "--output", str(tmp_path / "s.json"))
+    assert outcome.returncode == 1
+    assert "sweep stopped early: error rate 100.0% at concurrency 1" in outcome.stderr
+    assert load(tmp_path / "s.json")["sweep"]["completed_levels"] == [1]

@@ -1,0 +1,229 @@
+"""The options that several `tokenbench` commands share, and the parsers that check them.
+
+Every parser turns bad input into a ``click.BadParameter`` naming the option: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from tokenbench.mock.shapes import parse_sse_variants
+from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
+from tokenbench.shared import keys
+from tokenbench.shared.config import (
+    APIS,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_TOTAL_TIMEOUT_S,
+    DEFAULT_TTFT_TIMEOUT_S,
+    MODES,
+    REASONING_EFFORTS,
+    Endpoint,
+    Timeouts,
+    is_secret_header,
+    resolve_endpoint,
+)
+from tokenbench.shared.redis_conn import REDIS_URL_ENV
+
+if TYPE_CHECKING:
+    from tokenbench.producer.prompts import Prompt
+
+mode_option = click.option(
+    "--mode", type=click.Choice(MODES), default="openrouter", show_default=True, help="Provider preset."
+)
+base_url_option = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
+model_option = click.option("--model", help="Model name (default: the mode's preset).")
+max_tokens_option = click.option(
+    "--max-tokens", type=click.IntRange(min=1), help="max_tokens of every request [default: 256]."
+)
+
+
+def prompts_options(command: Any) -> Any:
+    """Which prompts a run sends: the built-in set or a file, cycled to --prompts requests."""
+    command = click.option(
+        "--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
+        help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
+             ".csv with a 'prompt' column, or text with one prompt per line.",
+    )(command)
+    return click.option(
+        "--prompts", "num_prompts", type=click.IntRange(min=1),
+        help="Number of requests (default: one per prompt; more cycle through them).",
+    )(command)
+
+
+def selected_prompts(num_prompts: int | None, prompts_file: Path | None) -> list[Prompt]:
+    from tokenbench.producer.prompt_files import PromptFileError, load_prompt_file
+    from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
+
+    if prompts_file is None:
+        return select_prompts(num_prompts, BUILTIN_PROMPTS)
+    try:
+        return select_prompts(num_prompts, load_prompt_file(prompts_file))
+    except PromptFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--prompts-file'") from None
+
+
+def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r} is not NAME:VALUE")
+        if is_secret_header(name):
+            how = ("it is sent as 'Authorization: Bearer KEY'" if name.strip().lower() == "authorization"
+                   else f"add --api-key-header {name.strip()} to send it in that header")
+            raise click.BadParameter(f"{name.strip()!r} carries a credential, and --header values travel through "
+                                     f"Redis: pass the key with --api-key or TOKENBENCH_API_KEY; {how}")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
+    if value is None:
+        return {}
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"ignore_eos\": true}'")
+    return body
+
+
+def parse_sse_variants_option(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    try:
+        return parse_sse_variants(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_slo(_ctx, _param, value: str | None) -> dict[str, float] | None:
+    from tokenbench.aggregator.goodput import parse_slo
+
+    if value is None:
+        return None
+    try:
+        return parse_slo(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+slo_option = click.option(
+    "--slo", callback=_parse_slo, metavar="METRIC=MS,...",
+    help="Service-level objectives for goodput, e.g. ttft=500,tpot=50,e2el=10000 (any subset).",
+)
+
+
+ttl_option = click.option(
+    "--ttl", "ttl_s", type=click.IntRange(min=60), default=keys.RUN_TTL_S, show_default=True,
+    help="Seconds the run's keys (metadata, records, jobs) stay in Redis.",
+)
+warmup_option = click.option(
+    "--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Warm-up requests each worker sends (its first prompt) before its first measured one; "
+         "kept in the JSON as warmup_results, left out of every figure.",
+)
+
+
+def request_options(command: Any) -> Any:
+    """Timeouts, headers and extra body fields: how every request of a run is sent."""
+    seconds = click.FloatRange(min=0, min_open=True)
+    for option in reversed([
+        click.option("--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, show_default=True,
+                     help="Seconds to connect."),
+        click.option("--ttft-timeout", type=seconds, default=DEFAULT_TTFT_TIMEOUT_S, show_default=True,
+                     help="Seconds from sending to the first token."),
+        click.option("--idle-timeout", type=seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
+                     help="Longest silence (seconds) after the first token."),
+        click.option("--total-timeout", type=seconds, default=DEFAULT_TOTAL_TIMEOUT_S, show_default=True,
+                     help="Seconds from sending to the end of the stream."),
+        click.option("--header", "headers", multiple=True, callback=_parse_header, metavar="NAME:VALUE",
+                     help="Extra HTTP header on every request (repeatable)."),
+        click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
+                     help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
+        click.option("--api", type=click.Choice(APIS), default="openai", show_default=True,
+                     help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages."),
+        click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
+                     help="Reasoning effort: OpenRouter's reasoning.effort, else reasoning_effort."),
+        click.option("--api-key-header", metavar="NAME",
+                     help="Send the API key as this header's value (e.g. api-key) instead of a Bearer token."),
+        click.option("--ignore-eos", is_flag=True,
+                     help="vLLM/SGLang ignore_eos: always generate --max-tokens tokens."),
+        click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Retries of a request answered 429 (or 503 with Retry-After), after the wait it "
+                          "asks for; reruns of a request whose worker process died."),
+    ]):
+        command = option(command)
+    return command
+
+
+def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any], **kwargs: Any) -> Endpoint:
+    """The endpoint the flags describe; ``flags`` holds the options of ``request_options``."""
+    timeouts = Timeouts(
+        connect_s=flags["connect_timeout"],
+        ttft_s=flags["ttft_timeout"],
+        idle_s=flags["idle_timeout"],
+        total_s=flags["total_timeout"],
+    )
+    return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
+                            extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
+                            reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"],
+                            api_key_header=flags["api_key_header"], **kwargs)
+
+
+output_option = click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                             help="Write the JSON here.")
+csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                          help="Also write one CSV row per request, every measured field.")
+html_option = click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                           help="Also write the self-contained HTML report (see `tokenbench plot`).")
+
+
+def redis_url_option(default_help: str) -> Any:
+    return click.option("--redis-url", envvar=REDIS_URL_ENV, help=f"Redis URL [env {REDIS_URL_ENV}; {default_help}].")
+
+
+def schedule_options(command: Any) -> Any:
+    """Open-loop load: requests sent on a schedule instead of as soon as a worker is free."""
+    for option in reversed([
+        click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), metavar="PER_S",
+                     help="Open loop: send requests at this mean rate whatever the responses do, with at most "
+                          "--concurrency in flight (default: closed loop, each worker sends when it is free)."),
+        click.option("--arrival", type=click.Choice(ARRIVALS),
+                     help="With --request-rate: gaps between requests [default: poisson]."),
+        click.option("--burstiness", type=click.FloatRange(min=0, min_open=True),
+                     help="With --arrival poisson: shape of the gamma-distributed gaps as vLLM defines it; "
+                          "1 is a Poisson process, below 1 burstier, above 1 more even [default: 1]."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of everything random in the workload (arrival times), so a run can be repeated."),
+    ]):
+        command = option(command)
+    return command
+
+
+def schedule_from_flags(request_rate: float | None, arrival: str | None, burstiness: float | None,
+                        seed: int) -> ArrivalSchedule | None:
+    if request_rate is None:
+        if arrival is not None or burstiness is not None:
+            raise click.BadParameter("--arrival and --burstiness need --request-rate", param_hint="'--request-rate'")
+        return None
+    if arrival == "constant" and burstiness is not None:
+        raise click.BadParameter("applies to --arrival poisson only", param_hint="'--burstiness'")
+    return ArrivalSchedule(request_rate, arrival or "poisson", 1.0 if burstiness is None else burstiness, seed)
+
+
+def parse_levels(_ctx, _param, value: str) -> list[int]:
+    """``1,5,10`` -> [1, 5, 10]: positive integers, each once."""
+    try:
+        levels = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 1,5,10") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("give one or more levels of at least 1, e.g. 1,5,10")
+    if len(set(levels)) != len(levels):
+        raise click.BadParameter(f"{value!r} repeats a level")
+    return levels
