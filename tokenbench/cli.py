@@ -13,6 +13,7 @@ import redis
 from tokenbench import __version__
 from tokenbench.cli_options import (
     base_url_option,
+    config_option,
     csv_option,
     endpoint_from_flags,
     html_option,
@@ -25,12 +26,13 @@ from tokenbench.cli_options import (
     prompts_options,
     redis_url_option,
     request_options,
+    resolved_config,
     schedule_from_flags,
     schedule_options,
-    selected_prompts,
     slo_option,
     ttl_option,
     warmup_option,
+    workload_from_flags,
 )
 from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
@@ -54,6 +56,7 @@ def cli() -> None:
 
 
 @cli.command()
+@config_option
 @mode_option
 @base_url_option
 @model_option
@@ -66,19 +69,20 @@ def cli() -> None:
 @ttl_option
 @request_options
 @schedule_options
-def enqueue(mode, base_url, model, max_tokens, num_prompts, prompts_file, redis_url, run_id, queue, warmup, ttl_s,
-            request_rate, arrival, burstiness, seed, **request_flags) -> None:
+def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup, ttl_s, **flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout)."""
     from tokenbench.producer.enqueue import enqueue_run
 
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
-    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, request_flags)
-    prompts = selected_prompts(num_prompts, prompts_file)
+    config = resolved_config(click.get_current_context())
+    prompts, workload = workload_from_flags(flags)
+    schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
+                                   flags.pop("seed"))
+    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    schedule = schedule_from_flags(request_rate, arrival, burstiness, seed)
     meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s,
-                       schedule=schedule)
+                       schedule=schedule, config=config, workload=workload)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -126,7 +130,7 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
-    from tokenbench.shared.record_store import read_warmup_records
+    from tokenbench.shared.record_store import read_warmup_records, read_workers
 
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
@@ -134,7 +138,8 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
     records = read_records(connection, run_id)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
-                          warmup_records=read_warmup_records(connection, run_id))
+                          warmup_records=read_warmup_records(connection, run_id),
+                          worker_environment=read_workers(connection, run_id))
     _emit(result, output, csv_path, html_path)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
@@ -176,7 +181,7 @@ mock_options = [
 def benchmark_options(command: Any) -> Any:
     """The options `run` and `sweep` share: what to measure, how, and where the results go."""
     for option in reversed([
-        mode_option, prompts_options, output_option, csv_option, html_option,
+        config_option, mode_option, prompts_options, output_option, csv_option, html_option,
         click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable)."),
         base_url_option, model_option, max_tokens_option,
         redis_url_option("default: an embedded Redis for this run"),
@@ -197,12 +202,16 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
     mock = MockOptions(flags.pop("mock_ttft_ms"), flags.pop("mock_itl_ms"), fault=flags.pop("mock_fault"),
                        fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
                        extra_args=_mock_option_args(flags.pop("mock_options")))
+    config = resolved_config(click.get_current_context())
+    prompts, workload = workload_from_flags(flags)
     schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
                                    flags.pop("seed"))
     return RunOptions(
+        config=config,
         endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
                                      placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None),
-        prompts=selected_prompts(flags.pop("num_prompts"), flags.pop("prompts_file")),
+        prompts=prompts,
+        workload=workload,
         concurrency=concurrency,
         api_key=api_key,
         redis_url=flags.pop("redis_url"),
@@ -248,8 +257,9 @@ def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
     from tokenbench.aggregator.sweep import format_sweep, sweep_document
     from tokenbench.runner.local_run import run_sweep
 
-    outcome = run_sweep(run_options_from_flags(levels[0], flags), levels, max_error_rate)
-    document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early)
+    options = run_options_from_flags(levels[0], flags)
+    outcome = run_sweep(options, levels, max_error_rate)
+    document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early, options.config)
     click.echo(format_sweep(document))
     if output is not None:
         _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
@@ -388,9 +398,12 @@ def prompts() -> None:
               help="Send ': OPENROUTER PROCESSING' comments this often until the first token.")
 @click.option("--sse", "sse_variants", callback=parse_sse_variants_option, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
+@click.option("--stamp-send-time", is_flag=True,
+              help="Write each chunk's send time (monotonic ns) into it, so a client on this host can measure its "
+                   "own receive lag (what `tokenbench calibrate` does).")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
                 reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, logprobs, usage_style, error_style,
-                keepalive_ms, sse_variants) -> None:
+                keepalive_ms, sse_variants, stamp_send_time) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
     faults of real servers."""
     from tokenbench.mock import READY_LINE_PREFIX
@@ -412,6 +425,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
                         continuous_usage=continuous_usage, logprobs=logprobs, usage_style=usage_style,
                         keepalive_ms=keepalive_ms, error_style=error_style, sse=sse_variants)
     settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
+                            stamp_send_time=stamp_send_time,
                             fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
                             shape=shape)
     serve(settings, sock)

@@ -5,14 +5,22 @@ Every parser turns bad input into a ``click.BadParameter`` naming the option: on
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import click
 import orjson
 
 from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
+from tokenbench.producer.synthetic import LengthSpec
+from tokenbench.producer.workloads import DATASETS, WorkloadSpec, build_workload
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
     APIS,
@@ -27,7 +35,7 @@ from tokenbench.shared.config import (
     is_secret_header,
     resolve_endpoint,
 )
-from tokenbench.shared.redis_conn import REDIS_URL_ENV
+from tokenbench.shared.redis_conn import REDIS_URL_ENV, redact_url
 
 if TYPE_CHECKING:
     from tokenbench.producer.prompts import Prompt
@@ -43,28 +51,64 @@ max_tokens_option = click.option(
 
 
 def prompts_options(command: Any) -> Any:
-    """Which prompts a run sends: the built-in set or a file, cycled to --prompts requests."""
-    command = click.option(
-        "--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
-        help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
-             ".csv with a 'prompt' column, or text with one prompt per line.",
-    )(command)
-    return click.option(
-        "--prompts", "num_prompts", type=click.IntRange(min=1),
-        help="Number of requests (default: one per prompt; more cycle through them).",
-    )(command)
+    """What a run sends: the built-in set, a file, synthetic prompts or a dataset sample, cycled to --prompts."""
+    tokens = click.IntRange(min=1)
+    spread = click.FloatRange(min=0)
+    for option in reversed([
+        click.option("--prompts", "num_prompts", type=click.IntRange(min=1),
+                     help="Number of requests (default: one per prompt of the file or built-in set, else 30; "
+                          "more cycle through them)."),
+        click.option("--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
+                          ".csv with a 'prompt' column, or text with one prompt per line."),
+        click.option("--input-tokens", type=tokens, metavar="MEAN",
+                     help="Synthetic prompts of this many tokens (random words, the same for the same --seed)."),
+        click.option("--input-tokens-stddev", type=spread, metavar="S", help="Spread of --input-tokens [default: 0]."),
+        click.option("--output-tokens", type=tokens, metavar="MEAN",
+                     help="max_tokens of each request, drawn around this mean (add --ignore-eos where the server "
+                          "supports it, so every answer runs to it)."),
+        click.option("--output-tokens-stddev", type=spread, metavar="S",
+                     help="Spread of --output-tokens [default: 0]."),
+        click.option("--tokenizer", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
+                     help="A Hugging Face tokenizer.json to count prompt tokens with (default: an estimate of 4 "
+                          "characters per token, marked approximate)."),
+        click.option("--dataset", type=click.Choice(DATASETS),
+                     help="Sample prompts from a dataset file (--dataset-path), as vLLM's benchmark does."),
+        click.option("--dataset-path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="The --dataset file, e.g. ShareGPT_V3_unfiltered_cleaned_split.json."),
+    ]):
+        command = option(command)
+    return command
 
 
-def selected_prompts(num_prompts: int | None, prompts_file: Path | None) -> list[Prompt]:
-    from tokenbench.producer.prompt_files import PromptFileError, load_prompt_file
-    from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
+def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, Any]]:
+    """The prompts and workload description that `prompts_options` (and --seed) describe; pops their flags."""
+    from tokenbench.producer.prompt_files import PromptFileError
 
-    if prompts_file is None:
-        return select_prompts(num_prompts, BUILTIN_PROMPTS)
+    input_tokens = _length_spec(flags.pop("input_tokens"), flags.pop("input_tokens_stddev"), "--input-tokens")
+    output_tokens = _length_spec(flags.pop("output_tokens"), flags.pop("output_tokens_stddev"), "--output-tokens")
+    dataset, dataset_path = flags.pop("dataset"), flags.pop("dataset_path")
+    if (dataset is None) != (dataset_path is None):
+        raise click.BadParameter("--dataset and --dataset-path go together", param_hint="'--dataset'")
+    spec = WorkloadSpec(num_prompts=flags.pop("num_prompts"), prompts_file=flags.pop("prompts_file"), dataset=dataset,
+                        dataset_path=dataset_path, input_tokens=input_tokens, output_tokens=output_tokens,
+                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"])
+    sources = [name for name, given in (("--prompts-file", spec.prompts_file), ("--dataset", spec.dataset),
+                                        ("--input-tokens", spec.input_tokens)) if given is not None]
+    if len(sources) > 1:
+        raise click.BadParameter(f"choose one source of prompts, not {' and '.join(sources)}", param_hint="prompts")
     try:
-        return select_prompts(num_prompts, load_prompt_file(prompts_file))
+        return build_workload(spec)
     except PromptFileError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--prompts-file'") from None
+        raise click.BadParameter(str(exc), param_hint=f"'{sources[0] if sources else '--prompts-file'}'") from None
+
+
+def _length_spec(mean: int | None, stddev: float | None, flag: str) -> LengthSpec | None:
+    if mean is None:
+        if stddev is not None:
+            raise click.BadParameter(f"{flag}-stddev needs {flag}", param_hint=f"'{flag}-stddev'")
+        return None
+    return LengthSpec(mean, stddev or 0.0)
 
 
 def _parse_header(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
@@ -227,3 +271,89 @@ def parse_levels(_ctx, _param, value: str) -> list[int]:
     if len(set(levels)) != len(levels):
         raise click.BadParameter(f"{value!r} repeats a level")
     return levels
+
+
+def load_config_file(ctx: click.Context, _param: click.Parameter, path: Path | None) -> str | None:
+    """``--config FILE``: the command's options from a TOML file become its defaults, so flags still win."""
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path} is not valid TOML: {exc}") from None
+    ctx.default_map = {**(ctx.default_map or {}), **config_defaults(ctx, data, path)}
+    ctx.meta[CONFIG_FILE_META] = str(path)
+    return str(path)
+
+
+config_option = click.option(
+    "--config", type=click.Path(dir_okay=False, path_type=Path), callback=load_config_file, is_eager=True,
+    expose_value=False, metavar="FILE.toml",
+    help="Options from a TOML file (keys as the long flags without '--', e.g. base-url = ...); flags override.",
+)
+
+
+def config_defaults(ctx: click.Context, data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's settings as click defaults (parameter name -> value), each checked as its flag would be."""
+    by_key: dict[str, click.Parameter] = {}
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and param.name != "config":
+            for flag in param.opts + param.secondary_opts:
+                if flag.startswith("--"):
+                    by_key[flag[2:]] = param
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        param = by_key.get(key) or by_key.get(key.replace("_", "-"))
+        if param is None:
+            raise click.BadParameter(f"{path}: unknown option {key!r} for `{ctx.command.name}`")
+        if param.name in SECRET_PARAMS:
+            raise click.BadParameter(f"{path}: {key}: keep secrets out of files; set TOKENBENCH_API_KEY "
+                                     "(or the mode's variable) in the environment")
+        value = _config_value(param, value)
+        try:
+            param.process_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"{path}: {key}: {exc.message}") from None
+        defaults[param.name] = value
+    return defaults
+
+
+def _config_value(param: click.Parameter, value: Any) -> Any:
+    """TOML's richer values as the strings the flags take: tables for --slo and --extra-body, lists
+    for comma-separated flags (e.g. sweep levels), one string for a repeatable flag."""
+    if isinstance(value, dict):
+        if param.name == "slo":
+            return ",".join(f"{name}={limit}" for name, limit in value.items())
+        return orjson.dumps(value).decode()
+    if param.multiple:
+        return [value] if isinstance(value, str) else value
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return value
+
+
+SECRET_PARAMS = {"api_key"}
+CONFIG_FILE_META = "tokenbench.config_file"
+
+
+def resolved_config(ctx: click.Context) -> dict[str, Any]:
+    """Every option of the command as it was finally set (file, then flags), ready for the result JSON:
+    no API key, the Redis password masked."""
+    config: dict[str, Any] = {"command": ctx.command.name, "config_file": ctx.meta.get(CONFIG_FILE_META)}
+    for name, value in sorted(ctx.params.items()):
+        if name in SECRET_PARAMS:
+            continue
+        if name == "redis_url" and value:
+            value = redact_url(value)
+        config[name] = _jsonable(value)
+    return config
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(item) for item in value]
+    return value

@@ -49,6 +49,7 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "clock_rtt_ms": record.clock_rtt_ms,
         "scheduled_at": record.scheduled_at,
         "dispatch_lag_ms": record.dispatch_lag_ms,
+        "chunk_lag_ms": record.chunk_lag_ms,
         "headers_ms": record.headers_ms,
         "ttft_ms": record.ttft_ms,
         "ttfat_ms": record.ttfat_ms,
@@ -112,8 +113,10 @@ def build_report(
     interrupted: bool = False,
     slo: dict[str, float] | None = None,
     warmup_records: list[RequestRecord] | None = None,
+    worker_environment: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
-    """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record."""
+    """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record;
+    ``worker_environment``: worker -> where and on what it ran (record_store.read_workers)."""
     records = sorted(records, key=lambda r: r.index)
     missing = missing or []
     ok = [r for r in records if r.success]
@@ -133,6 +136,7 @@ def build_report(
     mean_concurrency, max_concurrency = achieved_concurrency(intervals)
     lags = summarize(r.dispatch_lag_ms for r in records if r.dispatch_lag_ms is not None)
     dispatch_p99 = lags["p99"]
+    lagged = [r for r in ok if r.chunk_lag_ms]
 
     return {
         "mode": meta.mode,
@@ -184,6 +188,8 @@ def build_report(
         "itl_ms": summarize(gap for r in ok for gap in inter_token_latencies_ms(r)),
         "inter_chunk_ms": summarize(gap for r in ok for gap in inter_chunk_gaps_ms(r)),
         "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),
+        # Only against a mock that stamps its send times (calibrate): what the harness adds to each chunk.
+        "harness_lag_ms": summarize(lag for r in lagged for lag in r.chunk_lag_ms) if lagged else None,
         "e2e_latency_ms": e2e,
         "rate_limited_runs": sum(r.error_type == RATE_LIMITED for r in records),
         "retried_runs": sum(bool(r.retries) for r in records),
@@ -192,6 +198,10 @@ def build_report(
         "workers": workers,
         "hosts": sorted({r.host for r in records}),
         "tokenbench_version": meta.tokenbench_version,
+        "config": meta.config,  # every option as resolved (--config file, then flags), without secrets
+        "workload": meta.workload,
+        "worker_environment": dict(sorted((worker_environment or {}).items())),
+        "python_versions": dict(Counter(env["python"] for env in (worker_environment or {}).values())),
         "results": [result_entry(r) for r in records],
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],

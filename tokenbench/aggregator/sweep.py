@@ -31,7 +31,7 @@ def level_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep_document(levels: list[int], max_error_rate: float, reports: list[dict[str, Any]],
-                   stopped_early: str | None) -> dict[str, Any]:
+                   stopped_early: str | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The sweep's JSON: what was asked, what ran, a summary row per level, and every level's full report."""
     return {
         "sweep": {
@@ -40,6 +40,7 @@ def sweep_document(levels: list[int], max_error_rate: float, reports: list[dict[
             "max_error_rate": max_error_rate,
             "stopped_early": stopped_early,
             "tokenbench_version": __version__,
+            "config": config,
         },
         "levels": [level_summary(report) for report in reports],
         "runs": reports,

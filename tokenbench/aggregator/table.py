@@ -41,6 +41,15 @@ def _schedule_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _workload_lines(report: dict[str, Any]) -> list[str]:
+    workload = report.get("workload") or {}
+    if "prompt_tokens" not in workload:
+        return []
+    exactness = "counted" if workload["tokenizer"] != "estimate" else "estimated"
+    return [f"  prompts      {workload['source']}: {workload['prompt_tokens']['mean']:,.1f} tokens on average "
+            f"({exactness}), seed {workload['seed']}"]
+
+
 def _goodput_lines(report: dict[str, Any]) -> list[str]:
     if not report.get("slo_ms"):
         return []
@@ -60,6 +69,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s); in flight: "
         f"mean {_number(report['mean_concurrency'])}, max {report['max_concurrency']}",
         *_shortfall_lines(report),
+        *_workload_lines(report),
         f"  duration     {_number(report['duration_s'], 2)} s",
         f"  output       {report['total_output_tokens']:,} tokens, "
         f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "

@@ -31,11 +31,13 @@ from tokenbench.mock.shapes import (
     plan_stream,
     token_text,
 )
+from tokenbench.shared.calibration import SEND_STAMP_FIELD
 
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
 DEFAULT_OUTPUT_TOKENS = 128  # when neither --output-tokens nor the request's max_tokens says
 MOCK_MODEL = "mock-model"
+_STAMP = SEND_STAMP_FIELD.encode()
 _SPLIT_PAUSE_S = 0.001  # between the pieces of a split event, so that they arrive as separate reads
 
 
@@ -51,6 +53,7 @@ class MockSettings:
     fault_after: int = 1  # tokens sent before the fault
     retry_after_s: int = 1  # the Retry-After of a rate_limit fault
     shape: StreamShape = field(default_factory=StreamShape)
+    stamp_send_time: bool = False  # put each chunk's write time in it (shared/calibration.py)
 
 
 def is_faulty(request_number: int, rate: float) -> bool:
@@ -212,6 +215,8 @@ class MockServer:
             if (number + 1) % batch and number + 1 < len(events):
                 continue  # batch=N: N events in one write
             await _sleep_until(loop, arrived + event.at_s)
+            if self.settings.stamp_send_time:
+                pending = pending.replace(b"data: {", b'data: {"%s":%d,' % (_STAMP, time.perf_counter_ns()))
             for start in range(0, len(pending), split or len(pending)):
                 if split and start:
                     await asyncio.sleep(_SPLIT_PAUSE_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import redis
 from rq import Queue
@@ -42,6 +43,8 @@ def enqueue_run(
     warmup: int = 0,
     ttl_s: int = keys.RUN_TTL_S,
     schedule: ArrivalSchedule | None = None,
+    config: dict[str, Any] | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata.
 
@@ -67,6 +70,8 @@ def enqueue_run(
         max_retries=endpoint.max_retries,
         warmup=warmup,
         ttl_s=ttl_s,
+        config=config,
+        workload=workload,
     )
     send_at: list[float | None] = [None] * len(prompts)
     if schedule is not None:

@@ -13,6 +13,7 @@ class Prompt:
     text: str  # the user's words (for a conversation: its last user message)
     messages: tuple[dict[str, str], ...] | None = None  # a whole conversation, sent as is
     max_tokens: int | None = None  # overrides the run's --max-tokens for this prompt
+    input_tokens: int | None = None  # the prompt's length as the workload counted it (see producer/tokenizer.py)
 
 
 def _category(category: str, prefix: str, *texts: str) -> list[Prompt]:

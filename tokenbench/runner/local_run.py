@@ -27,7 +27,7 @@ from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
 from tokenbench.shared.errors import TokenbenchError
-from tokenbench.shared.record_store import read_warmup_records
+from tokenbench.shared.record_store import read_warmup_records, read_workers
 from tokenbench.shared.redis_conn import connect
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
@@ -69,6 +69,8 @@ class RunOptions:
     warmup: int = 0  # warm-up requests per worker
     ttl_s: int = keys.RUN_TTL_S
     schedule: ArrivalSchedule | None = None  # open loop (--request-rate); None: closed loop
+    config: dict[str, Any] | None = None  # the resolved options, saved in the result
+    workload: dict[str, Any] | None = None  # where the prompts came from (see producer/workloads.py)
     worker_log_level: str = "WARNING"
 
 
@@ -182,6 +184,8 @@ def _run_once(services: Services, options: RunOptions, concurrency: int, progres
             warmup=options.warmup,
             ttl_s=options.ttl_s,
             schedule=options.schedule,
+            config=options.config,
+            workload=options.workload,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
 
@@ -203,7 +207,8 @@ def _run_once(services: Services, options: RunOptions, concurrency: int, progres
         stop_child(workers)
     records = read_records(connection, run_id)
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
-                          slo=options.slo, warmup_records=read_warmup_records(connection, run_id))
+                          slo=options.slo, warmup_records=read_warmup_records(connection, run_id),
+                          worker_environment=read_workers(connection, run_id))
     return RunOutcome(report=report, interrupted=interrupted)
 
 

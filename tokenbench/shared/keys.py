@@ -43,6 +43,11 @@ def run_warmup(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:warmup"
 
 
+def run_workers(run_id: str) -> str:
+    """Hash key: worker (host:pid) -> JSON of its environment (host, Python, versions), written once per run."""
+    return f"{PREFIX}:run:{run_id}:workers"
+
+
 def run_cancelled(run_id: str) -> str:
     """String key, set by `tokenbench cancel`: epoch seconds of the cancellation."""
     return f"{PREFIX}:run:{run_id}:cancelled"

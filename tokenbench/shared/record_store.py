@@ -85,6 +85,20 @@ def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRec
     return [RequestRecord.from_json(raw) for raw in connection.lrange(keys.run_warmup(run_id), 0, -1)]
 
 
+def register_worker(connection: redis.Redis, run_id: str, worker: str, environment: dict,
+                    ttl_s: int = keys.RUN_TTL_S) -> None:
+    """Note which worker process served the run and what it ran on, so the result explains itself."""
+    key = keys.run_workers(run_id)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hset(key, worker, orjson.dumps(environment))
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+
+
+def read_workers(connection: redis.Redis, run_id: str) -> dict[str, dict]:
+    return {worker.decode(): orjson.loads(raw) for worker, raw in connection.hgetall(keys.run_workers(run_id)).items()}
+
+
 def _save_once(connection: redis.Redis, record: RequestRecord, ttl_s: int) -> bool:
     records_key = keys.run_records(record.run_id)
     stored = connection.hsetnx(records_key, str(record.index), record.to_json())

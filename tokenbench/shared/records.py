@@ -92,6 +92,7 @@ class RequestRecord:
     clock_rtt_ms: float | None = None  # round trip of the offset's sample: its uncertainty is about half
     scheduled_at: float | None = None  # open-loop runs: JobSpec.send_at
     dispatch_lag_ms: float | None = None  # open-loop runs: first send minus scheduled_at
+    chunk_lag_ms: list[float] | None = None  # per chunk: received minus the mock's stamped send time
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -135,6 +136,8 @@ class RunMeta:
     arrival: str | None = None  # "poisson" or "constant"
     burstiness: float | None = None
     seed: int | None = None
+    config: dict[str, Any] | None = None  # the resolved options of the command that made the run, no secrets
+    workload: dict[str, Any] | None = None  # where the prompts came from and how their lengths were counted
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from tokenbench.shared.calibration import SEND_STAMP_FIELD
 from tokenbench.worker.sse import SSEEvent
 
 DONE_SENTINEL = "[DONE]"
@@ -52,6 +53,7 @@ class TokenChunk:
     reasoning_chars: int = 0
     running_tokens: int | None = None  # usage.completion_tokens sent on this very chunk
     logprob_tokens: int | None = None  # entries of logprobs.content on this chunk
+    server_sent_ns: int | None = None  # the mock's write time, when it stamps it (shared/calibration.py)
 
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -194,6 +196,9 @@ class ChatStreamReader(StreamReader):
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._read_usage(usage, token_chunk)
+        stamp = chunk.get(SEND_STAMP_FIELD)
+        if token_chunk is not None and isinstance(stamp, int):
+            token_chunk.server_sent_ns = stamp
 
     def _read_usage(self, usage: dict[str, Any], token_chunk: TokenChunk | None) -> None:
         completion = usage.get("completion_tokens")

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 import socket
 import ssl
 import time
+from importlib.metadata import version
 
 import httpx
 import redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from tokenbench import __version__
 from tokenbench.shared.config import api_key_from_env
-from tokenbench.shared.record_store import SAVE_RETRY_S, InFlight, mark_in_flight, save_record, save_warmup_record
+from tokenbench.shared.record_store import (
+    SAVE_RETRY_S,
+    InFlight,
+    mark_in_flight,
+    register_worker,
+    save_record,
+    save_warmup_record,
+)
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.heartbeat import Heartbeat
@@ -55,7 +65,7 @@ class WorkerProcess:
         )
         self.watchdog = StreamWatchdog()
         self.heartbeat = Heartbeat(connection, self.name)
-        self.warmed_up_runs: set[str] = set()
+        self.runs_seen: set[str] = set()  # runs this process has registered in (and warmed up for)
         self._synchronized_at = time.monotonic()
         clock.synchronize(connection)
         # Every object alive so far moves out of the garbage collector's sight: a full collection
@@ -63,6 +73,12 @@ class WorkerProcess:
         # stream would be measured as the server's latency.
         gc.collect()
         gc.freeze()
+
+    def environment(self) -> dict[str, str]:
+        """What a result needs to explain itself later: where and on what this worker ran."""
+        return {"host": self.host, "python": platform.python_version(),
+                "implementation": platform.python_implementation(), "platform": platform.platform(),
+                "tokenbench": __version__, "rq": version("rq"), "httpx": httpx.__version__}
 
     def keep_clock_fresh(self, connection: redis.Redis) -> None:
         if time.monotonic() - self._synchronized_at >= CLOCK_RESYNC_INTERVAL_S:
@@ -99,9 +115,12 @@ def execute(spec_data: dict) -> None:
                           InFlight(spec.index, process.name, spec.attempt, job.id), spec.ttl_s):
         return  # the run was cancelled while this job waited on the queue
     api_key = api_key_from_env(spec.endpoint["mode"])
+    first_job_of_run = spec.run_id not in process.runs_seen
+    if first_job_of_run:
+        process.runs_seen.add(spec.run_id)
+        register_worker(connection, spec.run_id, process.name, process.environment(), spec.ttl_s)
     try:
-        if spec.warmup and spec.run_id not in process.warmed_up_runs:
-            process.warmed_up_runs.add(spec.run_id)
+        if spec.warmup and first_job_of_run:
             for _ in range(spec.warmup):
                 warmup = measure_request(process.client, spec, api_key, process.watchdog)
                 warmup.warmup = True

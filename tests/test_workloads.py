@@ -1,0 +1,202 @@
+"""Workloads and configs: synthetic lengths counted by a real tokenizer, ShareGPT samples, TOML
+config files, and a result that says what produced it."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from pathlib import Path
+
+import click
+import orjson
+import pytest
+from tokenizers import ByteLevelBPETokenizer
+
+from tests.helpers import load, tokenbench
+from tokenbench.cli import cli
+from tokenbench.producer.prompts import BUILTIN_PROMPTS
+from tokenbench.producer.sharegpt import load_sharegpt
+from tokenbench.producer.synthetic import _VOCABULARY, LengthSpec, synthetic_prompts
+from tokenbench.producer.tokenizer import EstimatedCounter, HuggingFaceTokenizer
+from tokenbench.producer.workloads import WorkloadSpec, build_workload
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory) -> Path:
+    """A real byte-level BPE tokenizer.json, trained here (no model files can be downloaded)."""
+    corpus = [p.text for p in BUILTIN_PROMPTS] + [" ".join(_VOCABULARY[i:] + _VOCABULARY[:i]) for i in range(50)]
+    trained = ByteLevelBPETokenizer()
+    trained.train_from_iterator(corpus, vocab_size=600, min_frequency=2, show_progress=False)
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    trained.save(str(path))
+    return path
+
+
+def test_synthetic_prompts_have_exactly_the_asked_length_with_a_tokenizer(tokenizer_file):
+    counter = HuggingFaceTokenizer(tokenizer_file)
+    prompts = synthetic_prompts(20, LengthSpec(300), seed=5, counter=counter)
+    assert [counter.count(p.text) for p in prompts] == [300] * 20
+    assert [p.input_tokens for p in prompts] == [300] * 20
+    assert len({p.text for p in prompts}) == 20  # distinct prompts: no shared prefix cache hits
+    spread = synthetic_prompts(400, LengthSpec(200, 40), seed=5, counter=counter)
+    lengths = [counter.count(p.text) for p in spread]
+    assert statistics.fmean(lengths) == pytest.approx(200, rel=0.03)
+    assert statistics.pstdev(lengths) == pytest.approx(40, rel=0.12)
+
+
+def test_the_seed_makes_a_workload_repeatable():
+    counter = EstimatedCounter()
+    first = synthetic_prompts(5, LengthSpec(50, 10), seed=1, counter=counter)
+    assert first == synthetic_prompts(5, LengthSpec(50, 10), seed=1, counter=counter)
+    assert first != synthetic_prompts(5, LengthSpec(50, 10), seed=2, counter=counter)
+
+
+def test_without_a_tokenizer_lengths_are_marked_approximate():
+    prompts, workload = build_workload(WorkloadSpec(num_prompts=4, input_tokens=LengthSpec(64),
+                                                    output_tokens=LengthSpec(32)))
+    assert workload["tokenizer"] == "estimate" and workload["lengths"].startswith("approximate")
+    assert [p.max_tokens for p in prompts] == [32] * 4
+    assert all(abs(len(p.text) / 4 - 64) <= 2 for p in prompts)
+
+
+def write_sharegpt(path: Path) -> Path:
+    def conversation(i: int, human: str, gpt: str | None) -> dict:
+        turns = [{"from": "human", "value": human}] + ([{"from": "gpt", "value": gpt}] if gpt else [])
+        return {"id": f"conv-{i}", "conversations": turns}
+
+    entries = [conversation(i, f"Explain the history of the river city number {i} in detail please",
+                            "The river city grew around its harbour and bridge " * (1 + i % 3)) for i in range(12)]
+    entries += [conversation(100, "A question with no answer recorded here", None),  # one turn: left out
+                conversation(101, "hi", "The answer is long enough to count"),  # prompt under 4 tokens
+                conversation(102, "word " * 1100, "An answer to a prompt that is far too long")]  # > 1024 tokens
+    path.write_bytes(orjson.dumps(entries))
+    return path
+
+
+def test_sharegpt_samples_like_vllm(tmp_path, tokenizer_file):
+    counter = HuggingFaceTokenizer(tokenizer_file)
+    path = write_sharegpt(tmp_path / "sharegpt.json")
+    prompts, kept = load_sharegpt(path, 8, seed=3, counter=counter)
+    assert kept == {"conversations": 15, "usable": 12} and len(prompts) == 8
+    assert all(p.id.startswith("conv-") and int(p.id[5:]) < 12 for p in prompts)
+    answers = {e["id"]: e["conversations"][1]["value"] for e in orjson.loads(path.read_bytes())[:12]}
+    assert all(p.max_tokens == counter.count(answers[p.id]) for p in prompts)  # the recorded answer's length
+    assert [p.id for p in prompts] == [p.id for p in load_sharegpt(path, 8, seed=3, counter=counter)[0]]
+    assert [p.id for p in prompts] != [p.id for p in load_sharegpt(path, 8, seed=4, counter=counter)[0]]
+
+
+@pytest.mark.parametrize("content, complaint", [
+    (b'{"not": "a list"}', "JSON list of conversations"),
+    (b'[{"conversations": "nope"}]', "conversation 0: expected"),
+    (b"[1, 2", "not JSON"),
+])
+def test_a_bad_sharegpt_file_is_a_one_line_error(tmp_path, content, complaint):
+    (tmp_path / "bad.json").write_bytes(content)
+    outcome = tokenbench("run", "--mode", "mock", "--dataset", "sharegpt", "--dataset-path", str(tmp_path / "bad.json"))
+    assert outcome.returncode == 2 and complaint in outcome.stderr and "bad.json" in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--input-tokens-stddev", "3"], "--input-tokens-stddev needs --input-tokens"),
+    (["--dataset", "sharegpt"], "--dataset and --dataset-path go together"),
+    (["--input-tokens", "10", "--prompts-file", "x.txt"], "choose one source of prompts"),
+])
+def test_conflicting_workload_flags_are_one_line_errors(flags, complaint):
+    outcome = tokenbench("run", "--mode", "mock", *flags)
+    assert outcome.returncode == 2 and complaint in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, complaint", [
+    ("concurency = 3\n", "unknown option 'concurency'"),
+    ("concurrency = 'many'\n", "concurrency: 'many' is not a valid integer"),
+    ("api-key = 'sk-123'\n", "keep secrets out of files"),
+    ("mode = \n", "is not valid TOML"),
+])
+def test_a_bad_config_file_is_a_one_line_error_naming_it(tmp_path, content, complaint):
+    (tmp_path / "bench.toml").write_text(content)
+    outcome = tokenbench("run", "--config", str(tmp_path / "bench.toml"))
+    assert outcome.returncode == 2 and complaint in outcome.stderr and "bench.toml" in outcome.stderr
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_a_config_file_benchmark_with_synthetic_lengths_explains_itself(redis_url, tmp_path, tokenizer_file):
+    (tmp_path / "bench.toml").write_text(f"""
+mode = "mock"
+concurrency = 3
+prompts = 12
+input-tokens = 120
+output-tokens = 16
+output-tokens-stddev = 4
+tokenizer = "{tokenizer_file}"
+seed = 11
+mock-ttft-ms = 10
+mock-itl-ms = 2
+slo = {{ ttft = 500, e2el = 5000 }}
+header = ["X-Team: infra"]
+""")
+    outcome = tokenbench("run", "--config", str(tmp_path / "bench.toml"), "--concurrency", "2",
+                         "--api-key", "sk-never-in-results", "--redis-url", redis_url,
+                         "--output", str(tmp_path / "r.json"))
+    assert outcome.returncode == 0, outcome.stderr
+    report = load(tmp_path / "r.json")
+    config = report["config"]
+    assert config["config_file"] == str(tmp_path / "bench.toml")
+    assert config["concurrency"] == 2 and report["concurrency"] == 2  # the flag beat the file
+    assert (config["num_prompts"], config["input_tokens"], config["seed"]) == (12, 120, 11)
+    assert config["slo"] == {"ttft": 500.0, "e2el": 5000.0} and config["headers"] == {"X-Team": "infra"}
+    assert "api_key" not in config and "sk-never-in-results" not in (tmp_path / "r.json").read_text()
+
+    workload = report["workload"]
+    assert workload["source"] == "synthetic" and workload["lengths"] == "exact"
+    assert workload["prompt_tokens"]["min"] == workload["prompt_tokens"]["max"] == 120
+    # Each request asked for its own drawn max_tokens, and the mock streamed exactly that many.
+    drawn = [r["output_tokens"] for r in sorted(report["results"], key=lambda r: r["index"])]
+    assert len(set(drawn)) > 2 and 8 <= statistics.fmean(drawn) <= 24
+    again = tokenbench("run", "--config", str(tmp_path / "bench.toml"), "--concurrency", "2",
+                       "--redis-url", redis_url, "--output", str(tmp_path / "again.json"))
+    assert again.returncode == 0, again.stderr
+    assert [r["output_tokens"] for r in sorted(load(tmp_path / "again.json")["results"], key=lambda r: r["index"])] \
+        == drawn  # the same seed, the same workload
+
+    environment = report["worker_environment"]
+    assert len(environment) == 2 and report["python_versions"] == {platform.python_version(): 2}
+    assert all(env["host"] == report["hosts"][0] and env["tokenbench"] == report["tokenbench_version"]
+               for env in environment.values())
+    assert "prompts      synthetic: 120.0 tokens on average (counted), seed 11" in outcome.stdout
+
+
+@pytest.mark.integration
+def test_a_sharegpt_run_sends_the_sampled_prompts(redis_url, tmp_path, tokenizer_file):
+    path = write_sharegpt(tmp_path / "sharegpt.json")
+    outcome = tokenbench("run", "--mode", "mock", "--dataset", "sharegpt", "--dataset-path", str(path),
+                         "--tokenizer", str(tokenizer_file), "--prompts", "5", "--concurrency", "2",
+                         "--mock-ttft-ms", "5", "--mock-itl-ms", "1", "--redis-url", redis_url,
+                         "--output", str(tmp_path / "r.json"))
+    assert outcome.returncode == 0, outcome.stderr
+    report = load(tmp_path / "r.json")
+    assert report["workload"]["source"] == "sharegpt" and report["workload"]["usable"] == 12
+    assert report["successful_runs"] == 5 and {r["category"] for r in report["results"]} == {"sharegpt"}
+    expected, _ = load_sharegpt(path, 5, 0, HuggingFaceTokenizer(tokenizer_file))
+    assert [r["prompt_id"] for r in sorted(report["results"], key=lambda r: r["index"])] == [p.id for p in expected]
+    assert [r["output_tokens"] for r in sorted(report["results"], key=lambda r: r["index"])] == \
+        [p.max_tokens for p in expected]
+
+
+def test_a_sweep_config_takes_its_levels_as_a_list(tmp_path):
+    (tmp_path / "sweep.toml").write_text("mode = 'mock'\nconcurrency = [1, 0]\n")
+    outcome = tokenbench("sweep", "--config", str(tmp_path / "sweep.toml"))
+    assert outcome.returncode == 2
+    assert "sweep.toml: concurrency: give one or more levels of at least 1" in outcome.stderr
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path, tokenizer_file):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = example.replace('"models/MiniMax-M2.5/tokenizer.json"', f'"{tokenizer_file}"')
+    (tmp_path / "bench.toml").write_text(example)
+    context = cli.get_command(click.Context(cli), "run").make_context("run", ["--config", str(tmp_path / "bench.toml")])
+    assert context.params["concurrency"] == 16 and context.params["slo"] == {"ttft": 2000.0, "tpot": 50.0}
+    assert context.params["input_tokens"] == 1024 and context.params["ignore_eos"] is True

@@ -1,0 +1,64 @@
+"""Synthetic prompts of controlled length, the same for the same seed.
+
+Each prompt is words drawn from a fixed vocabulary until it holds the input length drawn for it
+(normal around the mean, at least 1 token), counted with the run's tokenizer. Distinct words per
+prompt keep a server's prefix cache from serving one prompt from another's. Output lengths are
+the workload's business (see workloads.py).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tokenbench.producer.prompts import Prompt
+from tokenbench.producer.tokenizer import TokenCounter
+
+_VOCABULARY = (
+    "time person year way day thing man world life hand part child eye woman place work week case point "
+    "government company number group problem fact river mountain city garden window music paper market "
+    "energy signal network server engine model token stream budget design report answer question reason "
+    "story history science nature planet ocean forest winter summer morning evening animal machine system "
+    "light water stone metal glass bridge road train station harbour island valley desert village castle "
+    "theory method result measure sample change pattern memory language picture colour sound voice letter "
+    "quickly slowly carefully rarely often always never perhaps together alone inside outside above below "
+    "bright quiet heavy simple strange ancient modern gentle narrow distant careful sudden common famous "
+    "build carry choose describe explain follow gather imagine improve listen measure notice open reach"
+).split()
+
+
+@dataclass(frozen=True)
+class LengthSpec:
+    """A token length: ``mean``, with a normal spread of ``stddev`` (0: every prompt the same)."""
+
+    mean: int
+    stddev: float = 0.0
+
+    def draw(self, rng: random.Random) -> int:
+        return self.mean if not self.stddev else max(1, round(rng.gauss(self.mean, self.stddev)))
+
+
+def synthetic_prompts(count: int, input_length: LengthSpec, seed: int, counter: TokenCounter) -> list[Prompt]:
+    rng = random.Random(seed)
+    prompts = []
+    for index in range(count):
+        text = _text_of_length(input_length.draw(rng), rng, counter)
+        prompts.append(Prompt(f"synthetic-{index:05d}", "synthetic", text, input_tokens=counter.count(text)))
+    return prompts
+
+
+def _text_of_length(target: int, rng: random.Random, counter: TokenCounter) -> str:
+    """Random words cut to ``target`` tokens: a few more words than needed, then truncated by the tokenizer."""
+    words: list[str] = []
+    while True:
+        words += rng.choices(_VOCABULARY, k=max(8, target - len(words) // 2))
+        text = " ".join(words)
+        if counter.count(text) >= target:
+            break
+    text = counter.truncate(text, target)
+    # Decoding can merge across the cut and land a token off; step back until the count fits.
+    cut = target
+    while counter.count(text) > target and cut > 1:
+        cut -= 1
+        text = counter.truncate(text, cut)
+    return text

@@ -1,0 +1,75 @@
+"""What a run sends: the built-in prompts, the user's file, synthetic prompts or a ShareGPT sample,
+and a description of it that goes into the result (source, seed, tokenizer, lengths as counted)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tokenbench.producer.prompt_files import load_prompt_file
+from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
+from tokenbench.producer.sharegpt import load_sharegpt
+from tokenbench.producer.synthetic import LengthSpec, synthetic_prompts
+from tokenbench.producer.tokenizer import load_counter
+
+DATASETS = ("sharegpt",)
+DEFAULT_COUNT = len(BUILTIN_PROMPTS)  # requests of a synthetic or dataset run without --prompts
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    num_prompts: int | None = None
+    prompts_file: Path | None = None
+    dataset: str | None = None  # "sharegpt", read from dataset_path
+    dataset_path: Path | None = None
+    input_tokens: LengthSpec | None = None  # synthetic prompts of this length
+    output_tokens: LengthSpec | None = None  # every prompt's max_tokens drawn from this
+    tokenizer: Path | None = None  # a tokenizer.json; None: lengths are estimated
+    seed: int = 0
+
+
+def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
+    """The prompts to send, in order, and the description of where they came from."""
+    description: dict[str, Any] = {}
+    counts_lengths = spec.input_tokens is not None or spec.dataset is not None
+    counter = load_counter(spec.tokenizer) if counts_lengths or spec.tokenizer else None
+    count = spec.num_prompts or DEFAULT_COUNT
+    if spec.input_tokens is not None:
+        assert counter is not None
+        prompts = synthetic_prompts(count, spec.input_tokens, spec.seed, counter)
+        description |= {"source": "synthetic", "input_tokens_requested": _length(spec.input_tokens)}
+    elif spec.dataset == "sharegpt":
+        assert counter is not None and spec.dataset_path is not None
+        sample, kept = load_sharegpt(spec.dataset_path, count, spec.seed, counter)
+        prompts = select_prompts(count, tuple(sample))
+        description |= {"source": "sharegpt", "path": str(spec.dataset_path), **kept}
+    elif spec.prompts_file is not None:
+        prompts = select_prompts(spec.num_prompts, load_prompt_file(spec.prompts_file))
+        description |= {"source": "file", "path": str(spec.prompts_file)}
+    else:
+        prompts = select_prompts(spec.num_prompts, BUILTIN_PROMPTS)
+        description |= {"source": "builtin"}
+    if spec.output_tokens is not None:
+        rng = random.Random(f"{spec.seed}:output")
+        prompts = [replace(p, max_tokens=spec.output_tokens.draw(rng)) for p in prompts]
+        description["output_tokens_requested"] = _length(spec.output_tokens)
+    description["seed"] = spec.seed
+    if counter is not None:
+        if not all(p.input_tokens is not None for p in prompts):
+            prompts = [replace(p, input_tokens=counter.count(p.text)) for p in prompts]
+        lengths = [p.input_tokens or 0 for p in prompts]
+        description |= {
+            "tokenizer": counter.name,
+            "lengths": "exact" if counter.exact else "approximate (4 characters per token; give --tokenizer)",
+            "prompt_tokens": {"mean": round(sum(lengths) / len(lengths), 1), "min": min(lengths),
+                              "max": max(lengths), "total": sum(lengths)},
+        }
+    return prompts, description
+
+
+def _length(spec: LengthSpec) -> dict[str, float]:
+    return {"mean": spec.mean, "stddev": spec.stddev}
+
+
