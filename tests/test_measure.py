@@ -51,6 +51,16 @@ def test_mock_timing_and_tokens_are_measured(mock_server):
     assert 40 + 9 * 15 <= record.latency_ms < 40 + 9 * 15 + 10
     assert record.finish_reason == "length"
     assert record.input_tokens == 2
+    assert record.chunk_lag_ms is None  # only a mock that stamps its send times gives the harness's lag
+
+
+def test_a_stamping_mock_gives_each_chunks_receive_lag(mock_server):
+    with mock_server(ttft_ms=5, itl_ms=5, stamp_send_time=True) as url:
+        record = measure(spec_for(url, max_tokens=20))
+    assert record.success, record.error
+    assert len(record.chunk_lag_ms) == len(record.chunk_offsets_ms) == 20
+    # Same host, same monotonic clock: receive minus send is positive and, on loopback, small.
+    assert all(0 < lag < 50 for lag in record.chunk_lag_ms), record.chunk_lag_ms
 
 
 def test_tokens_are_counted_from_chunks_when_no_usage_is_sent():

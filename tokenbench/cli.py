@@ -358,6 +358,28 @@ def _is_result(document: object) -> bool:
 
 
 @cli.command()
+@click.option("--concurrency", "levels", default="1,16,64", show_default=True, callback=parse_levels,
+              metavar="N,N,...", help="Concurrency levels to calibrate at.")
+@click.option("--requests-per-worker", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--tokens", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per response.")
+@click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
+@click.option("--itl-ms", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@output_option
+def calibrate(levels, requests_per_worker, tokens, ttft_ms, itl_ms, output) -> None:
+    """Measure this machine's harness error budget against the built-in mock: the receive lag tokenbench adds
+    to each chunk and its TTFT error, next to a bare httpx client's at the same concurrency."""
+    from tokenbench.runner.calibrate import CalibrationSettings, format_calibration
+    from tokenbench.runner.calibrate import calibrate as run_calibration
+
+    settings = CalibrationSettings(tuple(levels), requests_per_worker, tokens, ttft_ms, itl_ms)
+    levels_measured = run_calibration(settings)
+    click.echo(format_calibration(levels_measured, settings))
+    if output is not None:
+        document = {"calibration": settings.__dict__ | {"levels": list(settings.levels)}, "levels": levels_measured}
+        _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@cli.command()
 def prompts() -> None:
     """List the built-in prompts: id, category and first words."""
     from tokenbench.producer.prompts import BUILTIN_PROMPTS

@@ -27,3 +27,18 @@ def achieved_concurrency(intervals: list[tuple[float, float]]) -> tuple[float | 
         level += step
         peak = max(peak, level)
     return (busy / span if span > 0 else float(len(intervals))), peak
+
+
+def worker_idle_gaps_ms(records: list[RequestRecord]) -> list[float]:
+    """For each worker, the time between the end of one of its requests and the send of its next:
+    what a closed loop loses to the harness (taking the next job, saving the record)."""
+    by_worker: dict[str, list[RequestRecord]] = {}
+    for record in records:
+        if record.elapsed_ms is not None:
+            by_worker.setdefault(record.worker, []).append(record)
+    gaps = []
+    for mine in by_worker.values():
+        mine.sort(key=lambda r: r.started_at)
+        gaps += [(later.started_at - (earlier.started_at + earlier.elapsed_ms / 1000)) * 1000
+                 for earlier, later in zip(mine, mine[1:])]
+    return gaps

@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
-from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals
+from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals, worker_idle_gaps_ms
 from tokenbench.aggregator.goodput import meets_slo
 from tokenbench.aggregator.request_metrics import (
     inter_chunk_gaps_ms,
@@ -164,6 +164,8 @@ def build_report(
         "schedule_kept": (dispatch_p99 is None or dispatch_p99 <= LATE_DISPATCH_MS) if meta.request_rate else None,
         "mean_concurrency": _round(mean_concurrency),  # time-weighted requests in flight
         "max_concurrency": max_concurrency,
+        # Closed loop: a worker's idle time between one request's end and its next send (the harness's share).
+        "worker_idle_gap_ms": summarize(worker_idle_gaps_ms(records)),
         "failed_runs": len(records) - len(ok),
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],

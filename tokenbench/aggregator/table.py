@@ -7,6 +7,9 @@ from typing import Any
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
 from tokenbench.aggregator.metrics import LATE_DISPATCH_MS
 
+# A run whose machine's CPUs were busier than this (all cores together) says so.
+SATURATED_SHARE = 0.9
+
 _DISTRIBUTIONS = (
     ("TTFT", "ttft_ms"),
     ("TPOT", "tpot_ms"),
@@ -28,6 +31,14 @@ def _shortfall_lines(report: dict[str, Any]) -> list[str]:
         return []
     return [f"  warning      only {achieved:.1f} of {workers} workers' requests were in flight on average: "
             "the workers, not the server, may be the limit"]
+
+
+def _cpu_lines(report: dict[str, Any]) -> list[str]:
+    busy = (report.get("local_cpu") or {}).get("busy_share")
+    if busy is None or busy < SATURATED_SHARE:
+        return []
+    return [f"  warning      this machine's CPUs were {100 * busy:.0f}% busy during the run: the workers",
+            "               may have measured their own delay; use fewer workers here, or add hosts"]
 
 
 def _schedule_lines(report: dict[str, Any]) -> list[str]:
@@ -69,6 +80,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s); in flight: "
         f"mean {_number(report['mean_concurrency'])}, max {report['max_concurrency']}",
         *_shortfall_lines(report),
+        *_cpu_lines(report),
         *_workload_lines(report),
         f"  duration     {_number(report['duration_s'], 2)} s",
         f"  output       {report['total_output_tokens']:,} tokens, "

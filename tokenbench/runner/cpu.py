@@ -1,7 +1,7 @@
 """How busy this machine's CPUs were over a stretch of time, from /proc/stat (Linux; None elsewhere).
 
 A run whose workers share a saturated machine measures part of its own delay as the server's, so
-`run` reports the share and warns above SATURATED_SHARE.
+`run` reports the share (``local_cpu`` in the result) and its table warns when it is high.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SATURATED_SHARE = 0.9
 _PROC_STAT = Path("/proc/stat")
 
 

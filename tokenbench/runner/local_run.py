@@ -22,6 +22,7 @@ from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
+from tokenbench.runner.cpu import CpuSampler, cpu_count
 from tokenbench.runner.embedded_redis import embedded_redis
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
@@ -127,7 +128,7 @@ class Services:
 def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> RunOutcome:
     """Start what the run needs, enqueue, run the workers, collect; stop all it started."""
     with ExitStack() as started, _sigterm_as_interrupt():
-        return _run_once(Services(started, options), options, options.concurrency, progress_stream)
+        return run_once(Services(started, options), options, options.concurrency, progress_stream)
 
 
 def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
@@ -139,7 +140,7 @@ def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
         services = Services(started, options)
         for number, level in enumerate(levels, 1):
             progress_stream.write(f"sweep: concurrency {level} ({number} of {len(levels)})\n")
-            outcome = _run_once(services, options, level, progress_stream)
+            outcome = run_once(services, options, level, progress_stream)
             reports.append(outcome.report)
             if outcome.interrupted:
                 return SweepOutcome(reports, "interrupted", True)
@@ -156,7 +157,7 @@ def error_rate(report: dict[str, Any]) -> float:
     return (total - report["successful_runs"]) / total if total else 0.0
 
 
-def _run_once(services: Services, options: RunOptions, concurrency: int, progress_stream: TextIO) -> RunOutcome:
+def run_once(services: Services, options: RunOptions, concurrency: int, progress_stream: TextIO) -> RunOutcome:
     connection = services.connection
     run_id = new_run_id()
     queue = keys.run_queue(run_id)
@@ -188,6 +189,7 @@ def _run_once(services: Services, options: RunOptions, concurrency: int, progres
             workload=options.workload,
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
+        cpu = CpuSampler()
 
         def keep_waiting(_done: int | None) -> bool:
             progress.update()
@@ -209,6 +211,8 @@ def _run_once(services: Services, options: RunOptions, concurrency: int, progres
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
                           slo=options.slo, warmup_records=read_warmup_records(connection, run_id),
                           worker_environment=read_workers(connection, run_id))
+    # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
+    report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
     return RunOutcome(report=report, interrupted=interrupted)
 
 
