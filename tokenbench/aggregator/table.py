@@ -37,8 +37,8 @@ def _cpu_lines(report: dict[str, Any]) -> list[str]:
     busy = (report.get("local_cpu") or {}).get("busy_share")
     if busy is None or busy < SATURATED_SHARE:
         return []
-    return [f"  warning      this machine's CPUs were {100 * busy:.0f}% busy during the run: the workers",
-            "               may have measured their own delay; use fewer workers here, or add hosts"]
+    return [f"  warning      this machine's CPUs were {100 * busy:.0f}% busy during the run: the",
+            "               workers may have timed their own delay (use fewer, or more hosts)"]
 
 
 def _schedule_lines(report: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import textwrap
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -140,11 +141,11 @@ def format_calibration(levels: list[dict[str, Any]], settings: CalibrationSettin
                      f"{_ms(bare['ttft_error_ms']['p50'], 9)}{cpu:>6}")
     worst = levels[-1]
     ours, bare = worst["tokenbench"], worst["bare_client"]
-    lines += ["", f"At concurrency {worst['concurrency']} this machine adds p99 {_plain(ours['lag_ms']['p99'])} ms to "
-              f"each chunk (a bare httpx client: {_plain(bare['lag_ms']['p99'])} ms),",
-              f"and TTFT reads p50 {_plain(ours['ttft_error_ms']['p50'])} ms above the server's "
-              f"(bare client: {_plain(bare['ttft_error_ms']['p50'])} ms)."]
-    return "\n".join(lines)
+    budget = (f"At concurrency {worst['concurrency']} this machine adds p99 {_plain(ours['lag_ms']['p99'])} ms to "
+              f"each chunk (a bare httpx client: {_plain(bare['lag_ms']['p99'])} ms), and TTFT reads p50 "
+              f"{_plain(ours['ttft_error_ms']['p50'])} ms above the server's (bare client: "
+              f"{_plain(bare['ttft_error_ms']['p50'])} ms).")
+    return "\n".join(lines + [""] + textwrap.wrap(budget, 80))
 
 
 def _ms(value: float | None, width: int = 7) -> str:
