@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
 from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals, worker_idle_gaps_ms
@@ -137,6 +138,10 @@ def build_report(
     lags = summarize(r.dispatch_lag_ms for r in records if r.dispatch_lag_ms is not None)
     dispatch_p99 = lags["p99"]
     lagged = [r for r in ok if r.chunk_lag_ms]
+    inter_chunk_summary = summarize(chain.from_iterable(map(inter_chunk_gaps_ms, ok)))
+    # Without per-chunk token counts, ITL samples are the inter-chunk gaps: summarised once, not twice.
+    itl_summary = (inter_chunk_summary if all(r.chunk_tokens is None for r in ok)
+                   else summarize(chain.from_iterable(map(inter_token_latencies_ms, ok))))
 
     return {
         "mode": meta.mode,
@@ -187,8 +192,8 @@ def build_report(
         "providers": dict(Counter(r.provider for r in ok if r.provider)),
         "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
         "ttfat_ms": summarize(r.ttfat_ms for r in ok if r.ttfat_ms is not None),
-        "itl_ms": summarize(gap for r in ok for gap in inter_token_latencies_ms(r)),
-        "inter_chunk_ms": summarize(gap for r in ok for gap in inter_chunk_gaps_ms(r)),
+        "itl_ms": itl_summary,
+        "inter_chunk_ms": inter_chunk_summary,
         "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),
         # Only against a mock that stamps its send times (calibrate): what the harness adds to each chunk.
         "harness_lag_ms": summarize(lag for r in lagged for lag in r.chunk_lag_ms) if lagged else None,

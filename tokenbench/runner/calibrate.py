@@ -71,7 +71,9 @@ def calibrate(settings: CalibrationSettings, progress_stream: TextIO = sys.stder
             progress_stream.write(f"calibrate: concurrency {level}, {count} requests from a bare httpx client\n")
             url = services.endpoint().request_url
             bare = asyncio.run(bare_client(url, level, settings.requests_per_worker, settings))
-            levels.append({"concurrency": level, "tokenbench": harness.__dict__, "bare_client": bare.__dict__})
+            levels.append({"concurrency": level, "tokenbench": harness.__dict__, "bare_client": bare.__dict__,
+                           "mean_concurrency": report["mean_concurrency"],
+                           "worker_idle_gap_ms": report["worker_idle_gap_ms"]})
     return levels
 
 

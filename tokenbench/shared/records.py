@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -40,11 +40,16 @@ class JobSpec:
     send_at: float | None = None  # open-loop runs: when to send, epoch seconds on the Redis clock
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies every message and the endpoint, which
+        # was a third of the time it took to enqueue 10,000 jobs.
+        return {name: getattr(self, name) for name in _JOB_SPEC_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         return from_known_fields(cls, data)
+
+
+_JOB_SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
 
 
 @dataclass
