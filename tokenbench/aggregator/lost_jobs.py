@@ -50,8 +50,14 @@ class LostJobWatch:
         if now - self._last_check < CHECK_INTERVAL_S or now - self._reachable_since < keys.WORKER_ALIVE_TTL_S:
             return
         self._last_check = now
-        for entry in read_in_flight(self._connection, self._meta.run_id):
-            if not self._connection.exists(keys.worker_alive(entry.worker)):
+        in_flight = read_in_flight(self._connection, self._meta.run_id)
+        workers = sorted({entry.worker for entry in in_flight})
+        with self._connection.pipeline(transaction=False) as pipe:  # one round trip, however many workers
+            for worker in workers:
+                pipe.exists(keys.worker_alive(worker))
+            alive = {worker for worker, exists in zip(workers, pipe.execute()) if exists}
+        for entry in in_flight:
+            if entry.worker not in alive:
                 self._settle(entry)
 
     def _settle(self, entry: InFlight) -> None:
