@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-import redis
 
 from tokenbench import __version__
 from tokenbench.cli_options import (
@@ -489,6 +488,12 @@ def _write(path: Path, content: bytes) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
+def _is_redis_error(exc: Exception) -> bool:
+    """Whether ``exc`` is redis-py's, without importing redis-py (commands that never touch Redis skip it)."""
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(exc, redis.RedisError)
+
+
 def main() -> None:
     """Console entry point: click's usage errors and ours exit with one line on stderr, never a traceback."""
     try:
@@ -499,7 +504,9 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"tokenbench: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except redis.RedisError as exc:
+    except Exception as exc:
+        if not _is_redis_error(exc):
+            raise
         click.echo(f"tokenbench: error: Redis: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

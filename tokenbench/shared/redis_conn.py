@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-
 from tokenbench.shared.errors import TokenbenchError
+
+if TYPE_CHECKING:
+    import redis
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_URL_ENV = "REDIS_URL"
@@ -35,6 +37,8 @@ def connect(url: str, role: str) -> redis.Redis:
 
     The connection is named ``tokenbench:ROLE``, so that `redis-cli CLIENT LIST` tells who is who.
     """
+    import redis  # here, not at the top: the mock server and `--help` never pay its ~0.2 s import
+
     try:
         client = redis.Redis.from_url(
             url,
