@@ -117,3 +117,26 @@ def test_prompts_lists_the_builtin_set():
     lines = result.stdout.splitlines()
     assert len(lines) == 30
     assert lines[0].split()[:2] == ["fact-01", "simple_factual"]
+
+
+@pytest.mark.parametrize("error, code, line", [
+    ("redis", 1, "tokenbench: error: Redis: Connection reset by peer"),
+    ("other", None, None),
+])
+def test_redis_errors_after_connecting_are_one_line_and_others_are_not_swallowed(error, code, line, monkeypatch,
+                                                                                 capsys):
+    import redis
+
+    from tokenbench import cli as cli_module
+
+    def fails(**_kwargs):
+        raise redis.ConnectionError("Connection reset by peer") if error == "redis" else KeyError("bug")
+
+    monkeypatch.setattr(cli_module.cli, "main", fails)
+    if error == "redis":
+        with pytest.raises(SystemExit) as exited:
+            cli_module.main()
+        assert exited.value.code == code and capsys.readouterr().err.strip() == line
+    else:
+        with pytest.raises(KeyError):  # a bug stays a traceback, not a misleading "Redis:" line
+            cli_module.main()
