@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenbench.aggregator.metrics import build_report
-from tokenbench.aggregator.request_metrics import inter_token_latencies_ms, tpot_ms
+from tokenbench.aggregator.request_metrics import (
+    inter_chunk_gaps_ms,
+    inter_token_latencies_ms,
+    pooled_inter_chunk_gaps_ms,
+    pooled_inter_token_latencies_ms,
+    tpot_ms,
+)
 from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta
 
 SEED_KEYS = ["mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms",
@@ -71,3 +79,21 @@ def test_requested_concurrency_wins_and_empty_run_has_no_numbers():
     assert report["concurrency"] == 8
     assert report["avg_latency_ms"] is None and report["output_throughput_tokens_per_s"] is None
     assert report["ttft_ms"]["p99"] is None
+
+
+def _timed_record(offsets: list[float], chunk_tokens: list[int] | None) -> RequestRecord:
+    return RequestRecord(run_id="r", index=0, prompt_id="p", category="c", worker="w", host="h", started_at=0.0,
+                         success=True, chunk_offsets_ms=offsets, chunk_tokens=chunk_tokens)
+
+
+@given(st.lists(st.tuples(st.lists(st.floats(0.001, 50), max_size=6), st.booleans()), max_size=8))
+def test_pooled_gaps_are_every_records_gaps_concatenated(shapes):
+    records = []
+    for steps, with_tokens in shapes:
+        offsets = [sum(steps[:i + 1]) for i in range(len(steps))]
+        records.append(_timed_record(offsets, [1 + i % 3 for i in range(len(offsets))] if with_tokens else None))
+    plain = [r for r in records if r.chunk_tokens is None]
+    expected_gaps = [g for r in plain for g in inter_chunk_gaps_ms(r)]
+    assert pooled_inter_chunk_gaps_ms(plain).tolist() == pytest.approx(expected_gaps)
+    expected_itl = sorted(x for r in records for x in inter_token_latencies_ms(r))
+    assert sorted(pooled_inter_token_latencies_ms(records).tolist()) == pytest.approx(expected_itl)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
-from itertools import chain
 from typing import Any
 
 from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals, worker_idle_gaps_ms
 from tokenbench.aggregator.goodput import meets_slo
 from tokenbench.aggregator.request_metrics import (
-    inter_chunk_gaps_ms,
-    inter_token_latencies_ms,
     itl_source,
+    pooled_inter_chunk_gaps_ms,
+    pooled_inter_token_latencies_ms,
     tokens_per_second,
     tpot_ms,
 )
@@ -138,10 +137,10 @@ def build_report(
     lags = summarize(r.dispatch_lag_ms for r in records if r.dispatch_lag_ms is not None)
     dispatch_p99 = lags["p99"]
     lagged = [r for r in ok if r.chunk_lag_ms]
-    inter_chunk_summary = summarize(chain.from_iterable(map(inter_chunk_gaps_ms, ok)))
+    inter_chunk_summary = summarize(pooled_inter_chunk_gaps_ms(ok))
     # Without per-chunk token counts, ITL samples are the inter-chunk gaps: summarised once, not twice.
     itl_summary = (inter_chunk_summary if all(r.chunk_tokens is None for r in ok)
-                   else summarize(chain.from_iterable(map(inter_token_latencies_ms, ok))))
+                   else summarize(pooled_inter_token_latencies_ms(ok)))
 
     return {
         "mode": meta.mode,

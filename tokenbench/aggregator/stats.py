@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterable, Sequence
-from itertools import repeat
 
 PERCENTILES = (50, 90, 95, 99)
 DISTRIBUTION_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -13,7 +11,7 @@ DISTRIBUTION_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The q-th percentile of already sorted values, interpolating linearly (numpy's default)."""
-    if not sorted_values:
+    if len(sorted_values) == 0:
         raise ValueError("percentile of no values")
     position = (len(sorted_values) - 1) * q / 100
     lower = math.floor(position)
@@ -27,19 +25,18 @@ def mean(values: Sequence[float]) -> float | None:
 
 
 def summarize(values: Iterable[float], digits: int = 3) -> dict[str, float | None]:
-    """mean, population std (numpy's default), min, p50/p90/p95/p99 and max; all None when empty."""
-    ordered = list(values)
-    if not ordered:
+    """mean, population std (numpy's default), min, p50/p90/p95/p99 and max; all None when empty.
+
+    numpy sorts and sums: a run of 100,000 requests pools 25 million ITL samples, which Python's
+    own sort took tens of seconds over. The percentiles are still ``percentile``'s.
+    """
+    import numpy as np  # here, not at the top: workers and `run`'s start-up never need it
+
+    array = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64)
+    if array.size == 0:
         return dict.fromkeys(DISTRIBUTION_KEYS)
-    ordered.sort()
-    n = len(ordered)
-    # Deviations from the median, summed exactly (fsum) and in C (map): a run of 100,000 requests
-    # has millions of ITL samples, and a Python-level loop over them took seconds.
-    centre = ordered[n // 2]
-    deviations = list(map(operator.sub, ordered, repeat(centre, n)))
-    mean_deviation = math.fsum(deviations) / n
-    variance = max(math.fsum(map(operator.mul, deviations, deviations)) / n - mean_deviation**2, 0.0)
-    summary = {"mean": centre + mean_deviation, "std": math.sqrt(variance), "min": ordered[0]}
+    ordered = np.sort(array)
+    summary = {"mean": ordered.mean(), "std": ordered.std(), "min": ordered[0]}
     summary.update({f"p{q}": percentile(ordered, q) for q in PERCENTILES})
     summary["max"] = ordered[-1]
-    return {key: round(value, digits) for key, value in summary.items()}
+    return {key: round(float(value), digits) for key, value in summary.items()}

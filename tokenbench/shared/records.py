@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any
 
 import orjson
@@ -19,8 +20,13 @@ RATE_LIMITED = "rate_limited"  # error_type of a request the server refused with
 
 def from_known_fields(cls, data: dict[str, Any]):
     """Build a dataclass from a dict, ignoring keys it does not know (records from newer workers)."""
-    known = {f.name for f in fields(cls)}
+    known = _field_names(cls)
     return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@cache
+def _field_names(cls) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
 
 
 @dataclass
