@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,16 +56,19 @@ def test_cdf_is_exact_for_few_samples_and_capped_for_many():
 @given(st.lists(st.tuples(st.floats(0, 100), st.integers(1, 8)), min_size=1, max_size=200),
        st.sampled_from([0.1, 0.5, 1.0, 2.0]))
 def test_token_rate_windows_keep_every_token(arrivals, width):
-    points = token_rate([(t, float(n)) for t, n in arrivals], 0.0, width)
+    times, tokens = np.array([t for t, _ in arrivals]), np.array([float(n) for _, n in arrivals])
+    points = token_rate(times, tokens, 0.0, width)
     assert sum(rate * width for _, rate in points) == pytest.approx(sum(n for _, n in arrivals))
+    assert len(points) == int(max(times) // width) + 1
 
 
 def test_token_arrivals_use_per_chunk_counts_or_spread_the_total():
     with_counts = record(0, 100.0, [10.0, 20.0], 5, chunk_tokens=[2, 3])
     without = record(1, 200.0, [10.0, 20.0, 30.0, 40.0], 8)
     failed = record(2, 300.0, [10.0], 1, success=False)
-    arrivals = token_arrivals([with_counts, without, failed])
-    assert arrivals == [(100.01, 2), (100.02, 3), (200.01, 2.0), (200.02, 2.0), (200.03, 2.0), (200.04, 2.0)]
+    times, tokens = token_arrivals([with_counts, without, failed])
+    assert times.tolist() == pytest.approx([100.01, 100.02, 200.01, 200.02, 200.03, 200.04])
+    assert tokens.tolist() == [2, 3, 2, 2, 2, 2]
 
 
 def test_bin_width_is_round_and_gives_about_sixty_windows():

@@ -1,13 +1,19 @@
-"""The report's charts, each a pure function of result documents (the JSON that `run`/`report` write)."""
+"""The report's charts, each a pure function of a run's records (parsed once from its result document).
+
+Large runs pool tens of millions of samples, so the series are numpy arrays.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
+import numpy as np
+
 from tokenbench.aggregator.html.svg import Chart, color, nice_ticks
-from tokenbench.aggregator.request_metrics import inter_token_latencies_ms
+from tokenbench.aggregator.request_metrics import pooled_inter_token_latencies_ms
 from tokenbench.aggregator.stats import percentile
 from tokenbench.shared.records import RequestRecord, from_known_fields
 
@@ -16,7 +22,8 @@ CDF_CLIP_PERCENTILE = 99.5  # the x axis ends here, so one outlier does not sque
 MAX_TIMELINE_REQUESTS = 4000  # bars drawn in a timeline; a note says when more were left out
 TARGET_RATE_BINS = 60
 
-Series = tuple[str, list[float]]  # (label, samples)
+Series = tuple[str, np.ndarray]  # (label, samples)
+NamedRecords = tuple[str, list[RequestRecord]]  # (label, one run's records)
 
 
 def request_records(result: dict[str, Any]) -> list[RequestRecord]:
@@ -29,64 +36,64 @@ def successful(records: list[RequestRecord]) -> list[RequestRecord]:
     return [r for r in records if r.success]
 
 
-def cdf_points(values: Sequence[float], max_points: int = CDF_POINTS) -> list[tuple[float, float]]:
+def cdf_points(values: Sequence[float] | np.ndarray, max_points: int = CDF_POINTS) -> list[tuple[float, float]]:
     """(value, share of samples <= value) in percent, at most ``max_points`` points, evenly spaced in share."""
-    ordered = sorted(values)
-    n = len(ordered)
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = ordered.size
     if n == 0:
         return []
     if n <= max_points:
-        return [(value, 100 * (i + 1) / n) for i, value in enumerate(ordered)]
+        return [(float(value), 100 * (i + 1) / n) for i, value in enumerate(ordered)]
     shares = [100 * k / (max_points - 1) for k in range(max_points)]
-    return [(percentile(ordered, share), share) for share in shares]
+    return [(float(percentile(ordered, share)), share) for share in shares]
 
 
 def cdf_chart(title: str, x_label: str, series: list[Series]) -> Chart:
     """Empirical CDFs of several sample sets, overlaid; the x axis is clipped at p99.5 of the widest."""
-    filled = [(label, values) for label, values in series if values]
-    clip = max((percentile(sorted(v), CDF_CLIP_PERCENTILE) for _, v in filled), default=1.0)
-    largest = max((max(v) for _, v in filled), default=1.0)
-    low = min((min(v) for _, v in filled), default=0.0)
+    ordered = [(label, np.sort(values)) for label, values in series]
+    filled = [values for _, values in ordered if values.size]
+    clip = max((float(percentile(v, CDF_CLIP_PERCENTILE)) for v in filled), default=1.0)
+    largest = max((float(v[-1]) for v in filled), default=1.0)
+    low = min((float(v[0]) for v in filled), default=0.0)
     # Start at zero unless every sample sits in the upper half: then zero would squash the curves.
     x_low = 0.0 if low < clip / 2 else nice_ticks(low, clip)[0]
     x_high = nice_ticks(x_low, clip)[-1] if clip > x_low else x_low + 1.0
     note = f"x axis cut at p{CDF_CLIP_PERCENTILE:g}; max {largest:,.1f}" if largest > x_high else ""
     chart = Chart(title, x_label, "share of samples (%)", (min(x_low, low), x_high), (0, 100), note=note)
-    for index, (label, values) in enumerate(series):
+    for index, (label, values) in enumerate(ordered):
         points = [(min(x, x_high), y) for x, y in cdf_points(values)]
-        chart.line(points, color(index), f"{label} (n={len(values):,})")
+        chart.line(points, color(index), f"{label} (n={values.size:,})")
     return chart
 
 
-def ttft_series(label: str, result: dict[str, Any]) -> Series:
-    return label, [r.ttft_ms for r in successful(request_records(result)) if r.ttft_ms is not None]
+def ttft_series(label: str, records: list[RequestRecord]) -> Series:
+    return label, np.array([r.ttft_ms for r in successful(records) if r.ttft_ms is not None], dtype=np.float64)
 
 
-def itl_series(label: str, result: dict[str, Any]) -> Series:
-    return label, [gap for r in successful(request_records(result)) for gap in inter_token_latencies_ms(r)]
+def itl_series(label: str, records: list[RequestRecord]) -> Series:
+    return label, pooled_inter_token_latencies_ms(successful(records))
 
 
-def e2el_series(label: str, result: dict[str, Any]) -> Series:
-    return label, [r.latency_ms for r in successful(request_records(result)) if r.latency_ms is not None]
+def e2el_series(label: str, records: list[RequestRecord]) -> Series:
+    return label, np.array([r.latency_ms for r in successful(records) if r.latency_ms is not None], dtype=np.float64)
 
 
-def token_arrivals(records: list[RequestRecord]) -> list[tuple[float, float]]:
-    """(epoch seconds, tokens) of every token-carrying chunk of the successful requests.
+def token_arrivals(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch seconds, tokens) of every token-carrying chunk of the successful requests, as two arrays.
 
     A chunk's tokens are the server's per-chunk counts when known; otherwise the request's
     output_tokens spread evenly over its chunks, so the total matches output_throughput.
     """
-    arrivals = []
-    for record in successful(records):
-        offsets = record.chunk_offsets_ms
-        if not offsets:
-            continue
-        if record.chunk_tokens is not None and len(record.chunk_tokens) == len(offsets):
-            tokens: Sequence[float] = record.chunk_tokens
-        else:
-            tokens = [record.output_tokens / len(offsets)] * len(offsets)
-        arrivals += [(record.started_at + offset / 1000, count) for offset, count in zip(offsets, tokens)]
-    return arrivals
+    chunked = [r for r in successful(records) if r.chunk_offsets_ms]
+    lengths = np.array([len(r.chunk_offsets_ms) for r in chunked], dtype=np.int64)
+    offsets = np.fromiter(chain.from_iterable(r.chunk_offsets_ms for r in chunked), dtype=np.float64,
+                          count=int(lengths.sum()))
+    times = np.repeat(np.array([r.started_at for r in chunked], dtype=np.float64), lengths) + offsets / 1000
+    tokens = np.repeat(np.array([r.output_tokens / len(r.chunk_offsets_ms) for r in chunked]), lengths)
+    for first, record in zip(np.cumsum(lengths) - lengths, chunked):
+        if record.chunk_tokens is not None and len(record.chunk_tokens) == len(record.chunk_offsets_ms):
+            tokens[first:first + len(record.chunk_tokens)] = record.chunk_tokens
+    return times, tokens
 
 
 def bin_width_s(duration_s: float, bins: int = TARGET_RATE_BINS) -> float:
@@ -98,27 +105,24 @@ def bin_width_s(duration_s: float, bins: int = TARGET_RATE_BINS) -> float:
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
-def token_rate(arrivals: list[tuple[float, float]], start: float, width_s: float) -> list[tuple[float, float]]:
+def token_rate(times: np.ndarray, tokens: np.ndarray, start: float, width_s: float) -> list[tuple[float, float]]:
     """Output tokens/s in consecutive windows of ``width_s`` from ``start``: (window middle, rate)."""
-    if not arrivals:
+    if times.size == 0:
         return []
-    last = max(t for t, _ in arrivals)
-    totals = [0.0] * (int((last - start) // width_s) + 1)
-    for t, tokens in arrivals:
-        totals[max(int((t - start) // width_s), 0)] += tokens
-    return [((i + 0.5) * width_s, total / width_s) for i, total in enumerate(totals)]
+    windows = np.maximum(((times - start) // width_s).astype(np.int64), 0)
+    totals = np.bincount(windows, weights=tokens)
+    return [((i + 0.5) * width_s, float(total) / width_s) for i, total in enumerate(totals)]
 
 
-def token_rate_chart(named_results: list[tuple[str, dict[str, Any]]]) -> Chart:
+def token_rate_chart(named_records: list[NamedRecords]) -> Chart:
     """Output tokens/s over time since each run's first request, overlaid."""
-    per_result = []
-    for label, result in named_results:
-        records = request_records(result)
+    per_run = []
+    for label, records in named_records:
         sent = [r.started_at for r in records if r.elapsed_ms is not None]
-        per_result.append((label, token_arrivals(records), min(sent, default=0.0)))
-    longest = max((max(t for t, _ in arr) - start for _, arr, start in per_result if arr), default=1.0)
+        per_run.append((label, *token_arrivals(records), min(sent, default=0.0)))
+    longest = max((float(times.max()) - start for _, times, _, start in per_run if times.size), default=1.0)
     width = bin_width_s(longest)
-    lines = [(label, token_rate(arrivals, start, width)) for label, arrivals, start in per_result]
+    lines = [(label, token_rate(times, tokens, start, width)) for label, times, tokens, start in per_run]
     peak = max((rate for _, points in lines for _, rate in points), default=1.0)
     chart = Chart("Output tokens/s over time", "seconds since the first request",
                   f"tokens/s ({width:g} s windows)", (0, nice_ticks(0, longest)[-1]), (0, nice_ticks(0, peak)[-1]))
@@ -127,10 +131,10 @@ def token_rate_chart(named_results: list[tuple[str, dict[str, Any]]]) -> Chart:
     return chart
 
 
-def timeline_chart(label: str, result: dict[str, Any]) -> Chart:
+def timeline_chart(label: str, records: list[RequestRecord]) -> Chart:
     """One bar per request in its worker's lane: waiting for the first token (light), streaming (dark),
     failed (red)."""
-    timed = sorted((r for r in request_records(result) if r.elapsed_ms is not None), key=lambda r: r.started_at)
+    timed = sorted((r for r in records if r.elapsed_ms is not None), key=lambda r: r.started_at)
     left_out = max(len(timed) - MAX_TIMELINE_REQUESTS, 0)
     timed = timed[:MAX_TIMELINE_REQUESTS]
     workers = sorted({r.worker for r in timed})

@@ -10,6 +10,7 @@ from tokenbench.aggregator.html.charts import (
     cdf_chart,
     e2el_series,
     itl_series,
+    request_records,
     sweep_curve_chart,
     timeline_chart,
     token_rate_chart,
@@ -61,15 +62,16 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
     """The page for one or more result documents, each with the label it is shown under."""
     if not named_results:
         raise ValueError("no results to plot")
+    named_records = [(label, request_records(result)) for label, result in named_results]  # parsed once
     charts = [
         cdf_chart("TTFT distribution", "time to first token (ms)",
-                  [ttft_series(label, result) for label, result in named_results]),
+                  [ttft_series(label, records) for label, records in named_records]),
         cdf_chart("ITL distribution", "inter-token latency (ms)",
-                  [itl_series(label, result) for label, result in named_results]),
+                  [itl_series(label, records) for label, records in named_records]),
         cdf_chart("End-to-end latency distribution", "E2EL (ms)",
-                  [e2el_series(label, result) for label, result in named_results]),
-        token_rate_chart(named_results),
-        *(timeline_chart(label, result) for label, result in named_results),
+                  [e2el_series(label, records) for label, records in named_records]),
+        token_rate_chart(named_records),
+        *(timeline_chart(label, records) for label, records in named_records),
     ]
     body = [
         f"<h1>{escape(title)}</h1>",
