@@ -134,3 +134,31 @@ def test_a_sweep_stops_when_errors_pass_the_limit(redis_url, tmp_path):
     assert outcome.returncode == 1
     assert "sweep stopped early: error rate 100.0% at concurrency 1" in outcome.stderr
     assert load(tmp_path / "s.json")["sweep"]["completed_levels"] == [1]
+
+
+def test_the_schedule_starts_after_every_job_is_written_and_workers_wait_for_it():
+    import threading
+
+    import fakeredis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from tokenbench.producer.enqueue import SCHEDULE_LEAD_S, enqueue_run
+    from tokenbench.producer.prompts import select_prompts
+    from tokenbench.shared import keys
+    from tokenbench.shared.config import resolve_endpoint
+    from tokenbench.worker.job import schedule_start
+
+    connection = fakeredis.FakeRedis()
+    endpoint = resolve_endpoint("openai", "http://127.0.0.1:9/v1", "m", 8)
+    meta = enqueue_run(connection, endpoint, select_prompts(5), run_id="sched", queue_name="q",
+                       schedule=ArrivalSchedule(10.0, "constant"))
+    jobs = Queue("q", connection=connection, serializer=JSONSerializer).get_jobs()
+    assert [job.args[0]["send_after_s"] for job in jobs] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    seconds, microseconds = connection.time()
+    start = schedule_start(connection, meta.run_id, timeout_s=1)
+    assert 0 < start - (seconds + microseconds / 1e6) <= SCHEDULE_LEAD_S + 0.01
+
+    threading.Timer(0.2, connection.set, (keys.run_schedule_start("late"), 123.5)).start()
+    assert schedule_start(connection, "late", timeout_s=5) == 123.5  # written after the job was taken
+    assert schedule_start(connection, "never", timeout_s=0.05) is None

@@ -22,9 +22,10 @@ from tokenbench.shared.records import JobSpec, RunMeta
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
 # only the backstop for a worker that cannot.
 JOB_TIMEOUT_MARGIN_S = 30
-# An open-loop schedule starts this long after enqueueing, so the first requests are not late
-# merely because the jobs were still being written.
+# An open-loop schedule starts this long after its last job is written (see enqueue_run).
 SCHEDULE_LEAD_S = 0.5
+# A bound on enqueueing, to size the job timeout of a scheduled job (it may wait that long, too).
+SLOWEST_ENQUEUE_JOBS_PER_S = 500
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -48,8 +49,10 @@ def enqueue_run(
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata.
 
-    With a ``schedule`` each job carries the time it is due (on the Redis server's clock) and the
-    workers send it then, not as soon as they can."""
+    With a ``schedule`` each job carries when it is due after the schedule's start, and the workers
+    send it then, not as soon as they can. The start (on the Redis server's clock) is written once
+    every job is, so however long enqueueing takes the first requests are not born late; a worker
+    that takes a job before it is written waits for it."""
     run_id = run_id or new_run_id()
     if not keys.is_valid_run_id(run_id):
         raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
@@ -73,17 +76,15 @@ def enqueue_run(
         config=config,
         workload=workload,
     )
-    send_at: list[float | None] = [None] * len(prompts)
+    send_after: list[float | None] = [None] * len(prompts)
+    longest_wait_s = 0.0  # a scheduled job may wait on its worker until it is due
     if schedule is not None:
         meta.request_rate, meta.arrival = schedule.rate, schedule.arrival
         meta.burstiness, meta.seed = schedule.burstiness, schedule.seed
-        seconds, microseconds = connection.time()
-        start = seconds + microseconds / 1e6 + SCHEDULE_LEAD_S
-        send_at = [start + offset for offset in schedule.send_offsets(len(prompts))]
+        send_after = list(schedule.send_offsets(len(prompts)))
+        longest_wait_s = max(send_after, default=0.0) + SCHEDULE_LEAD_S + len(prompts) / SLOWEST_ENQUEUE_JOBS_PER_S
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
-    # A scheduled job may wait on its worker until it is due.
-    longest_wait_s = max((at - send_at[0] for at in send_at if at is not None), default=0.0) + SCHEDULE_LEAD_S
     job_timeout = int(endpoint.total_timeout_s + longest_wait_s) + JOB_TIMEOUT_MARGIN_S
     jobs = [
         Queue.prepare_data(
@@ -98,7 +99,7 @@ def enqueue_run(
                     max_tokens=prompt.max_tokens,
                     warmup=warmup,
                     ttl_s=ttl_s,
-                    send_at=send_at[index],
+                    send_after_s=send_after[index],
                     endpoint=endpoint_dict,
                 ).to_dict(),
             ),
@@ -115,4 +116,7 @@ def enqueue_run(
         pipe.zadd(keys.RUNS_INDEX, {run_id: meta.created_at})
         queue.enqueue_many(jobs, pipeline=pipe)
         pipe.execute()
+    if schedule is not None:
+        seconds, microseconds = connection.time()
+        connection.set(keys.run_schedule_start(run_id), seconds + microseconds / 1e6 + SCHEDULE_LEAD_S, ex=ttl_s)
     return meta

@@ -48,6 +48,11 @@ def run_workers(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:workers"
 
 
+def run_schedule_start(run_id: str) -> str:
+    """String key, open-loop runs: epoch seconds (Redis clock) that every job's ``send_after_s`` counts from."""
+    return f"{PREFIX}:run:{run_id}:schedule_start"
+
+
 def run_cancelled(run_id: str) -> str:
     """String key, set by `tokenbench cancel`: epoch seconds of the cancellation."""
     return f"{PREFIX}:run:{run_id}:cancelled"

@@ -43,7 +43,7 @@ class JobSpec:
     max_tokens: int | None = None  # this prompt's own max_tokens (from a prompts file), else the endpoint's
     warmup: int = 0  # warm-up requests each worker sends before its first measured one of the run
     ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live
-    send_at: float | None = None  # open-loop runs: when to send, epoch seconds on the Redis clock
+    send_after_s: float | None = None  # open-loop runs: when to send, after the schedule's start
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every message and the endpoint, which
@@ -101,7 +101,7 @@ class RequestRecord:
     warmup: bool = False  # a warm-up request: kept, but left out of every statistic
     clock_offset_ms: float | None = None  # the worker's wall clock + this = Redis's; started_at is on Redis's
     clock_rtt_ms: float | None = None  # round trip of the offset's sample: its uncertainty is about half
-    scheduled_at: float | None = None  # open-loop runs: JobSpec.send_at
+    scheduled_at: float | None = None  # open-loop runs: the schedule's start + JobSpec.send_after_s
     dispatch_lag_ms: float | None = None  # open-loop runs: first send minus scheduled_at
     chunk_lag_ms: list[float] | None = None  # per chunk: received minus the mock's stamped send time
 

@@ -16,6 +16,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from tokenbench import __version__
+from tokenbench.shared import keys
 from tokenbench.shared.config import api_key_from_env
 from tokenbench.shared.record_store import (
     SAVE_RETRY_S,
@@ -33,6 +34,8 @@ from tokenbench.worker.watchdog import StreamWatchdog
 
 # The clock offset is measured again when it is older than this, so drift over a long run stays small.
 CLOCK_RESYNC_INTERVAL_S = 60.0
+# How long a scheduled job waits for its run's schedule start before it is sent unscheduled.
+SCHEDULE_START_TIMEOUT_S = 60.0
 
 _ssl_context: ssl.SSLContext | None = None  # made by preload() in the pool, inherited by every worker
 
@@ -66,6 +69,7 @@ class WorkerProcess:
         self.watchdog = StreamWatchdog()
         self.heartbeat = Heartbeat(connection, self.name)
         self.runs_seen: set[str] = set()  # runs this process has registered in (and warmed up for)
+        self.schedule_starts: dict[str, float] = {}  # open-loop runs: run id -> the schedule's start
         self._synchronized_at = time.monotonic()
         clock.synchronize(connection)
         # Every object alive so far moves out of the garbage collector's sight: a full collection
@@ -104,6 +108,17 @@ def wait_until_due(send_at: float) -> None:
         time.sleep(remaining)
 
 
+def schedule_start(connection: redis.Redis, run_id: str, timeout_s: float = SCHEDULE_START_TIMEOUT_S) -> float | None:
+    """The open-loop schedule's start, waiting for the producer to write it (it does once every job is
+    enqueued); None if it does not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (raw := connection.get(keys.run_schedule_start(run_id))) is None:
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+    return float(raw)
+
+
 def execute(spec_data: dict) -> None:
     """RQ entry point (``tokenbench.worker.job.execute``)."""
     spec = JobSpec.from_dict(spec_data)
@@ -125,8 +140,13 @@ def execute(spec_data: dict) -> None:
                 warmup = measure_request(process.client, spec, api_key, process.watchdog)
                 warmup.warmup = True
                 save_warmup_record(connection, warmup, spec.ttl_s)
-        if spec.send_at is not None:
-            wait_until_due(spec.send_at)
+        send_at = None
+        if spec.send_after_s is not None:
+            start = process.schedule_starts.get(spec.run_id) or schedule_start(connection, spec.run_id)
+            if start is not None:
+                process.schedule_starts[spec.run_id] = start
+                send_at = start + spec.send_after_s
+                wait_until_due(send_at)
         record = measure_request(process.client, spec, api_key, process.watchdog)
     except BaseException as exc:  # RQ interrupted the request: a cold shutdown, or its job timeout
         if isinstance(exc, JobTimeoutException):
@@ -136,8 +156,8 @@ def execute(spec_data: dict) -> None:
         stopped = RequestRecord.failure(spec, process.name, process.host, error_type, message, clock.now())
         save_record(connection, stopped, ttl_s=spec.ttl_s)
         raise
-    if spec.send_at is not None:
-        record.scheduled_at = spec.send_at
+    if send_at is not None:
+        record.scheduled_at = send_at
         first_sent_at = record.started_at - record.retry_wait_ms / 1000
-        record.dispatch_lag_ms = round((first_sent_at - spec.send_at) * 1000, 3)
+        record.dispatch_lag_ms = round((first_sent_at - send_at) * 1000, 3)
     save_record(connection, record, retry_s=SAVE_RETRY_S, ttl_s=spec.ttl_s)
