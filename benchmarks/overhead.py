@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tokenbench.runner.calibrate import CalibrationSettings, calibrate, format_calibration
+from tokenbench.runner.calibrate import CalibrationSettings, calibrate, format_calibration, ms_text
 
 LAG_TARGET_MS = 1.0
 
@@ -38,7 +38,8 @@ def main() -> None:
         gap = level["worker_idle_gap_ms"]
         ours, bare = level["tokenbench"]["ttft_error_ms"], level["bare_client"]["ttft_error_ms"]
         print(f"  {level['concurrency']:>5}  {level['mean_concurrency'] or 0:>8.1f}  "
-              f"{_ms(gap['p50']):>10} / {_ms(gap['p99']):<10}  {_ms(ours['p99']):>10} / {_ms(bare['p99'])}")
+              f"{ms_text(gap['p50']):>10} / {ms_text(gap['p99']):<10}  "
+              f"{ms_text(ours['p99']):>10} / {ms_text(bare['p99'])}")
     over = [level for level in levels if (level["tokenbench"]["lag_ms"]["p99"] or 0) > LAG_TARGET_MS]
     if over:
         first = over[0]
@@ -46,10 +47,6 @@ def main() -> None:
               f"({first['tokenbench']['chunk_rate']:,.0f} chunks/s)")
     else:
         print(f"\np99 lag stays under {LAG_TARGET_MS:g} ms at every level")
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from tests.helpers import load, tokenbench
 from tokenbench.aggregator.concurrency import worker_idle_gaps_ms
 from tokenbench.aggregator.table import format_summary
 from tokenbench.runner.cpu import CpuSampler
-from tokenbench.shared.records import RequestRecord
+from tokenbench.shared.records import JobSpec, RequestRecord
 
 
 def timed(worker: str, start: float, elapsed_ms: float) -> RequestRecord:
@@ -19,16 +19,10 @@ def timed(worker: str, start: float, elapsed_ms: float) -> RequestRecord:
 
 
 def test_idle_gaps_are_per_worker_between_one_end_and_the_next_send():
-    records = [timed("a", 10.0, 500), timed("a", 10.502, 100), timed("b", 10.1, 200), timed("b", 10.31, 50),
-               RequestRecord.failure.__func__(RequestRecord, *_failure_args())]
-    assert [round(g, 6) for g in worker_idle_gaps_ms(records)] == [2.0, 10.0]
-
-
-def _failure_args():  # a record without timings (its worker died) has no gap
-    from tokenbench.shared.records import JobSpec
-
     spec = JobSpec(run_id="r", index=9, prompt_id="p", category="c", messages=[], endpoint={})
-    return spec, "a", "h", "worker_died", "gone", 11.0
+    died = RequestRecord.failure(spec, "a", "h", "worker_died", "gone", 11.0)  # no timings: no gap
+    records = [timed("a", 10.0, 500), timed("a", 10.502, 100), timed("b", 10.1, 200), timed("b", 10.31, 50), died]
+    assert [round(g, 6) for g in worker_idle_gaps_ms(records)] == [2.0, 10.0]
 
 
 def test_cpu_busy_share_sees_a_busy_loop():

@@ -273,6 +273,10 @@ def parse_levels(_ctx, _param, value: str) -> list[int]:
     return levels
 
 
+SECRET_PARAMS = {"api_key"}  # options a config file may not set, nor a result record
+CONFIG_FILE_META = "tokenbench.config_file"  # ctx.meta key: the --config file in use
+
+
 def load_config_file(ctx: click.Context, _param: click.Parameter, path: Path | None) -> str | None:
     """``--config FILE``: the command's options from a TOML file become its defaults, so flags still win."""
     if path is None:
@@ -333,9 +337,6 @@ def _config_value(param: click.Parameter, value: Any) -> Any:
         return ",".join(str(item) for item in value)
     return value
 
-
-SECRET_PARAMS = {"api_key"}
-CONFIG_FILE_META = "tokenbench.config_file"
 
 
 def resolved_config(ctx: click.Context) -> dict[str, Any]:

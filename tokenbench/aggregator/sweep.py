@@ -8,15 +8,21 @@ from typing import Any
 from tokenbench import __version__
 
 
+def error_rate(report: dict[str, Any]) -> float | None:
+    """Share of a run's requests without a successful record (failed or missing); None without requests."""
+    total = report["num_prompts"]
+    return (total - report["successful_runs"]) / total if total else None
+
+
 def level_summary(report: dict[str, Any]) -> dict[str, Any]:
     """One level's headline figures, taken from its run's report."""
-    total = report["num_prompts"]
+    rate = error_rate(report)
     return {
         "concurrency": report["concurrency"],
         "run_id": report["run_id"],
-        "requests": total,
+        "requests": report["num_prompts"],
         "successful_runs": report["successful_runs"],
-        "error_rate": round((total - report["successful_runs"]) / total, 4) if total else None,
+        "error_rate": None if rate is None else round(rate, 4),
         "request_throughput_per_s": report["request_throughput_per_s"],
         "output_throughput_tokens_per_s": report["output_throughput_tokens_per_s"],
         "mean_concurrency": report["mean_concurrency"],

@@ -3,6 +3,8 @@
 # The mock server's first line on stdout, followed by its base URL (kept here, away from aiohttp,
 # so that `tokenbench run` can read it without importing the server).
 READY_LINE_PREFIX = "listening on "
+# The base URL a mock-mode endpoint carries until the mock server it runs against has a port.
+PLACEHOLDER_BASE_URL = "http://127.0.0.1:0/v1"
 
 # What a faulty streamed response does (after ``fault_after`` tokens, where that applies). Kept here for
 # the same reason: the CLI lists them without importing the server.

@@ -21,13 +21,12 @@ import httpx
 import orjson
 
 from tokenbench.aggregator.stats import summarize
+from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.local_run import MockOptions, RunOptions, Services, run_once
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
 from tokenbench.shared.config import resolve_endpoint
-
-MOCK_PLACEHOLDER_URL = "http://127.0.0.1:0/v1"
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class ClientFigures:
 
 def calibrate(settings: CalibrationSettings, progress_stream: TextIO = sys.stderr) -> list[dict[str, Any]]:
     """For each level: tokenbench's figures and the bare client's, side by side."""
-    endpoint = resolve_endpoint("mock", max_tokens=settings.tokens, placeholder_base_url=MOCK_PLACEHOLDER_URL)
+    endpoint = resolve_endpoint("mock", max_tokens=settings.tokens, placeholder_base_url=PLACEHOLDER_BASE_URL)
     mock = MockOptions(settings.ttft_ms, settings.itl_ms, output_tokens=settings.tokens,
                        extra_args=("--stamp-send-time",))
     # One unmeasured request per worker (and per bare-client connection) first: both then measure
@@ -143,16 +142,17 @@ def format_calibration(levels: list[dict[str, Any]], settings: CalibrationSettin
                      f"{_ms(bare['ttft_error_ms']['p50'], 9)}{cpu:>6}")
     worst = levels[-1]
     ours, bare = worst["tokenbench"], worst["bare_client"]
-    budget = (f"At concurrency {worst['concurrency']} this machine adds p99 {_plain(ours['lag_ms']['p99'])} ms to "
-              f"each chunk (a bare httpx client: {_plain(bare['lag_ms']['p99'])} ms), and TTFT reads p50 "
-              f"{_plain(ours['ttft_error_ms']['p50'])} ms above the server's (bare client: "
-              f"{_plain(bare['ttft_error_ms']['p50'])} ms).")
+    budget = (f"At concurrency {worst['concurrency']} this machine adds p99 {ms_text(ours['lag_ms']['p99'])} ms to "
+              f"each chunk (a bare httpx client: {ms_text(bare['lag_ms']['p99'])} ms), and TTFT reads p50 "
+              f"{ms_text(ours['ttft_error_ms']['p50'])} ms above the server's (bare client: "
+              f"{ms_text(bare['ttft_error_ms']['p50'])} ms).")
     return "\n".join(lines + [""] + textwrap.wrap(budget, 80))
 
 
 def _ms(value: float | None, width: int = 7) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+    return f"{ms_text(value):>{width}}"
 
 
-def _plain(value: float | None) -> str:
+def ms_text(value: float | None) -> str:
+    """A millisecond figure with two decimals, or '-' when there is none."""
     return "-" if value is None else f"{value:.2f}"

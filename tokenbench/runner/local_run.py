@@ -18,6 +18,7 @@ from rq import Queue, Worker
 
 from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
 from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.sweep import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
@@ -144,17 +145,11 @@ def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
             reports.append(outcome.report)
             if outcome.interrupted:
                 return SweepOutcome(reports, "interrupted", True)
-            rate = error_rate(outcome.report)
+            rate = error_rate(outcome.report) or 0.0
             if rate > max_error_rate and number < len(levels):
                 return SweepOutcome(reports, f"error rate {rate:.1%} at concurrency {level} exceeds "
                                              f"--max-error-rate {max_error_rate:.1%}", False)
     return SweepOutcome(reports, None, False)
-
-
-def error_rate(report: dict[str, Any]) -> float:
-    """Share of a run's requests without a successful record (failed or missing)."""
-    total = report["num_prompts"]
-    return (total - report["successful_runs"]) / total if total else 0.0
 
 
 def run_once(services: Services, options: RunOptions, concurrency: int, progress_stream: TextIO) -> RunOutcome:
