@@ -63,6 +63,15 @@ def test_csv_has_one_row_per_request_with_every_field():
     assert (rows[1]["success"], rows[1]["run_id"]) == ("False", "r")
 
 
+def test_a_sweeps_csv_has_one_header_even_when_a_level_has_no_records():
+    empty = build_report(meta(2), [])
+    full = build_report(meta(2), [record(0, 0, 100), record(1, 0, 200)])
+    full["run_id"] = "r2"
+    text = results_csv(empty, full, full)
+    assert text.count("run_id,index") == 1
+    assert [row["run_id"] for row in csv.DictReader(io.StringIO(text))] == ["r2"] * 4
+
+
 def test_verdicts_need_the_whole_interval_beyond_zero_and_beyond_one_percent():
     assert verdict((-1.0, 2.0), 100, higher_is_better=False) == "within noise"
     assert verdict((0.5, 2.0), 100, higher_is_better=False) == "within noise"  # may be under 1 %

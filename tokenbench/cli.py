@@ -34,6 +34,7 @@ from tokenbench.cli_options import (
     workload_from_flags,
 )
 from tokenbench.mock import FAULTS as MOCK_FAULTS
+from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
@@ -46,7 +47,6 @@ from tokenbench.shared.redis_conn import connect, default_redis_url
 if TYPE_CHECKING:
     from tokenbench.runner.local_run import RunOptions
 
-MOCK_PLACEHOLDER_URL = "http://127.0.0.1:0/v1"  # replaced once `run` has started the mock
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tokenbench")
@@ -208,7 +208,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
     return RunOptions(
         config=config,
         endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
-                                     placeholder_base_url=MOCK_PLACEHOLDER_URL if is_mock else None),
+                                     placeholder_base_url=PLACEHOLDER_BASE_URL if is_mock else None),
         prompts=prompts,
         workload=workload,
         concurrency=concurrency,
@@ -263,8 +263,7 @@ def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
     if output is not None:
         _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     if csv_path is not None:
-        tables = [results_csv(report) for report in outcome.reports]
-        _write(csv_path, (tables[0] + "".join(t.split("\n", 1)[1] for t in tables[1:])).encode())
+        _write(csv_path, results_csv(*outcome.reports).encode())
     if html_path is not None:
         from tokenbench.aggregator.html import render_sweep_report
 

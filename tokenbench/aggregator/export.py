@@ -9,16 +9,17 @@ from typing import Any
 import orjson
 
 
-def results_csv(report: dict[str, Any]) -> str:
-    """CSV text of ``report["results"]``; lists and objects (chunk offsets, retries) as JSON."""
-    rows = report["results"] + report.get("warmup_results", [])
+def results_csv(*reports: dict[str, Any]) -> str:
+    """CSV text of every report's ``results`` (a sweep gives several), one header; lists and objects
+    (chunk offsets, retries) as JSON."""
+    rows = [(report["run_id"], row) for report in reports
+            for row in report["results"] + report.get("warmup_results", [])]
     if not rows:
         return ""
-    columns = list(rows[0])
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["run_id", *columns], lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=["run_id", *rows[0][1]], lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({"run_id": report["run_id"],
+    for run_id, row in rows:
+        writer.writerow({"run_id": run_id,
                          **{k: orjson.dumps(v).decode() if isinstance(v, (list, dict)) else v for k, v in row.items()}})
     return out.getvalue()
