@@ -14,7 +14,7 @@ from tokenbench.aggregator.request_metrics import (
     pooled_inter_token_latencies_ms,
     tpot_ms,
 )
-from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta
+from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta, parse_stored_records
 
 SEED_KEYS = ["mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms",
              "avg_tokens_per_second", "p50_latency_ms", "p95_latency_ms", "results"]
@@ -95,5 +95,7 @@ def test_pooled_gaps_are_every_records_gaps_concatenated(shapes):
     plain = [r for r in records if r.chunk_tokens is None]
     expected_gaps = [g for r in plain for g in inter_chunk_gaps_ms(r)]
     assert pooled_inter_chunk_gaps_ms(plain).tolist() == pytest.approx(expected_gaps)
+    read_back = parse_stored_records([r.to_json() for r in plain])  # offsets as views of one array
+    assert pooled_inter_chunk_gaps_ms(read_back).tolist() == pytest.approx(expected_gaps)
     expected_itl = sorted(x for r in records for x in inter_token_latencies_ms(r))
     assert sorted(pooled_inter_token_latencies_ms(records).tolist()) == pytest.approx(expected_itl)

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from tokenbench import __version__
+from tokenbench.aggregator.export import document_json
 from tokenbench.cli_options import (
     base_url_option,
     config_option,
@@ -261,7 +262,7 @@ def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
     document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early, options.config)
     click.echo(format_sweep(document))
     if output is not None:
-        _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        _write(output, document_json(document))
     if csv_path is not None:
         _write(csv_path, results_csv(*outcome.reports).encode())
     if html_path is not None:
@@ -304,7 +305,7 @@ def compare(results, output) -> None:
         comparisons.append({"baseline": str(baseline_path), "other": str(path), "metrics": rows})
         click.echo(format_comparison(baseline_path.name, path.name, rows))
     if output is not None:
-        _write(output, orjson.dumps(comparisons, option=orjson.OPT_INDENT_2) + b"\n")
+        _write(output, document_json(comparisons))
 
 
 @cli.command()
@@ -374,7 +375,7 @@ def calibrate(levels, requests_per_worker, tokens, ttft_ms, itl_ms, output) -> N
     click.echo(format_calibration(levels_measured, settings))
     if output is not None:
         document = {"calibration": settings.__dict__ | {"levels": list(settings.levels)}, "levels": levels_measured}
-        _write(output, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        _write(output, document_json(document))
 
 
 @cli.command()
@@ -472,7 +473,7 @@ def _emit(result: dict, output: Path | None, csv_path: Path | None = None, html_
 
     click.echo(format_summary(result))
     if output is not None:
-        _write(output, orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        _write(output, document_json(result))
     if csv_path is not None:
         _write(csv_path, results_csv(result).encode())
     if html_path is not None:

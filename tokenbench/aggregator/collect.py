@@ -10,7 +10,7 @@ import redis
 from tokenbench.aggregator.lost_jobs import LostJobWatch
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
-from tokenbench.shared.records import RequestRecord, RunMeta
+from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
 
 POLL_INTERVAL_S = 0.2
 
@@ -74,7 +74,7 @@ def wait_for_records(
 
 
 def read_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
-    return [RequestRecord.from_json(raw) for raw in connection.hvals(keys.run_records(run_id))]
+    return parse_stored_records(connection.hvals(keys.run_records(run_id)))
 
 
 def missing_indices(meta: RunMeta, records: list[RequestRecord]) -> list[int]:

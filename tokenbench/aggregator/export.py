@@ -1,4 +1,4 @@
-"""The per-request results as CSV: one row per request, every measured field."""
+"""The forms a result is written in: indented JSON, and the per-request results as CSV."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ from typing import Any
 
 import orjson
 
+# Chunk offsets read from Redis are numpy arrays; they are written as JSON lists of numbers.
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+
+
+def document_json(document: Any) -> bytes:
+    """A result (or any document tokenbench writes) as indented JSON, ending in a newline."""
+    return orjson.dumps(document, option=_JSON_OPTIONS) + b"\n"
+
 
 def results_csv(*reports: dict[str, Any]) -> str:
-    """CSV text of every report's ``results`` (a sweep gives several), one header; lists and objects
-    (chunk offsets, retries) as JSON."""
+    """CSV text of every report's ``results`` (a sweep gives several), one header."""
     rows = [(report["run_id"], row) for report in reports
             for row in report["results"] + report.get("warmup_results", [])]
     if not rows:
@@ -21,5 +28,12 @@ def results_csv(*reports: dict[str, Any]) -> str:
     writer.writeheader()
     for run_id, row in rows:
         writer.writerow({"run_id": run_id,
-                         **{k: orjson.dumps(v).decode() if isinstance(v, (list, dict)) else v for k, v in row.items()}})
+                         **{k: _cell(v) for k, v in row.items()}})
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """Scalars as they are; lists, objects and arrays (chunk offsets, retries) as JSON."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -19,6 +19,7 @@ from tokenbench.aggregator.request_metrics import (
     tpot_ms,
 )
 from tokenbench.aggregator.stats import mean, summarize
+from tokenbench.shared.gc_pause import gc_paused
 from tokenbench.shared.records import RATE_LIMITED, RequestRecord, RunMeta
 
 # An open-loop run whose p99 dispatch lag exceeds this did not keep its schedule: its workers were
@@ -104,6 +105,7 @@ def category_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]
     return breakdown
 
 
+@gc_paused()
 def build_report(
     meta: RunMeta,
     records: list[RequestRecord],

@@ -45,14 +45,25 @@ def tokens_per_second(record: RequestRecord) -> float | None:
     return record.output_tokens / (record.latency_ms / 1000)
 
 
+def concatenated_chunk_offsets(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(every record's chunk offsets one after another, how many each record has), as arrays."""
+    import numpy as np
+
+    lengths = np.fromiter((len(r.chunk_offsets_ms) for r in records), dtype=np.int64, count=len(records))
+    if all(isinstance(r.chunk_offsets_ms, np.ndarray) for r in records):  # read from Redis: join the arrays
+        offsets = np.concatenate([r.chunk_offsets_ms for r in records]) if records else np.empty(0)
+    else:
+        offsets = np.fromiter(chain.from_iterable(r.chunk_offsets_ms for r in records), dtype=np.float64,
+                              count=int(lengths.sum()))
+    return offsets, lengths
+
+
 def pooled_inter_chunk_gaps_ms(records: list[RequestRecord]) -> np.ndarray:
     """``inter_chunk_gaps_ms`` of every record, concatenated, computed in one pass by numpy
     (a large run has tens of millions of them)."""
     import numpy as np
 
-    lengths = np.fromiter((len(r.chunk_offsets_ms) for r in records), dtype=np.int64, count=len(records))
-    offsets = np.fromiter(chain.from_iterable(r.chunk_offsets_ms for r in records), dtype=np.float64,
-                          count=int(lengths.sum()))
+    offsets, lengths = concatenated_chunk_offsets(records)
     gaps = np.diff(offsets)
     # The differences across two records' boundary are no gap: each sits just before a record's first chunk.
     boundaries = np.cumsum(lengths)[:-1] - 1

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from tokenbench.aggregator.html.svg import Chart, color, nice_ticks
-from tokenbench.aggregator.request_metrics import pooled_inter_token_latencies_ms
+from tokenbench.aggregator.request_metrics import concatenated_chunk_offsets, pooled_inter_token_latencies_ms
 from tokenbench.aggregator.stats import percentile
 from tokenbench.shared.records import RequestRecord, from_known_fields
 
@@ -84,10 +83,8 @@ def token_arrivals(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarray
     A chunk's tokens are the server's per-chunk counts when known; otherwise the request's
     output_tokens spread evenly over its chunks, so the total matches output_throughput.
     """
-    chunked = [r for r in successful(records) if r.chunk_offsets_ms]
-    lengths = np.array([len(r.chunk_offsets_ms) for r in chunked], dtype=np.int64)
-    offsets = np.fromiter(chain.from_iterable(r.chunk_offsets_ms for r in chunked), dtype=np.float64,
-                          count=int(lengths.sum()))
+    chunked = [r for r in successful(records) if len(r.chunk_offsets_ms)]
+    offsets, lengths = concatenated_chunk_offsets(chunked)
     times = np.repeat(np.array([r.started_at for r in chunked], dtype=np.float64), lengths) + offsets / 1000
     tokens = np.repeat(np.array([r.output_tokens / len(r.chunk_offsets_ms) for r in chunked]), lengths)
     for first, record in zip(np.cumsum(lengths) - lengths, chunked):

@@ -1,0 +1,72 @@
+"""The stored form of a request record: JSON, then its chunk offsets packed (shared/records.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenbench.aggregator.export import document_json, results_csv
+from tokenbench.aggregator.metrics import build_report
+from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
+
+offsets_lists = st.lists(st.floats(0, 1e7, allow_nan=False), max_size=300).map(sorted)
+
+
+def make_record(index: int, offsets: list[float], error: str | None = None, **kw) -> RequestRecord:
+    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category="c", worker=f"h:{index % 3}",
+                         host="h", started_at=1000.0 + index, success=error is None, error=error,
+                         chunk_offsets_ms=offsets, ttft_ms=offsets[0] if offsets else None,
+                         latency_ms=offsets[-1] if offsets else None,
+                         elapsed_ms=offsets[-1] + 1 if offsets else 1.0, output_tokens=len(offsets), **kw)
+
+
+def fields_but_offsets(record: RequestRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k != "chunk_offsets_ms"}
+
+
+@given(offsets_lists, st.text())
+def test_a_record_reads_back_as_written(offsets, error):
+    record = make_record(7, offsets, error=error, retries=[{"status": 503, "message": "a\nb"}])
+    stored = record.to_json()
+    json_part = stored.split(b"\n", 1)[0]
+    assert orjson.loads(json_part)["error"] == error  # a newline in a message never ends the JSON early
+    back = RequestRecord.from_json(stored)
+    assert fields_but_offsets(back) == fields_but_offsets(record)
+    assert list(back.chunk_offsets_ms) == offsets  # exactly: float64 in, float64 out
+    assert (b"\n" in stored) == bool(offsets)
+
+
+def test_plain_json_records_of_older_workers_still_read():
+    record = make_record(0, [1.5, 2.25])
+    old_form = orjson.dumps(vars(record))
+    newer_form = orjson.dumps({**vars(record), "a_field_from_the_future": 1})
+    for raw in (old_form, newer_form):
+        assert RequestRecord.from_json(raw) == record
+        [parsed] = parse_stored_records([raw])
+        assert parsed == record
+
+
+@given(st.lists(st.tuples(offsets_lists, st.booleans()), max_size=12))
+def test_many_records_read_at_once_keep_their_own_offsets(shapes):
+    records = [make_record(i, offsets) for i, (offsets, _) in enumerate(shapes)]
+    raws = [orjson.dumps(vars(r)) if old_form else r.to_json() for r, (_, old_form) in zip(records, shapes)]
+    parsed = parse_stored_records(raws)
+    assert [fields_but_offsets(p) for p in parsed] == [fields_but_offsets(r) for r in records]
+    assert [list(p.chunk_offsets_ms) for p in parsed] == [r.chunk_offsets_ms for r in records]
+
+
+def test_the_report_is_the_same_whether_records_were_measured_here_or_read_from_redis():
+    rng = np.random.default_rng(3)
+    records = [make_record(i, np.round(np.cumsum(rng.uniform(1, 20, rng.integers(0, 40))), 3).tolist())
+               for i in range(50)]
+    records.append(make_record(50, [], error="connection reset"))
+    meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=40, num_prompts=51,
+                   queue="q", created_at=1000.0, prompt_ids=[f"p{i}" for i in range(51)], tokenbench_version="0")
+    measured = build_report(meta, records)
+    stored = build_report(meta, parse_stored_records([r.to_json() for r in reversed(records)]))
+    assert isinstance(stored["results"][0]["chunk_offsets_ms"], np.ndarray)
+    assert document_json(stored) == document_json(measured)
+    assert results_csv(stored) == results_csv(measured)
+    assert orjson.loads(document_json(stored))["results"][1]["chunk_offsets_ms"] == records[1].chunk_offsets_ms
