@@ -36,6 +36,7 @@ def test_a_record_reads_back_as_written(offsets, error):
     assert fields_but_offsets(back) == fields_but_offsets(record)
     assert list(back.chunk_offsets_ms) == offsets  # exactly: float64 in, float64 out
     assert (b"\n" in stored) == bool(offsets)
+    assert RequestRecord.from_json(back.to_json()).to_json() == stored  # and again, from its array form
 
 
 def test_plain_json_records_of_older_workers_still_read():

@@ -118,10 +118,10 @@ class RequestRecord:
 
         A large run has tens of millions of chunk times; as JSON numbers they were most of the time
         the aggregator took. Packed, they are read into one array at memory speed
-        (``split_stored_record``). The JSON never holds a raw newline, so the first one ends it.
+        (``parse_stored_records``). The JSON never holds a raw newline, so the first one ends it.
         """
         data = orjson.dumps({name: getattr(self, name) for name in _RECORD_JSON_FIELDS})
-        if not self.chunk_offsets_ms:
+        if len(self.chunk_offsets_ms) == 0:
             return data
         packed = array("d", self.chunk_offsets_ms)
         if sys.byteorder == "big":
