@@ -131,8 +131,8 @@ class RequestRecord:
     @classmethod
     def from_json(cls, raw: bytes) -> RequestRecord:
         """One stored record (``to_json``'s form, or plain JSON with the offsets as a list)."""
-        data, packed = split_stored_record(raw)
-        return _record_from_stored_json(orjson.loads(data), chunk_offsets_array(packed) if packed else None)
+        data, packed = _split_stored_record(raw)
+        return _record_from_stored_json(orjson.loads(data), _chunk_offsets_array(packed) if packed else None)
 
     @classmethod
     def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str,
@@ -150,7 +150,7 @@ class RequestRecord:
 _RECORD_JSON_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "chunk_offsets_ms")
 _RECORD_JSON_FIELD_SET = frozenset(_RECORD_JSON_FIELDS)
 _record_fields_in_order = itemgetter(*(f.name for f in fields(RequestRecord)))
-PACKED_OFFSET_BYTES = 8
+_PACKED_OFFSET_BYTES = 8
 
 
 def _record_from_stored_json(data: dict[str, Any], chunk_offsets: Sequence[float] | None) -> RequestRecord:
@@ -169,14 +169,14 @@ def _record_from_stored_json(data: dict[str, Any], chunk_offsets: Sequence[float
     return record
 
 
-def split_stored_record(raw: bytes) -> tuple[memoryview, memoryview]:
+def _split_stored_record(raw: bytes) -> tuple[memoryview, memoryview]:
     """A stored record's JSON and its packed chunk offsets (empty when it has none), without copying."""
     view = memoryview(raw)
     end = raw.find(b"\n")
     return (view, view[:0]) if end < 0 else (view[:end], view[end + 1:])
 
 
-def chunk_offsets_array(packed: bytes | memoryview):
+def _chunk_offsets_array(packed: bytes | memoryview):
     """Packed chunk offsets (``RequestRecord.to_json``) as a float64 numpy array."""
     import numpy as np  # here, not at the top: workers never read records back
 
@@ -188,9 +188,9 @@ def parse_stored_records(raws: list[bytes]) -> list[RequestRecord]:
     """Many stored records at once: every record's chunk offsets become a view of one array."""
     import numpy as np
 
-    parts = [split_stored_record(raw) for raw in raws]
-    lengths = [len(packed) // PACKED_OFFSET_BYTES for _, packed in parts]
-    offsets = chunk_offsets_array(b"".join(packed for _, packed in parts))
+    parts = [_split_stored_record(raw) for raw in raws]
+    lengths = [len(packed) // _PACKED_OFFSET_BYTES for _, packed in parts]
+    offsets = _chunk_offsets_array(b"".join(packed for _, packed in parts))
     return [_record_from_stored_json(orjson.loads(data), chunk_offsets if length else None)
             for (data, _), length, chunk_offsets in zip(parts, lengths, np.split(offsets, np.cumsum(lengths)[:-1]))]
 
