@@ -13,7 +13,7 @@ import orjson
 import redis
 
 from tokenbench.shared import keys
-from tokenbench.shared.records import RequestRecord
+from tokenbench.shared.records import RequestRecord, parse_stored_records
 
 # How long a worker keeps trying to store a finished record while Redis is away (e.g. restarting).
 SAVE_RETRY_S = 60.0
@@ -82,7 +82,7 @@ def save_warmup_record(connection: redis.Redis, record: RequestRecord, ttl_s: in
 
 
 def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
-    return [RequestRecord.from_json(raw) for raw in connection.lrange(keys.run_warmup(run_id), 0, -1)]
+    return parse_stored_records(connection.lrange(keys.run_warmup(run_id), 0, -1))
 
 
 def register_worker(connection: redis.Redis, run_id: str, worker: str, environment: dict,

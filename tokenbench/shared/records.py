@@ -131,8 +131,7 @@ class RequestRecord:
     @classmethod
     def from_json(cls, raw: bytes) -> RequestRecord:
         """One stored record (``to_json``'s form, or plain JSON with the offsets as a list)."""
-        data, packed = _split_stored_record(raw)
-        return _record_from_stored_json(orjson.loads(data), _chunk_offsets_array(packed) if packed else None)
+        return parse_stored_records([raw])[0]
 
     @classmethod
     def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str,
@@ -176,21 +175,15 @@ def _split_stored_record(raw: bytes) -> tuple[memoryview, memoryview]:
     return (view, view[:0]) if end < 0 else (view[:end], view[end + 1:])
 
 
-def _chunk_offsets_array(packed: bytes | memoryview):
-    """Packed chunk offsets (``RequestRecord.to_json``) as a float64 numpy array."""
-    import numpy as np  # here, not at the top: workers never read records back
-
-    return np.frombuffer(packed, dtype="<f8")
-
-
 @gc_paused()
 def parse_stored_records(raws: list[bytes]) -> list[RequestRecord]:
-    """Many stored records at once: every record's chunk offsets become a view of one array."""
-    import numpy as np
+    """Stored records (``RequestRecord.to_json``'s form, or plain JSON with the offsets as a list);
+    every record's packed chunk offsets become a view of one float64 array."""
+    import numpy as np  # here, not at the top: workers never read records back
 
     parts = [_split_stored_record(raw) for raw in raws]
     lengths = [len(packed) // _PACKED_OFFSET_BYTES for _, packed in parts]
-    offsets = _chunk_offsets_array(b"".join(packed for _, packed in parts))
+    offsets = np.frombuffer(b"".join(packed for _, packed in parts), dtype="<f8")
     return [_record_from_stored_json(orjson.loads(data), chunk_offsets if length else None)
             for (data, _), length, chunk_offsets in zip(parts, lengths, np.split(offsets, np.cumsum(lengths)[:-1]))]
 
