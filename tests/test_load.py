@@ -23,5 +23,5 @@ def test_5000_prompts_at_concurrency_64_yield_exactly_5000_records(redis_url, tm
     assert (report["num_prompts"], report["successful_runs"], report["failed_runs"]) == (5000, 5000, 0)
     assert report["complete"] is True and report["errors"] == {}
     assert sorted(r["index"] for r in report["results"]) == list(range(5000))
-    assert len(report["workers"]) == 64
+    assert len({(r["worker"], r["stream"]) for r in report["results"]}) == 64
     assert report["total_output_tokens"] == 5000 * 8

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-import fakeredis
 import orjson
+import redis
 from aiohttp import web
 
 from tests.conftest import free_port, serve_app
@@ -14,7 +14,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.record_store import save_record
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
-from tokenbench.worker.job import worker_process
+from tokenbench.worker.job import new_session
 from tokenbench.worker.measure import build_request_body, measure_request, parse_retry_after
 
 
@@ -25,9 +25,12 @@ def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
 
 
 def measure(spec: JobSpec, api_key: str | None = None) -> RequestRecord:
-    """Measure as a worker process does, with its client and watchdog."""
-    process = worker_process(fakeredis.FakeRedis())
-    return measure_request(process.client, spec, api_key, process.watchdog)
+    """Measure as a worker process does, with its HTTP client on an event loop."""
+    async def one_request() -> RequestRecord:
+        async with new_session(None, 1) as session:
+            return await measure_request(session, spec, api_key)
+
+    return asyncio.run(one_request())
 
 
 def app_with(handler) -> web.Application:
@@ -185,8 +188,8 @@ def test_nothing_listening_is_a_connect_error():
     assert (record.success, record.error_type) == (False, "connect_error")
 
 
-def test_a_duplicate_push_is_stored_and_counted_once():
-    connection = fakeredis.FakeRedis()
+def test_a_duplicate_push_is_stored_and_counted_once(redis_url):
+    connection = redis.Redis.from_url(redis_url)
     record = RequestRecord(run_id="r", index=3, prompt_id="p", category="c", worker="w", host="h",
                            started_at=1.0, success=True, output_tokens=5)
     assert save_record(connection, record) is True

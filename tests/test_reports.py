@@ -42,7 +42,7 @@ def test_a_run_far_below_its_workers_says_so():
     sequential = [record(i, start=float(i), elapsed_ms=1000) for i in range(4)]  # one at a time on 4 workers
     report = build_report(meta(4, concurrency=4), sequential)
     assert (report["mean_concurrency"], report["max_concurrency"]) == (1.0, 1)
-    assert "only 1.0 of 4 workers' requests were in flight" in format_summary(report)
+    assert "only 1.0 of 4 requests were in flight on average" in format_summary(report)
     parallel = [record(i, start=0.0, elapsed_ms=1000) for i in range(4)]
     assert "warning" not in format_summary(build_report(meta(4, concurrency=4), parallel))
 

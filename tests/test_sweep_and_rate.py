@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import statistics
@@ -112,8 +113,9 @@ def test_a_sweep_runs_each_level_with_its_workers_and_writes_every_form(redis_ur
     assert outcome.returncode == 0, outcome.stderr
     document = load(tmp_path / "s.json")
     assert document["sweep"]["completed_levels"] == [1, 3] and document["sweep"]["stopped_early"] is None
-    for run, workers in zip(document["runs"], (1, 3)):
-        assert run["successful_runs"] == 9 and len(run["workers"]) == workers and run["max_concurrency"] == workers
+    for run, streams in zip(document["runs"], (1, 3)):
+        assert run["successful_runs"] == 9 and run["max_concurrency"] == streams
+        assert len({(r["worker"], r["stream"]) for r in run["results"]}) == streams
     assert document["levels"][1]["request_throughput_per_s"] > 2 * document["levels"][0]["request_throughput_per_s"]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "s.csv").read_text())))
     assert len(rows) == 18 and {row["run_id"] for row in rows} == {run["run_id"] for run in document["runs"]}
@@ -147,9 +149,15 @@ def test_the_schedule_starts_after_every_job_is_written_and_workers_wait_for_it(
     from tokenbench.producer.prompts import select_prompts
     from tokenbench.shared import keys
     from tokenbench.shared.config import resolve_endpoint
-    from tokenbench.worker.job import schedule_start
+    from tokenbench.worker.job import wait_for_schedule_start
 
-    connection = fakeredis.FakeRedis()
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    async_connection = fakeredis.FakeAsyncRedis(server=server)
+
+    def schedule_start(connection, run_id, timeout_s):
+        return asyncio.run(wait_for_schedule_start(async_connection, run_id, timeout_s))
+
     endpoint = resolve_endpoint("openai", "http://127.0.0.1:9/v1", "m", 8)
     meta = enqueue_run(connection, endpoint, select_prompts(5), run_id="sched", queue_name="q",
                        schedule=ArrivalSchedule(10.0, "constant"))

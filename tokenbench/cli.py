@@ -88,23 +88,32 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
 
 
 @cli.command()
-@click.option("-n", "--concurrency", "num_workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("-n", "--processes", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Worker processes to start on this host.")
+@click.option("--streams", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="Requests each process keeps in flight at once (its streams).")
+@click.option("--concurrency", type=click.IntRange(1, 65536),
+              help="Requests in flight on this host in all, spread over the processes (instead of --streams).")
 @redis_url_option("default redis://localhost:6379/0")
 @click.option("--queue", "queues", multiple=True, help=f"Queue(s) to serve [default: {keys.DEFAULT_QUEUE}].")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
-              show_default=True)
-def worker(num_workers, redis_url, queues, burst, log_level) -> None:
-    """Start N RQ worker processes that run the benchmark's jobs.
+              show_default=True, help="INFO: one line per job with its outcome.")
+def worker(processes, streams, concurrency, redis_url, queues, burst, log_level) -> None:
+    """Start worker processes that run the benchmark's jobs: N processes x K streams requests in flight.
 
-    API keys come from this host's environment (TOKENBENCH_API_KEY, else the mode's own variable,
-    e.g. OPENROUTER_API_KEY); they never travel through Redis.
+    Each process is an RQ worker that runs up to K jobs at once on one event loop. API keys come
+    from this host's environment (TOKENBENCH_API_KEY, else the mode's own variable, e.g.
+    OPENROUTER_API_KEY); they never travel through Redis.
     """
-    from tokenbench.worker.pool import run_workers
+    from tokenbench.worker.pool import run_workers, split_streams
 
-    run_workers(redis_url or default_redis_url(), list(queues) or [keys.DEFAULT_QUEUE], num_workers,
-                burst=burst, logging_level=log_level)
+    if concurrency is not None and click.get_current_context().get_parameter_source("streams").name != "DEFAULT":
+        raise click.UsageError("give --streams (per process) or --concurrency (in all), not both")
+    shares = split_streams(concurrency, processes) if concurrency is not None else [streams] * processes
+    status = run_workers(redis_url or default_redis_url(), list(queues) or [keys.DEFAULT_QUEUE], shares,
+                         burst=burst, logging_level=log_level)
+    sys.exit(status)
 
 
 @cli.command()
@@ -130,7 +139,7 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
-    from tokenbench.shared.record_store import read_warmup_records, read_workers
+    from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
@@ -139,7 +148,8 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),
-                          worker_environment=read_workers(connection, run_id))
+                          worker_environment=read_workers(connection, run_id),
+                          loop_lag=read_loop_lag(connection, run_id))
     _emit(result, output, csv_path, html_path)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
@@ -178,6 +188,12 @@ mock_options = [
 ]
 
 
+processes_option = click.option(
+    "--processes", type=click.IntRange(1, 1024),
+    help="Worker processes the concurrency is spread over, each running its share of the streams on one "
+         "event loop [default: one per core].")
+
+
 def benchmark_options(command: Any) -> Any:
     """The options `run` and `sweep` share: what to measure, how, and where the results go."""
     for option in reversed([
@@ -185,7 +201,7 @@ def benchmark_options(command: Any) -> Any:
         click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable)."),
         base_url_option, model_option, max_tokens_option,
         redis_url_option("default: an embedded Redis for this run"),
-        *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options,
+        *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options, processes_option,
     ]):
         command = option(command)
     return command
@@ -220,12 +236,13 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
         warmup=flags.pop("warmup"),
         ttl_s=flags.pop("ttl_s"),
         schedule=schedule,
+        processes=flags.pop("processes"),
     )
 
 
 @cli.command()
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (= requests in flight at most).")
+              help="Requests in flight at most (streams, spread over --processes).")
 @benchmark_options
 def run(concurrency, output, csv_path, html_path, **flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""

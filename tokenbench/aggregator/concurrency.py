@@ -30,14 +30,15 @@ def achieved_concurrency(intervals: list[tuple[float, float]]) -> tuple[float | 
 
 
 def worker_idle_gaps_ms(records: list[RequestRecord]) -> list[float]:
-    """For each worker, the time between the end of one of its requests and the send of its next:
-    what a closed loop loses to the harness (taking the next job, saving the record)."""
-    by_worker: dict[str, list[RequestRecord]] = {}
+    """For each stream of each worker process, the time between the end of one of its requests and
+    the send of its next: what a closed loop loses to the harness (taking the next job, saving the
+    record)."""
+    by_stream: dict[tuple[str, int | None], list[RequestRecord]] = {}
     for record in records:
         if record.elapsed_ms is not None:
-            by_worker.setdefault(record.worker, []).append(record)
+            by_stream.setdefault((record.worker, record.stream), []).append(record)
     gaps = []
-    for mine in by_worker.values():
+    for mine in by_stream.values():
         mine.sort(key=lambda r: r.started_at)
         gaps += [(later.started_at - (earlier.started_at + earlier.elapsed_ms / 1000)) * 1000
                  for earlier, later in zip(mine, mine[1:])]

@@ -11,6 +11,7 @@ from typing import Any
 
 from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals, worker_idle_gaps_ms
 from tokenbench.aggregator.goodput import meets_slo
+from tokenbench.aggregator.loop_lag import summarize_loop_lag
 from tokenbench.aggregator.request_metrics import (
     itl_source,
     pooled_inter_chunk_gaps_ms,
@@ -42,6 +43,7 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "error": record.error,
         "http_status": record.http_status,
         "worker": record.worker,
+        "stream": record.stream,
         "host": record.host,
         "attempt": record.attempt,
         "warmup": record.warmup,
@@ -116,9 +118,11 @@ def build_report(
     slo: dict[str, float] | None = None,
     warmup_records: list[RequestRecord] | None = None,
     worker_environment: dict[str, dict] | None = None,
+    loop_lag: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record;
-    ``worker_environment``: worker -> where and on what it ran (record_store.read_workers)."""
+    ``worker_environment``: worker -> where and on what it ran (record_store.read_workers); ``loop_lag``:
+    worker -> its event loop's lag histogram (record_store.read_loop_lag)."""
     records = sorted(records, key=lambda r: r.index)
     missing = missing or []
     ok = [r for r in records if r.success]
@@ -172,6 +176,8 @@ def build_report(
         "max_concurrency": max_concurrency,
         # Closed loop: a worker's idle time between one request's end and its next send (the harness's share).
         "worker_idle_gap_ms": summarize(worker_idle_gaps_ms(records)),
+        # How late the workers' event loops ran while they served the run: chunk times may be that late.
+        "event_loop_lag_ms": summarize_loop_lag(loop_lag or {}),
         "failed_runs": len(records) - len(ok),
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],

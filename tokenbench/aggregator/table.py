@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
+from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
 from tokenbench.aggregator.metrics import LATE_DISPATCH_MS
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
@@ -19,6 +20,10 @@ _DISTRIBUTIONS = (
 _COLUMNS = ("mean", "p50", "p90", "p95", "p99", "max")
 
 
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
 def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -29,8 +34,16 @@ def _shortfall_lines(report: dict[str, Any]) -> list[str]:
         return _schedule_lines(report)
     if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers:
         return []
-    return [f"  warning      only {achieved:.1f} of {workers} workers' requests were in flight on average: "
-            "the workers, not the server, may be the limit"]
+    return [f"  warning      only {achieved:.1f} of {workers} requests were in flight on average:",
+            "               the workers, not the server, may be the limit"]
+
+
+def _loop_lag_lines(report: dict[str, Any]) -> list[str]:
+    lag = report.get("event_loop_lag_ms")
+    if not lag or lag["p99"] is None or lag["p99"] <= LOOP_LAG_WARN_MS:
+        return []
+    return [f"  warning      the workers' event loops ran late by up to {_number(lag['p99'])} ms (p99): chunk",
+            "               times may be that late (add worker processes or hosts)"]
 
 
 def _cpu_lines(report: dict[str, Any]) -> list[str]:
@@ -77,9 +90,11 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  requests     {report['successful_runs']} ok, {report['failed_runs']} failed, "
         f"{report['missing_runs']} missing of {report['num_prompts']}"
         + (f" (+{report['warmup_requests']} warm-up, not counted)" if report.get("warmup_requests") else ""),
-        f"  concurrency  {report['concurrency']} workers on {len(report['hosts'])} host(s); in flight: "
-        f"mean {_number(report['mean_concurrency'])}, max {report['max_concurrency']}",
+        f"  concurrency  {report['concurrency']} ({_plural(len(report['workers']), 'process', 'processes')}, "
+        f"{_plural(len(report['hosts']), 'host', 'hosts')}); in flight: mean {_number(report['mean_concurrency'])}, "
+        f"max {report['max_concurrency']}",
         *_shortfall_lines(report),
+        *_loop_lag_lines(report),
         *_cpu_lines(report),
         *_workload_lines(report),
         f"  duration     {_number(report['duration_s'], 2)} s",

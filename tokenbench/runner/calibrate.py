@@ -2,9 +2,10 @@
 
 The built-in mock streams with exact timing and stamps every chunk with its send time
 (shared/calibration.py). At each concurrency level, real tokenbench workers measure it through
-Redis and RQ exactly as in a benchmark; then a bare asyncio httpx client (the least a client can
-do) measures the same server at the same concurrency. Both report the receive lag per chunk
-(receive minus stamped send) and the TTFT error (measured minus the mock's configured TTFT).
+Redis and RQ exactly as in a benchmark; then a bare asyncio aiohttp client (the least a client
+can do, runner/bare_client.py) measures the same server at the same concurrency. Both report the
+receive lag per chunk (receive minus stamped send) and the TTFT error (measured minus the mock's
+configured TTFT).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
-import httpx
-import orjson
-
 from tokenbench.aggregator.stats import summarize
 from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
+from tokenbench.runner.bare_client import bare_requests
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.local_run import MockOptions, RunOptions, Services, run_once
-from tokenbench.shared.calibration import SEND_STAMP_FIELD
 from tokenbench.shared.config import resolve_endpoint
 
 
@@ -67,9 +65,9 @@ def calibrate(settings: CalibrationSettings, progress_stream: TextIO = sys.stder
             sampler = CpuSampler()
             report = run_once(services, level_options, level, progress_stream).report
             harness = _harness_figures(report, settings, sampler.busy_share())
-            progress_stream.write(f"calibrate: concurrency {level}, {count} requests from a bare httpx client\n")
+            progress_stream.write(f"calibrate: concurrency {level}, {count} requests from a bare aiohttp client\n")
             url = services.endpoint().request_url
-            bare = asyncio.run(bare_client(url, level, settings.requests_per_worker, settings))
+            bare = bare_client(url, level, settings.requests_per_worker, settings)
             levels.append({"concurrency": level, "tokenbench": harness.__dict__, "bare_client": bare.__dict__,
                            "mean_concurrency": report["mean_concurrency"],
                            "worker_idle_gap_ms": report["worker_idle_gap_ms"]})
@@ -88,38 +86,15 @@ def _harness_figures(report: dict[str, Any], settings: CalibrationSettings, cpu_
     )
 
 
-async def bare_client(url: str, concurrency: int, requests_each: int, settings: CalibrationSettings) -> ClientFigures:
-    """``concurrency`` tasks, each sending one warm-up request and then ``requests_each`` measured ones."""
-    lags: list[float] = []
-    ttft_errors: list[float] = []
-    body = {"model": "mock-model", "stream": True, "max_tokens": settings.tokens,
-            "messages": [{"role": "user", "content": "calibrate"}]}
-
-    async def one_worker(client: httpx.AsyncClient) -> None:
-        for number in range(requests_each + 1):
-            measured = number > 0  # the first request warms the connection up
-            sent = time.perf_counter_ns()
-            first = True
-            async with client.stream("POST", url, json=body) as response:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    received = time.perf_counter_ns()
-                    chunk = orjson.loads(line[6:])
-                    choices = chunk.get("choices") or [{}]
-                    if not measured or not (choices[0].get("delta") or {}).get("content"):
-                        continue
-                    lags.append((received - chunk[SEND_STAMP_FIELD]) / 1e6)
-                    if first:
-                        ttft_errors.append((received - sent) / 1e6 - settings.ttft_ms)
-                        first = False
-
+def bare_client(url: str, concurrency: int, requests_each: int, settings: CalibrationSettings) -> ClientFigures:
+    """The bare aiohttp client's figures at ``concurrency`` (runner/bare_client.py)."""
     sampler = CpuSampler()
     started = time.perf_counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        await asyncio.gather(*(one_worker(client) for _ in range(concurrency)))
+    requests = asyncio.run(bare_requests(url, concurrency, requests_each, settings.tokens))
     elapsed = time.perf_counter() - started
+    lags = [(received - sent) / 1e6 for r in requests for received, sent in zip(r.token_received_ns, r.token_sent_ns)]
+    ttft_errors = [(r.token_received_ns[0] - r.sent_ns) / 1e6 - settings.ttft_ms for r in requests
+                   if r.token_received_ns]
     return ClientFigures(lag_ms=summarize(lags), ttft_error_ms=summarize(ttft_errors), chunks=len(lags),
                          chunk_rate=round(len(lags) / elapsed, 1), cpu_busy=sampler.busy_share())
 
@@ -143,7 +118,7 @@ def format_calibration(levels: list[dict[str, Any]], settings: CalibrationSettin
     worst = levels[-1]
     ours, bare = worst["tokenbench"], worst["bare_client"]
     budget = (f"At concurrency {worst['concurrency']} this machine adds p99 {ms_text(ours['lag_ms']['p99'])} ms to "
-              f"each chunk (a bare httpx client: {ms_text(bare['lag_ms']['p99'])} ms), and TTFT reads p50 "
+              f"each chunk (a bare aiohttp client: {ms_text(bare['lag_ms']['p99'])} ms), and TTFT reads p50 "
               f"{ms_text(ours['ttft_error_ms']['p50'])} ms above the server's (bare client: "
               f"{ms_text(bare['ttft_error_ms']['p50'])} ms).")
     return "\n".join(lines + [""] + textwrap.wrap(budget, 80))

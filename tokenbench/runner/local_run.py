@@ -29,7 +29,7 @@ from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
 from tokenbench.shared.errors import TokenbenchError
-from tokenbench.shared.record_store import read_warmup_records, read_workers
+from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 from tokenbench.shared.redis_conn import connect
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
@@ -74,6 +74,10 @@ class RunOptions:
     config: dict[str, Any] | None = None  # the resolved options, saved in the result
     workload: dict[str, Any] | None = None  # where the prompts came from (see producer/workloads.py)
     worker_log_level: str = "WARNING"
+    processes: int | None = None  # worker processes the concurrency is spread over; None: one per core
+
+    def worker_processes(self, concurrency: int) -> int:
+        return min(self.processes or cpu_count(), concurrency)
 
 
 @dataclass
@@ -161,15 +165,16 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     worker_env = dict(os.environ)
     if options.api_key:
         worker_env[GENERIC_API_KEY_ENV] = options.api_key
+    processes = options.worker_processes(concurrency)
     workers = start_child(
-        ["worker", "-n", str(concurrency), "--redis-url", services.redis_url,
+        ["worker", "-n", str(processes), "--concurrency", str(concurrency), "--redis-url", services.redis_url,
          "--queue", queue, "--log-level", options.worker_log_level],
         env=worker_env,
     )
     try:
         endpoint = services.endpoint()
         if options.schedule is not None:  # a schedule starts when every worker can keep it
-            wait_for_workers(connection, queue, concurrency, workers)
+            wait_for_workers(connection, queue, processes, workers)
         meta = enqueue_run(
             connection,
             endpoint,
@@ -205,7 +210,8 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     records = read_records(connection, run_id)
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
                           slo=options.slo, warmup_records=read_warmup_records(connection, run_id),
-                          worker_environment=read_workers(connection, run_id))
+                          worker_environment=read_workers(connection, run_id),
+                          loop_lag=read_loop_lag(connection, run_id))
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
     report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
     return RunOutcome(report=report, interrupted=interrupted)
@@ -213,7 +219,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
 
 def wait_for_workers(connection: Redis, queue: str, count: int, pool: subprocess.Popen,
                      timeout_s: float = WORKERS_READY_TIMEOUT_S) -> None:
-    """Until ``count`` RQ workers listen on ``queue``; an error if the pool exits or ``timeout_s`` passes."""
+    """Until ``count`` worker processes listen on ``queue``; an error if the pool exits or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while Worker.count(connection=connection, queue=Queue(queue, connection=connection)) < count:
         if pool.poll() is not None:

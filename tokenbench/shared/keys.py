@@ -15,7 +15,9 @@ RUN_TTL_S = 7 * 24 * 3600  # how long a run's keys and failed jobs stay in Redis
 # WORKER_ALIVE_TTL_S after the last refresh, which bounds how long a dead worker goes unnoticed.
 HEARTBEAT_INTERVAL_S = 1.0
 WORKER_ALIVE_TTL_S = 5
-JOB_FUNCTION = "tokenbench.worker.job.execute"  # what every RQ job of a run calls
+# What every RQ job of a run names as its function. `tokenbench worker` never imports or calls it:
+# it refuses a job that names anything else, and runs ours on its event loop.
+JOB_FUNCTION = "tokenbench.worker.job.execute"
 
 
 def run_meta(run_id: str) -> str:
@@ -46,6 +48,12 @@ def run_warmup(run_id: str) -> str:
 def run_workers(run_id: str) -> str:
     """Hash key: worker (host:pid) -> JSON of its environment (host, Python, versions), written once per run."""
     return f"{PREFIX}:run:{run_id}:workers"
+
+
+def run_loop_lag(run_id: str) -> str:
+    """Hash key: worker (host:pid) -> JSON histogram of its event loop's lag while it served the run
+    (``{"bin_ms": width, "counts": {bin: n}}``, see worker/loop_lag.py)."""
+    return f"{PREFIX}:run:{run_id}:loop_lag"
 
 
 def run_schedule_start(run_id: str) -> str:

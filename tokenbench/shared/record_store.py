@@ -1,23 +1,21 @@
 """Writing a run's records and in-flight marks to Redis, the same way from every process.
 
 A record is stored under its job index with HSETNX, so whoever writes first (the worker, or the
-aggregator declaring a dead worker's job lost) wins and no request is ever counted twice.
+aggregator declaring a dead worker's job lost) wins and no request is ever counted twice. The
+``queue_*`` functions put their commands on any client or pipeline, redis-py's or its asyncio one:
+the workers batch them into one round trip per job.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
 
 from tokenbench.shared import keys
 from tokenbench.shared.records import RequestRecord, parse_stored_records
-
-# How long a worker keeps trying to store a finished record while Redis is away (e.g. restarting).
-SAVE_RETRY_S = 60.0
-_RETRY_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,78 +36,78 @@ class InFlight:
         return cls(index=int(index), worker=data["worker"], attempt=data["attempt"], job_id=data["job_id"])
 
 
-def mark_in_flight(connection: redis.Redis, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> bool:
-    """Note that ``entry``'s request is starting; False (and nothing noted) when the run was cancelled."""
-    with connection.pipeline(transaction=True) as pipe:
-        pipe.exists(keys.run_cancelled(run_id))
-        pipe.hset(keys.run_in_flight(run_id), str(entry.index), entry.to_json())
-        pipe.expire(keys.run_in_flight(run_id), ttl_s)
-        cancelled = pipe.execute()[0]
-    if cancelled:
-        connection.hdel(keys.run_in_flight(run_id), str(entry.index))
-    return not cancelled
+def queue_mark_in_flight(pipe: Any, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> None:
+    """Queue on ``pipe`` (a transaction, sync or asyncio) the note that ``entry``'s request is starting.
+
+    The transaction's first reply says whether the run was cancelled; then the caller undoes the
+    note with ``clear_in_flight``."""
+    pipe.exists(keys.run_cancelled(run_id))
+    pipe.hset(keys.run_in_flight(run_id), str(entry.index), entry.to_json())
+    pipe.expire(keys.run_in_flight(run_id), ttl_s)
+
+
+def clear_in_flight(pipe: Any, run_id: str, index: int) -> None:
+    pipe.hdel(keys.run_in_flight(run_id), str(index))
 
 
 def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:
     return [InFlight.from_hash_entry(i, raw) for i, raw in connection.hgetall(keys.run_in_flight(run_id)).items()]
 
 
-def save_record(
-    connection: redis.Redis, record: RequestRecord, *, retry_s: float = 0.0, ttl_s: int = keys.RUN_TTL_S
-) -> bool:
-    """Store the record under its job index unless one is there already; clear its in-flight mark.
-
-    Returns whether this call stored it (the progress counters move only then). With ``retry_s``,
-    connection errors are retried for that long, so a Redis restart does not lose the record.
-    """
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return _save_once(connection, record, ttl_s)
-        except (redis.ConnectionError, redis.TimeoutError):
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(_RETRY_PAUSE_S)
+# HSETNX and the counters in one step, so that a record is stored once and counted once whoever
+# writes it (a worker, or the aggregator settling a lost request), in one round trip.
+_SAVE_RECORD_SCRIPT = """
+local stored = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if stored == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'done', 1)
+  redis.call('HINCRBY', KEYS[2], 'failed', ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return stored
+"""
 
 
-def save_warmup_record(connection: redis.Redis, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> None:
-    """Keep a warm-up request's record beside the run's records, outside every count."""
-    key = keys.run_warmup(record.run_id)
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.rpush(key, record.to_json())
-        pipe.expire(key, ttl_s)
-        pipe.execute()
+def queue_save_record(pipe: Any, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> Any:
+    """Queue on ``pipe`` (a sync or asyncio client or pipeline): store the record under its job
+    index unless one is there already, clear its in-flight mark, and move the progress counters
+    if it was stored. Its reply is 1 when this call stored it."""
+    run_id = record.run_id
+    return pipe.eval(_SAVE_RECORD_SCRIPT, 3, keys.run_records(run_id), keys.run_progress(run_id), keys.run_in_flight(run_id),
+              str(record.index), record.to_json(), ttl_s, 0 if record.success else 1,
+              record.output_tokens if record.success else 0)
+
+
+def save_record(connection: redis.Redis, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> bool:
+    """Store the record unless its index has one already; whether this call stored it."""
+    return bool(queue_save_record(connection, record, ttl_s))
+
+
+def queue_save_warmup_records(pipe: Any, records: list[RequestRecord], ttl_s: int = keys.RUN_TTL_S) -> None:
+    """Keep warm-up requests' records beside the run's records, outside every count."""
+    key = keys.run_warmup(records[0].run_id)
+    pipe.rpush(key, *(record.to_json() for record in records))
+    pipe.expire(key, ttl_s)
 
 
 def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
     return parse_stored_records(connection.lrange(keys.run_warmup(run_id), 0, -1))
 
 
-def register_worker(connection: redis.Redis, run_id: str, worker: str, environment: dict,
-                    ttl_s: int = keys.RUN_TTL_S) -> None:
+def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict,
+                          ttl_s: int = keys.RUN_TTL_S) -> None:
     """Note which worker process served the run and what it ran on, so the result explains itself."""
     key = keys.run_workers(run_id)
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.hset(key, worker, orjson.dumps(environment))
-        pipe.expire(key, ttl_s)
-        pipe.execute()
+    pipe.hset(key, worker, orjson.dumps(environment))
+    pipe.expire(key, ttl_s)
 
 
 def read_workers(connection: redis.Redis, run_id: str) -> dict[str, dict]:
     return {worker.decode(): orjson.loads(raw) for worker, raw in connection.hgetall(keys.run_workers(run_id)).items()}
 
 
-def _save_once(connection: redis.Redis, record: RequestRecord, ttl_s: int) -> bool:
-    records_key = keys.run_records(record.run_id)
-    stored = connection.hsetnx(records_key, str(record.index), record.to_json())
-    progress_key = keys.run_progress(record.run_id)
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.hdel(keys.run_in_flight(record.run_id), str(record.index))
-        if stored:
-            pipe.expire(records_key, ttl_s)
-            pipe.hincrby(progress_key, "done", 1)
-            pipe.hincrby(progress_key, "failed", 0 if record.success else 1)
-            pipe.hincrby(progress_key, "output_tokens", record.output_tokens if record.success else 0)
-            pipe.expire(progress_key, ttl_s)
-        pipe.execute()
-    return bool(stored)
+def read_loop_lag(connection: redis.Redis, run_id: str) -> dict[str, dict]:
+    """Worker -> the histogram of its event loop's lag while it served the run (worker/loop_lag.py)."""
+    return {worker.decode(): orjson.loads(raw) for worker, raw in connection.hgetall(keys.run_loop_lag(run_id)).items()}

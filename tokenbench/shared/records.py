@@ -111,6 +111,7 @@ class RequestRecord:
     scheduled_at: float | None = None  # open-loop runs: the schedule's start + JobSpec.send_after_s
     dispatch_lag_ms: float | None = None  # open-loop runs: first send minus scheduled_at
     chunk_lag_ms: list[float] | None = None  # per chunk: received minus the mock's stamped send time
+    stream: int | None = None  # which of its worker process's streams sent it (0 .. streams-1)
 
     def to_json(self) -> bytes:
         """The record as stored in Redis: its JSON without ``chunk_offsets_ms``, then, when there are

@@ -10,6 +10,7 @@ from tokenbench.shared.errors import TokenbenchError
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_URL_ENV = "REDIS_URL"
@@ -54,3 +55,17 @@ def connect(url: str, role: str) -> redis.Redis:
     except redis.RedisError as exc:
         raise TokenbenchError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
     return client
+
+
+def connect_async(url: str, role: str) -> redis.asyncio.Redis:
+    """An asyncio client for ``url`` with the same bounded waits (for a worker's event loop); it
+    connects on first use, after ``connect`` has checked the URL and that Redis answers."""
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(
+        url,
+        client_name=f"tokenbench:{role}",
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
-import redis
+from redis.asyncio import Redis
 
 # Test hook: pretend this host's wall clock is off by this many seconds (tests/test_scale_out.py).
 SKEW_ENV = "TOKENBENCH_CLOCK_SKEW_S"
@@ -34,11 +34,11 @@ def local_time() -> float:
     return time.time() + float(os.environ.get(SKEW_ENV) or 0)
 
 
-def estimate_offset(connection: redis.Redis, samples: int = SAMPLES) -> ClockOffset:
+async def estimate_offset(connection: Redis, samples: int = SAMPLES) -> ClockOffset:
     best: ClockOffset | None = None
     for _ in range(samples):
         sent = local_time()
-        seconds, microseconds = connection.time()
+        seconds, microseconds = await connection.time()
         received = local_time()
         sample = ClockOffset(offset_s=seconds + microseconds / 1e6 - (sent + received) / 2, rtt_s=received - sent)
         if best is None or sample.rtt_s < best.rtt_s:
@@ -47,10 +47,10 @@ def estimate_offset(connection: redis.Redis, samples: int = SAMPLES) -> ClockOff
     return best
 
 
-def synchronize(connection: redis.Redis) -> ClockOffset:
+async def synchronize(connection: Redis) -> ClockOffset:
     """Estimate this process's offset to the Redis clock; ``now`` uses it from then on."""
     global _offset
-    _offset = estimate_offset(connection)
+    _offset = await estimate_offset(connection)
     return _offset
 
 

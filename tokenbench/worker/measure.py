@@ -1,18 +1,20 @@
-"""Send one streamed chat completion and time it, chunk by chunk.
+"""Send one streamed chat completion and time it, chunk by chunk, on the worker's event loop.
 
-Timestamps come from ``time.perf_counter_ns`` taken right after each network read, before any
-parsing; the wall-clock send time lines requests up across processes and hosts.
+Timestamps come from ``time.perf_counter_ns`` taken as soon as each network read returns, before
+any parsing; the wall-clock send time lines requests up across processes and hosts. The client is
+aiohttp: at 512 streams in one process httpx.AsyncClient took 14x its CPU (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-import httpx
+import aiohttp
 import orjson
 
 from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
@@ -21,7 +23,6 @@ from tokenbench.worker import clock
 from tokenbench.worker.anthropic_stream import AnthropicStreamReader
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, StreamReader, TokenChunk, error_message
 from tokenbench.worker.sse import SSEParser
-from tokenbench.worker.watchdog import StreamWatchdog
 
 _ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_RETRY_AFTER_S = 1.0  # a 429 that does not say how long to wait
@@ -84,32 +85,32 @@ def redact(text: str | None, secret: str | None) -> str | None:
     return text
 
 
-def measure_request(
-    client: httpx.Client, spec: JobSpec, api_key: str | None, watchdog: StreamWatchdog
-) -> RequestRecord:
+async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None) -> RequestRecord:
     """Stream the request of ``spec`` and return its record; failures become records too.
 
     A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
-    server asks for; the record times the last attempt and lists the earlier ones in ``retries``.
+    server asks for (never longer than the total timeout); the record times the last attempt and
+    lists the earlier ones in ``retries``.
     """
     endpoint = Endpoint.from_dict(spec.endpoint)
     first_sent_ns = None
     retries: list[dict] = []
     while True:
-        record, retry_after_s, sent_ns = _attempt(client, spec, endpoint, api_key, watchdog)
+        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key)
         first_sent_ns = first_sent_ns or sent_ns
         if retry_after_s is None or len(retries) >= endpoint.max_retries:
             break
+        retry_after_s = min(retry_after_s, endpoint.total_timeout_s)
         retries.append({"http_status": record.http_status, "error_type": record.error_type,
                         "error": record.error, "retry_after_s": retry_after_s})
-        time.sleep(retry_after_s)
+        await asyncio.sleep(retry_after_s)
     record.retries = retries
     record.retry_wait_ms = round((sent_ns - first_sent_ns) / _NS_PER_MS, 3)
     return record
 
 
-def _attempt(
-    client: httpx.Client, spec: JobSpec, endpoint: Endpoint, api_key: str | None, watchdog: StreamWatchdog
+async def _attempt(
+    session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None
 ) -> tuple[RequestRecord, float | None, int]:
     """One send: (its record, the wait the server asked for before a retry or None, send time)."""
     record = RequestRecord(
@@ -122,32 +123,26 @@ def _attempt(
         started_at=0.0,
         attempt=spec.attempt,
     )
-    request = client.build_request(
-        "POST",
-        endpoint.request_url,
-        content=orjson.dumps(build_request_body(spec, endpoint)),
-        headers=build_headers(endpoint, api_key),
-        # Before the response headers, httpx's per-read timer is the only one; after them the
-        # watchdog enforces the TTFT, idle and total deadlines exactly.
-        timeout=httpx.Timeout(
-            connect=endpoint.connect_timeout_s,
-            read=max(endpoint.ttft_timeout_s, endpoint.idle_timeout_s),
-            write=endpoint.idle_timeout_s,
-            pool=endpoint.connect_timeout_s,
-        ),
-    )
+    body = orjson.dumps(build_request_body(spec, endpoint))
+    headers = build_headers(endpoint, api_key)
     reader = new_reader(endpoint)
+    deadline = StreamDeadline(endpoint)
     retry_after_s = None
     record.started_at = clock.now()
     sent_ns = time.perf_counter_ns()
     try:
-        _stream(client, request, endpoint, reader, record, sent_ns, watchdog)
+        async with asyncio.timeout(None) as timer:
+            deadline.start(timer)
+            await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns)
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
         retry_after_s = failure.retry_after_s
-    except httpx.HTTPError as exc:
-        record.error_type, record.error = _error_type(exc, reader), f"{type(exc).__name__}: {exc}"
+    except TimeoutError:
+        failure = deadline.failure()
+        record.error_type, record.error = failure.error_type, failure.message
+    except aiohttp.ClientError as exc:
+        record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
     offset = clock.current_offset()
@@ -157,79 +152,83 @@ def _attempt(
     return record, retry_after_s, sent_ns
 
 
-def _deadline_failure(reason: str, endpoint: Endpoint) -> StreamFailure:
-    limits = {
-        "ttft_timeout": f"no token within {endpoint.ttft_timeout_s:g} s of sending",
-        "idle_timeout": f"no data for {endpoint.idle_timeout_s:g} s after the first token",
-        "total_timeout": f"stream not finished {endpoint.total_timeout_s:g} s after sending",
-    }
-    return StreamFailure(reason, limits[reason])
+class StreamDeadline:
+    """The one deadline a stream is held to at any moment: no first token within the TTFT timeout
+    of sending, no data for the idle timeout after the first token, and the total timeout.
+
+    It moves an ``asyncio.timeout`` along the stream (a timer per stream, moved on each read), so a
+    deadline fires however the server behaves: silent, trickling headers or an error body."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._timer: asyncio.Timeout | None = None
+        self._total_at = 0.0
+        self.reason = "ttft_timeout"
+
+    def start(self, timer: asyncio.Timeout) -> None:
+        now = asyncio.get_running_loop().time()
+        self._timer, self._total_at = timer, now + self._endpoint.total_timeout_s
+        self._move(now + self._endpoint.ttft_timeout_s, "ttft_timeout")
+
+    def data_received(self) -> None:
+        """After the first token, data keeps the stream alive for another idle timeout."""
+        self._move(asyncio.get_running_loop().time() + self._endpoint.idle_timeout_s, "idle_timeout")
+
+    def _move(self, when: float, reason: str) -> None:
+        if when >= self._total_at:
+            when, reason = self._total_at, "total_timeout"
+        self.reason = reason
+        assert self._timer is not None
+        self._timer.reschedule(when)
+
+    def failure(self) -> StreamFailure:
+        limits = {
+            "ttft_timeout": f"no token within {self._endpoint.ttft_timeout_s:g} s of sending",
+            "idle_timeout": f"no data for {self._endpoint.idle_timeout_s:g} s after the first token",
+            "total_timeout": f"stream not finished {self._endpoint.total_timeout_s:g} s after sending",
+        }
+        return StreamFailure(self.reason, limits[self.reason])
 
 
-def _stream(
-    client: httpx.Client,
-    request: httpx.Request,
+async def _stream(
+    session: aiohttp.ClientSession,
     endpoint: Endpoint,
+    body: bytes,
+    headers: dict[str, str],
+    deadline: StreamDeadline,
     reader: StreamReader,
     record: RequestRecord,
     sent_ns: int,
-    watchdog: StreamWatchdog,
 ) -> None:
-    total_deadline = sent_ns + int(endpoint.total_timeout_s * 1e9)
-    first_token_deadline = sent_ns + int(endpoint.ttft_timeout_s * 1e9)
-    response = client.send(request, stream=True)
-    try:
+    connect = aiohttp.ClientTimeout(total=None, connect=endpoint.connect_timeout_s,
+                                    sock_connect=endpoint.connect_timeout_s, sock_read=None)
+    async with session.post(endpoint.request_url, data=body, headers=headers, timeout=connect) as response:
         record.headers_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
-        record.http_status = response.status_code
-        if not response.is_success:
-            raise _http_failure(response)
-        watchdog.start(_socket_of(response))
-        watchdog.set_deadline(*_next_deadline(first_token_deadline, "ttft_timeout", total_deadline))
+        record.http_status = response.status
+        if response.status >= 300:
+            raise await _http_failure(response)
         parser = SSEParser()
-        try:
-            for data in response.iter_raw():
-                received_ns = time.perf_counter_ns()
-                for event in parser.feed(data, received_ns):
-                    reader.on_event(event)
-                if reader.token_chunks:
-                    deadline, reason = _next_deadline(
-                        received_ns + int(endpoint.idle_timeout_s * 1e9), "idle_timeout", total_deadline
-                    )
-                    watchdog.set_deadline(deadline, reason)
-                else:  # keep-alive comments and role chunks do not move the first-token deadline
-                    deadline, reason = _next_deadline(first_token_deadline, "ttft_timeout", total_deadline)
-                if received_ns > deadline:
-                    raise _deadline_failure(reason, endpoint)
-        except httpx.HTTPError:
-            if watchdog.fired:
-                raise _deadline_failure(watchdog.fired, endpoint) from None
-            raise
+        content = response.content
+        while data := await content.readany():
+            received_ns = time.perf_counter_ns()
+            for event in parser.feed(data, received_ns):
+                reader.on_event(event)
+            if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline
+                deadline.data_received()
         if parser.has_partial_event:
             raise StreamFailure("truncated_stream", "the stream ended inside an event")
         reader.check_complete()
-    finally:
-        watchdog.stop()
-        response.close()
 
 
-def _next_deadline(deadline_ns: int, reason: str, total_deadline_ns: int) -> tuple[int, str]:
-    return (deadline_ns, reason) if deadline_ns < total_deadline_ns else (total_deadline_ns, "total_timeout")
-
-
-def _socket_of(response: httpx.Response) -> socket.socket | None:
-    stream = response.extensions.get("network_stream")
-    return stream.get_extra_info("socket") if stream is not None else None
-
-
-def _http_failure(response: httpx.Response) -> StreamFailure:
+async def _http_failure(response: aiohttp.ClientResponse) -> StreamFailure:
     """429 is ``rate_limited`` and retryable (after Retry-After, else 1 s); a 503 is retryable when it
     says when to come back. Other statuses are ``http_error``."""
-    message = f"HTTP {response.status_code}: {_read_error_body(response)}"
+    message = f"HTTP {response.status}: {await _read_error_body(response)}"
     retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-    if response.status_code == 429:
+    if response.status == 429:
         return StreamFailure(RATE_LIMITED, message, retry_after_s=DEFAULT_RETRY_AFTER_S if retry_after_s is None
                              else retry_after_s)
-    if response.status_code == 503:
+    if response.status == 503:
         return StreamFailure("http_error", message, retry_after_s=retry_after_s)
     return StreamFailure("http_error", message)
 
@@ -239,11 +238,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
@@ -251,16 +250,14 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(max(delay, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _read_error_body(response: httpx.Response) -> str:
+async def _read_error_body(response: aiohttp.ClientResponse) -> str:
     body = b""
-    for data in response.iter_raw():
+    while len(body) < _ERROR_BODY_LIMIT and (data := await response.content.readany()):
         body += data
-        if len(body) >= _ERROR_BODY_LIMIT:
-            break
     try:
         return error_message(orjson.loads(body))
     except orjson.JSONDecodeError:
-        return body[:500].decode("utf-8", errors="replace") or response.reason_phrase
+        return body[:500].decode("utf-8", errors="replace") or (response.reason or "")
 
 
 def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int) -> None:
@@ -326,19 +323,16 @@ def _reasoning_share(chunk: TokenChunk) -> float:
     return chunk.reasoning_chars / total if total and chunk.answer_chars else 1.0
 
 
-# Most specific first: the first class that matches names the failure. A read timeout is the
-# backstop for a server that sends no response headers (see measure_request).
-_ERROR_TYPES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.ConnectTimeout, "connect_timeout"),
-    (httpx.TimeoutException, "timeout"),
-    (httpx.ConnectError, "connect_error"),
-    (httpx.RemoteProtocolError, "connection_closed"),
-    (httpx.ReadError, "connection_closed"),
-    (httpx.HTTPError, "transport_error"),
+# Most specific first: the first class that matches names the failure.
+_ERROR_TYPES: tuple[tuple[type[aiohttp.ClientError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "connect_timeout"),
+    (aiohttp.ClientConnectorError, "connect_error"),
+    (aiohttp.ServerDisconnectedError, "connection_closed"),
+    (aiohttp.ClientPayloadError, "connection_closed"),
+    (aiohttp.ClientOSError, "connection_closed"),
+    (aiohttp.ClientError, "transport_error"),
 )
 
 
-def _error_type(exc: httpx.HTTPError, reader: StreamReader) -> str:
-    if isinstance(exc, httpx.ReadTimeout):
-        return "idle_timeout" if reader.token_chunks else "ttft_timeout"
+def _error_type(exc: aiohttp.ClientError) -> str:
     return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))

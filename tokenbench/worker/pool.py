@@ -1,31 +1,129 @@
-"""Start N RQ worker processes on this host with RQ's own WorkerPool.
+"""Start N worker processes on this host, each running its share of the streams (see stream_worker.py).
 
-Each worker is a ``SimpleWorker``: it runs jobs in its own process instead of forking a child per
-job, so its HTTP client and open connections live across jobs and no TTFT pays for a new
-handshake.
+The pool imports everything and loads the CA bundle once, then forks: 2 x 256 streams start as
+fast as one. It forwards stop signals to its processes (first: warm shutdown, second: cold),
+replaces a process that crashed, and gives up with one line when they keep crashing (e.g. Redis
+is gone or read-only) instead of respawning them for ever.
 """
 
 from __future__ import annotations
 
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
+import logging
+import multiprocessing
+import os
+import signal
+import ssl
+import sys
+import time
+from multiprocessing.context import ForkProcess
 
-from tokenbench.shared.redis_conn import connect
-from tokenbench.worker import job
+from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.redis_conn import connect, connect_async
+from tokenbench.worker.stream_worker import StreamWorker
+
+log = logging.getLogger(__name__)
+_fork = multiprocessing.get_context("fork")
+CRASH_WINDOW_S = 60.0
+CHECK_INTERVAL_S = 0.2
+_PR_SET_PDEATHSIG = 1
 
 
-def run_workers(
-    redis_url: str, queue_names: list[str], num_workers: int, *, burst: bool, logging_level: str = "INFO"
-) -> None:
-    """Run the pool until it is stopped (SIGINT/SIGTERM) or, with ``burst``, until the queues are empty."""
-    connection = connect(redis_url, "worker-pool")
-    job.preload()  # inherited by every worker the pool forks
-    pool = WorkerPool(
-        queue_names,
-        connection=connection,
-        num_workers=num_workers,
-        worker_class=SimpleWorker,
-        serializer=JSONSerializer,
-    )
-    pool.start(burst=burst, logging_level=logging_level)
+def split_streams(total: int, processes: int) -> list[int]:
+    """``total`` streams over at most ``processes`` processes, as evenly as they go (none empty)."""
+    processes = max(1, min(processes, total))
+    share, extra = divmod(total, processes)
+    return [share + (1 if i < extra else 0) for i in range(processes)]
+
+
+def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, burst: bool,
+                logging_level: str = "INFO") -> int:
+    """One process per entry of ``streams`` (its stream count) until stopped or, with ``burst``, until
+    the queues are empty; the exit status (0, or 1 when the processes kept crashing)."""
+    connect(redis_url, "worker-pool").close()  # a one-line error now rather than N crashes later
+    logging.basicConfig(level=logging_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    ssl_context = ssl.create_default_context()  # ~50 ms of CPU: once here, inherited by every process
+    pool = _Pool(redis_url, queue_names, ssl_context, burst, logging_level)
+    return pool.run(streams)
+
+
+class _Pool:
+    def __init__(self, redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, burst: bool,
+                 logging_level: str) -> None:
+        self._args = (redis_url, queue_names, ssl_context, burst, logging_level)
+        self._burst = burst
+        self._processes: dict[int, tuple[ForkProcess, int]] = {}  # slot -> (process, its streams)
+        self._stopping = False
+        self._gave_up = False
+        self._crashes: list[float] = []
+
+    def run(self, streams: list[int]) -> int:
+        for slot, count in enumerate(streams):
+            self._start(slot, count)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        while self._processes:
+            time.sleep(CHECK_INTERVAL_S)
+            for slot, (process, count) in list(self._processes.items()):
+                if process.is_alive():
+                    continue
+                process.join()
+                del self._processes[slot]
+                if process.exitcode != 0 and not self._stopping and not self._burst:
+                    if self._crashed_too_often(len(streams)):
+                        log.error("tokenbench worker: its processes keep failing (%d in %g s); stopping",
+                                  len(self._crashes), CRASH_WINDOW_S)
+                        self._signal_all(signal.SIGTERM)
+                        self._stopping = self._gave_up = True
+                        continue
+                    self._start(slot, count)
+        return 1 if self._gave_up else 0
+
+    def _crashed_too_often(self, processes: int) -> bool:
+        moment = time.monotonic()
+        self._crashes = [t for t in self._crashes if moment - t < CRASH_WINDOW_S] + [moment]
+        return len(self._crashes) > 2 * processes
+
+    def _start(self, slot: int, streams: int) -> None:
+        process = _fork.Process(target=_serve, args=(*self._args, streams), name=f"tokenbench-worker-{slot}",
+                                daemon=False)
+        process.start()
+        self._processes[slot] = (process, streams)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """Each stop signal goes to every process: the first is their warm shutdown, a second their cold one."""
+        self._stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: int) -> None:
+        for process, _count in self._processes.values():
+            if process.pid is not None:
+                try:
+                    os.kill(process.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the pool dies, however it dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, burst: bool, logging_level: str,
+           streams: int) -> None:
+    """A worker process's body: its own Redis connections, then the StreamWorker until it stops."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        worker = StreamWorker(queue_names, connection=connect(redis_url, "worker"),
+                              async_connection=connect_async(redis_url, "worker"), streams=streams,
+                              ssl_context=ssl_context)
+        worker.work(burst=burst, logging_level=logging_level)
+    except TokenbenchError as exc:
+        print(f"tokenbench worker: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,253 @@
+"""Scale: does one host drive C streams at the server's real pace? tokenbench against a bare client.
+
+For each concurrency C, against one mock (TTFT 200 ms, ITL 50 ms, 64 tokens: 3.35 s a request),
+first a bare aiohttp client (runner/bare_client.py, in a process of its own) and then `tokenbench
+run` (its worker processes x streams, a redis-server of this script's) send 4 x C measured
+requests, 4 back to back per stream, after one warm-up request per stream. For each it prints:
+
+- delivered / truth: output tokens per second over the measured requests (first send to last end)
+  against what the mock delivers to C streams that never wait (C x 64 tokens every 3.35 s);
+- mean concurrency over the middle of the run, as a share of C: requests in flight averaged over
+  the window that starts one request time (3.35 s) after the first send and ends one request time
+  before the last end, so that ramp-up and tail are left out;
+- CPU seconds of the client's whole process tree (the worker pool, `run` itself; not the mock nor
+  Redis), and the peak of the sum of its processes' USS;
+- TTFT p50 error (measured minus 200 ms) and ITL p99.
+
+    python benchmarks/scale.py [--levels 64,128,256,512,1024] [--mock-processes 1]
+
+then the targets of the scale issue, each met or not. It takes about a minute a level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+TTFT_MS, ITL_MS, TOKENS, ROUNDS = 200.0, 50.0, 64, 4
+REQUEST_S = (TTFT_MS + (TOKENS - 1) * ITL_MS) / 1000
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_uss_bytes(root: int) -> int:
+    """Sum of USS (private memory) of ``root`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class PeakMemory:
+    """Samples a process tree's USS every 0.5 s while the process runs."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.peak = 0
+        self._process = process
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while self._process.poll() is None:
+            self.peak = max(self.peak, tree_uss_bytes(self._process.pid))
+            time.sleep(0.5)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms: list[float], tokens: int,
+            concurrency: int) -> dict[str, float | None]:
+    """The figures of one client at one level, from its requests' (send, end) in seconds."""
+    start, end = min(s for s, _ in intervals), max(e for _, e in intervals)
+    truth = concurrency * TOKENS / REQUEST_S
+    window = (start + REQUEST_S, end - REQUEST_S)
+    span = window[1] - window[0]
+    busy = sum(max(0.0, min(e, window[1]) - max(s, window[0])) for s, e in intervals)
+    return {
+        "delivered_share": tokens / (end - start) / truth,
+        "middle_concurrency_share": busy / span / concurrency if span > 0 else None,
+        "ttft_p50_error_ms": percentile(ttfts_ms, 50) - TTFT_MS if ttfts_ms else None,
+        "itl_p99_ms": percentile(itls_ms, 99),
+        "duration_s": end - start,
+    }
+
+
+def bare_client_main(url: str, concurrency: int) -> None:
+    """In its own process: the bare client's requests, printed as JSON."""
+    from tokenbench.runner.bare_client import bare_requests
+
+    requests = asyncio.run(bare_requests(url, concurrency, ROUNDS, TOKENS))
+    intervals = [(r.sent_ns / 1e9, r.ended_ns / 1e9) for r in requests]
+    ttfts = [(r.token_received_ns[0] - r.sent_ns) / 1e6 for r in requests if r.token_received_ns]
+    itls = [(b - a) / 1e6 for r in requests for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
+    tokens = sum(len(r.token_received_ns) for r in requests)
+    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency)))
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run ``command``; (its outcome, CPU seconds of its tree, peak USS bytes of its tree)."""
+    cpu_before = children_cpu_s()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    memory = PeakMemory(process)
+    out, err = process.communicate(timeout=900)
+    return subprocess.CompletedProcess(command, process.returncode, out, err), children_cpu_s() - cpu_before, memory.peak
+
+
+def run_bare(url: str, concurrency: int) -> dict:
+    outcome, cpu, uss = measure([sys.executable, __file__, "--bare-client", url, str(concurrency)])
+    if outcome.returncode != 0:
+        raise SystemExit(f"bare client failed: {outcome.stderr.decode()[-2000:]}")
+    return orjson.loads(outcome.stdout) | {"cpu_s": cpu, "uss_mib": uss / 2**20}
+
+
+def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path) -> dict:
+    out = workdir / f"tokenbench-{concurrency}.json"
+    outcome, cpu, uss = measure([sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url", url,
+                                 "--model", "mock-model", "--max-tokens", str(TOKENS), "--redis-url", redis_url,
+                                 "--concurrency", str(concurrency), "--prompts", str(ROUNDS * concurrency),
+                                 "--warmup", "1", "--output", str(out)])
+    if outcome.returncode != 0:
+        raise SystemExit(f"tokenbench run failed: {outcome.stderr.decode()[-2000:]}")
+    report = orjson.loads(out.read_bytes())
+    ok = [r for r in report["results"] if r["success"]]
+    intervals = [(r["started_at"], r["started_at"] + r["elapsed_ms"] / 1000) for r in ok]
+    ttfts = [r["ttft_ms"] for r in ok]
+    itls = [b - a for r in ok for a, b in zip(r["chunk_offsets_ms"], r["chunk_offsets_ms"][1:])]
+    return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency) | {
+        "cpu_s": cpu, "uss_mib": uss / 2**20, "failed": report["failed_runs"],
+        "loop_lag_p99_ms": (report.get("event_loop_lag_ms") or {}).get("p99"),
+        "processes": len(report["workers"]),
+    }
+
+
+def start_mock(processes: int) -> tuple[list[subprocess.Popen], str]:
+    first = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", "--ttft-ms",
+                              str(TTFT_MS), "--itl-ms", str(ITL_MS), "--output-tokens", str(TOKENS),
+                              *(["--processes", str(processes)] if processes > 1 else [])],
+                             stdout=subprocess.PIPE, text=True)
+    url = first.stdout.readline().split("listening on ")[1].strip()
+    return [first], url
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare-client":
+        bare_client_main(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="64,128,256,512,1024")
+    parser.add_argument("--mock-processes", type=int, default=1)
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="tokenbench-scale-"))
+    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", "0", "--unixsocket",
+                              str(workdir / "redis.sock"), "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    mocks, url = start_mock(args.mock_processes)
+    redis_url = f"unix://{workdir / 'redis.sock'}"
+    time.sleep(0.5)
+    rows = []
+    try:
+        for level in levels:
+            print(f"concurrency {level}: bare client ...", file=sys.stderr, flush=True)
+            bare = run_bare(url + "/v1/chat/completions", level)
+            print(f"concurrency {level}: tokenbench ...", file=sys.stderr, flush=True)
+            ours = run_tokenbench(url + "/v1", redis_url, level, workdir)
+            rows.append((level, bare, ours))
+            print_rows(rows)
+    finally:
+        for process in [*mocks, redis]:
+            process.terminate()
+            process.wait(10)
+    print_targets(rows)
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_rows(rows: list[tuple[int, dict, dict]]) -> None:
+    print("\n|    C | client | delivered/truth | mean conc. (middle)/C | CPU s | USS MiB | TTFT p50 err ms "
+          "| ITL p99 ms | loop lag p99 ms |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for level, bare, ours in rows:
+        for name, entry in (("bare aiohttp", bare), (f"tokenbench ({ours['processes']} proc.)", ours)):
+            print(f"| {level} | {name} | {_f(entry['delivered_share'])} | {_f(entry['middle_concurrency_share'])} "
+                  f"| {_f(entry['cpu_s'], 1)} | {_f(entry['uss_mib'], 0)} | {_f(entry['ttft_p50_error_ms'])} "
+                  f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} |")
+    sys.stdout.flush()
+
+
+def print_targets(rows: list[tuple[int, dict, dict]]) -> None:
+    by_level = {level: (bare, ours) for level, bare, ours in rows}
+    checks = []
+    for level, floor in ((256, 0.97), (512, 0.93)):
+        if level in by_level:
+            bare, ours = by_level[level]
+            checks.append((f"C={level}: delivered/truth >= {floor} (bare client: {_f(bare['delivered_share'])})",
+                           ours["delivered_share"] >= floor, _f(ours["delivered_share"])))
+    for level, (bare, ours) in by_level.items():
+        share = ours["middle_concurrency_share"]
+        checks.append((f"C={level}: mean concurrency over the middle >= 0.97 C (bare: "
+                       f"{_f(bare['middle_concurrency_share'])})", share is not None and share >= 0.97, _f(share)))
+    for level in (128, 512):
+        if level in by_level:
+            bare, ours = by_level[level]
+            checks.append((f"C={level}: CPU <= 2x the bare client's ({_f(bare['cpu_s'], 1)} s)",
+                           ours["cpu_s"] <= 2 * bare["cpu_s"], f"{ours['cpu_s']:.1f} s"))
+    if 512 in by_level:
+        ours = by_level[512][1]
+        checks.append(("C=512: memory (sum of USS) <= 600 MiB", ours["uss_mib"] <= 600, f"{ours['uss_mib']:.0f} MiB"))
+    if 256 in by_level:
+        bare, ours = by_level[256]
+        checks.append((f"C=256: TTFT p50 error <= bare + 5 ms ({_f(bare['ttft_p50_error_ms'])} ms)",
+                       ours["ttft_p50_error_ms"] <= bare["ttft_p50_error_ms"] + 5, _f(ours["ttft_p50_error_ms"])))
+    for level, (bare, ours) in by_level.items():
+        checks.append((f"C={level}: ITL p99 <= 1.5x bare ({_f(bare['itl_p99_ms'])} ms)",
+                       ours["itl_p99_ms"] <= 1.5 * bare["itl_p99_ms"], _f(ours["itl_p99_ms"])))
+    if 1024 in by_level:
+        ours = by_level[1024][1]
+        checks.append(("C=1024 completes with no failed request", ours["failed"] == 0, f"{ours['failed']} failed"))
+    print("\ntargets")
+    for text, met, figure in checks:
+        print(f"  {'met    ' if met else 'NOT MET'}  {text}: {figure}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

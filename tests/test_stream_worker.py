@@ -1,0 +1,125 @@
+"""The worker process's RQ worker, in this process against the real Redis: many streams at once,
+only tokenbench's jobs, cancelled runs, job timeouts, and RQ's registries kept as RQ keeps them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from rq import Queue
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tokenbench.producer.enqueue import enqueue_run
+from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
+from tokenbench.shared import keys
+from tokenbench.shared.config import Endpoint
+from tokenbench.shared.record_store import read_loop_lag
+from tokenbench.shared.records import parse_stored_records
+from tokenbench.shared.redis_conn import connect, connect_async
+from tokenbench.worker.stream_worker import StreamWorker
+
+QUEUE = "test-streams"
+
+
+def run_worker_until_empty(redis_url: str, streams: int) -> StreamWorker:
+    worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"), async_connection=connect_async(redis_url, "test"),
+                          streams=streams)
+    worker.work(burst=True, logging_level="WARNING")
+    return worker
+
+
+def enqueue(connection: redis.Redis, base_url: str, prompts: int, **endpoint) -> str:
+    ep = Endpoint(mode="openai", base_url=base_url + "/v1", model="m", max_tokens=8, **endpoint)
+    return enqueue_run(connection, ep, select_prompts(prompts, BUILTIN_PROMPTS), queue_name=QUEUE).run_id
+
+
+def records_of(connection: redis.Redis, run_id: str):
+    return parse_stored_records(connection.hvals(keys.run_records(run_id)))
+
+
+def test_one_process_runs_its_streams_at_once_and_rq_sees_clean_registries(redis_url, mock_server):
+    connection = redis.Redis.from_url(redis_url)
+    with mock_server(ttft_ms=100, itl_ms=5) as url:
+        run_id = enqueue(connection, url, 24)
+        run_worker_until_empty(redis_url, streams=8)
+    records = records_of(connection, run_id)
+    assert sorted(r.index for r in records) == list(range(24)) and all(r.success for r in records)
+    assert {r.stream for r in records} == set(range(8))
+    assert len({r.worker for r in records}) == 1
+    # 8 at a time: the first 8 requests were all sent before the first of them ended.
+    first = sorted(records, key=lambda r: r.started_at)[:8]
+    assert max(r.started_at for r in first) < min(r.started_at + r.elapsed_ms / 1000 for r in first)
+    assert connection.hlen(keys.run_in_flight(run_id)) == 0
+    queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    assert queue.count == 0 and connection.llen(queue.intermediate_queue_key) == 0
+    assert StartedJobRegistry(QUEUE, connection=connection).count == 0
+    assert FailedJobRegistry(QUEUE, connection=connection).count == 0
+    assert not connection.exists(*(f"rq:job:{keys.job_id(run_id, i)}" for i in range(24)))  # result_ttl 0
+    lag = read_loop_lag(connection, run_id)
+    assert list(lag) == [records[0].worker] and sum(lag[records[0].worker]["counts"].values()) > 0
+
+
+@pytest.mark.parametrize("function, args", [
+    ("os.system", ["echo owned > {marker}"]),
+    ("tokenbench.producer.enqueue.new_run_id", []),  # importable and ours, but not the entry point
+    (keys.JOB_FUNCTION, ["not a job spec"]),
+])
+def test_a_job_that_is_not_a_tokenbench_request_is_refused_before_anything_runs(function, args, redis_url,
+                                                                               tmp_path):
+    connection = redis.Redis.from_url(redis_url)
+    marker = tmp_path / "marker"
+    queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    job = queue.enqueue(function, *[a.format(marker=marker) for a in args])
+    run_worker_until_empty(redis_url, streams=2)
+    assert not marker.exists()
+    failed = FailedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
+    assert failed.get_job_ids() == [job.id]
+    job.refresh()
+    assert "refused by tokenbench worker" in job.latest_result().exc_string
+
+
+def test_a_job_of_a_cancelled_run_is_skipped(redis_url, mock_server):
+    connection = redis.Redis.from_url(redis_url)
+    with mock_server(ttft_ms=1, itl_ms=1) as url:
+        run_id = enqueue(connection, url, 3)
+        connection.set(keys.run_cancelled(run_id), 1)
+        run_worker_until_empty(redis_url, streams=2)
+    assert connection.hlen(keys.run_records(run_id)) == 0 and connection.hlen(keys.run_in_flight(run_id)) == 0
+    assert StartedJobRegistry(QUEUE, connection=connection).count == 0
+
+
+def test_rqs_job_timeout_ends_the_request_with_a_record_saying_so(redis_url, mock_server, monkeypatch):
+    connection = redis.Redis.from_url(redis_url)
+    with mock_server(ttft_ms=1, itl_ms=1, fault="hang") as url:
+        run_id = enqueue(connection, url, 1)
+        job_key = f"rq:job:{keys.job_id(run_id, 0)}"
+        connection.hset(job_key, "timeout", 1)  # RQ's backstop, far below the request's own deadlines
+        run_worker_until_empty(redis_url, streams=1)
+    [record] = records_of(connection, run_id)
+    assert (record.success, record.error_type) == (False, "job_timeout")
+    assert FailedJobRegistry(QUEUE, connection=connection).count == 1
+
+
+def test_the_worker_writes_no_record_twice_when_its_batch_is_retried(redis_url):
+    """The finish round trip stores a record once and counts it once, however often it is sent."""
+    from tokenbench.shared.record_store import queue_save_record
+    from tokenbench.shared.records import RequestRecord
+
+    record = RequestRecord(run_id="r", index=0, prompt_id="p", category="c", worker="w", host="h", started_at=1.0,
+                           success=True, output_tokens=4)
+
+    async def save_twice() -> list[int]:
+        client = connect_async(redis_url, "test")
+        replies = []
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                queue_save_record(pipe, record)
+                replies += await pipe.execute()
+        await client.aclose()
+        return replies
+
+    assert asyncio.run(save_twice()) == [1, 0]
+    connection = redis.Redis.from_url(redis_url)
+    assert connection.hget(keys.run_progress("r"), "done") == b"1"
