@@ -120,13 +120,14 @@ def bare_client_main(url: str, concurrency: int) -> None:
     sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency)))
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
+def measure(command: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
     """Run ``command``; (its outcome, CPU seconds of its tree, peak USS bytes of its tree)."""
     cpu_before = children_cpu_s()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     memory = PeakMemory(process)
     out, err = process.communicate(timeout=900)
-    return subprocess.CompletedProcess(command, process.returncode, out, err), children_cpu_s() - cpu_before, memory.peak
+    outcome = subprocess.CompletedProcess(command, process.returncode, out, err)
+    return outcome, children_cpu_s() - cpu_before, memory.peak
 
 
 def run_bare(url: str, concurrency: int) -> dict:

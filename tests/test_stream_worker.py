@@ -24,8 +24,8 @@ QUEUE = "test-streams"
 
 
 def run_worker_until_empty(redis_url: str, streams: int) -> StreamWorker:
-    worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"), async_connection=connect_async(redis_url, "test"),
-                          streams=streams)
+    worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"),
+                          async_connection=connect_async(redis_url, "test"), streams=streams)
     worker.work(burst=True, logging_level="WARNING")
     return worker
 

@@ -37,10 +37,10 @@ class InFlight:
 
 
 def queue_mark_in_flight(pipe: Any, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> None:
-    """Queue on ``pipe`` (a transaction, sync or asyncio) the note that ``entry``'s request is starting.
+    """Queue on ``pipe`` (sync or asyncio) the note that ``entry``'s request is starting.
 
-    The transaction's first reply says whether the run was cancelled; then the caller undoes the
-    note with ``clear_in_flight``."""
+    Its first reply says whether the run was cancelled; then the caller undoes the note with
+    ``clear_in_flight``."""
     pipe.exists(keys.run_cancelled(run_id))
     pipe.hset(keys.run_in_flight(run_id), str(entry.index), entry.to_json())
     pipe.expire(keys.run_in_flight(run_id), ttl_s)
@@ -75,9 +75,9 @@ def queue_save_record(pipe: Any, record: RequestRecord, ttl_s: int = keys.RUN_TT
     index unless one is there already, clear its in-flight mark, and move the progress counters
     if it was stored. Its reply is 1 when this call stored it."""
     run_id = record.run_id
-    return pipe.eval(_SAVE_RECORD_SCRIPT, 3, keys.run_records(run_id), keys.run_progress(run_id), keys.run_in_flight(run_id),
-              str(record.index), record.to_json(), ttl_s, 0 if record.success else 1,
-              record.output_tokens if record.success else 0)
+    return pipe.eval(_SAVE_RECORD_SCRIPT, 3, keys.run_records(run_id), keys.run_progress(run_id),
+                     keys.run_in_flight(run_id), str(record.index), record.to_json(), ttl_s,
+                     0 if record.success else 1, record.output_tokens if record.success else 0)
 
 
 def save_record(connection: redis.Redis, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> bool:

@@ -17,6 +17,7 @@ REDIS_URL_ENV = "REDIS_URL"
 CONNECT_TIMEOUT_S = 5.0
 # Long enough for a blocking dequeue (RQ's BLPOP waits up to its own timeout, which it bounds below this).
 SOCKET_TIMEOUT_S = 30.0
+ASYNC_POOL_CONNECTIONS = 16
 
 
 def default_redis_url() -> str:
@@ -57,15 +58,21 @@ def connect(url: str, role: str) -> redis.Redis:
     return client
 
 
-def connect_async(url: str, role: str) -> redis.asyncio.Redis:
+def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECTIONS) -> redis.asyncio.Redis:
     """An asyncio client for ``url`` with the same bounded waits (for a worker's event loop); it
-    connects on first use, after ``connect`` has checked the URL and that Redis answers."""
+    connects on first use, after ``connect`` has checked the URL and that Redis answers.
+
+    Its streams share ``max_connections`` connections, waiting for a free one rather than failing:
+    a few connections carry hundreds of streams' round trips, pipelined."""
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT_S,
         client_name=f"tokenbench:{role}",
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=30,
     )
+    return redis.asyncio.Redis(connection_pool=pool)

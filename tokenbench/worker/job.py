@@ -55,13 +55,12 @@ class WorkerProcess:
         self._warmups: dict[str, asyncio.Task[list[RequestRecord]]] = {}
         self._schedule_starts: dict[str, asyncio.Task[float | None]] = {}
         self._synchronized_at = float("-inf")
-
-    def environment(self) -> dict[str, str | int]:
-        """What a result needs to explain itself later: where and on what this worker ran."""
-        return {"host": self.host, "python": platform.python_version(),
-                "implementation": platform.python_implementation(), "platform": platform.platform(),
-                "tokenbench": __version__, "rq": version("rq"), "aiohttp": aiohttp.__version__,
-                "streams": self.streams}
+        # What a result needs to explain itself later: where and on what this worker ran. Made now,
+        # not at a run's first job: platform() and the package metadata take tens of ms.
+        self.environment: dict[str, str | int] = {
+            "host": self.host, "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "tokenbench": __version__, "rq": version("rq"),
+            "aiohttp": aiohttp.__version__, "streams": streams}
 
     async def keep_clock_fresh(self) -> None:
         if time.monotonic() - self._synchronized_at >= CLOCK_RESYNC_INTERVAL_S:

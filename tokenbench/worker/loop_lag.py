@@ -58,4 +58,5 @@ class LoopLagMonitor:
 
 
 def histogram_json(counts: Counter[int], max_ms: float) -> bytes:
-    return orjson.dumps({"bin_ms": BIN_MS, "max_ms": round(max_ms, 3), "counts": {str(k): v for k, v in counts.items()}})
+    return orjson.dumps({"bin_ms": BIN_MS, "max_ms": round(max_ms, 3),
+                         "counts": {str(k): v for k, v in counts.items()}})

@@ -126,14 +126,15 @@ async def _attempt(
     body = orjson.dumps(build_request_body(spec, endpoint))
     headers = build_headers(endpoint, api_key)
     reader = new_reader(endpoint)
-    deadline = StreamDeadline(endpoint)
     retry_after_s = None
     record.started_at = clock.now()
     sent_ns = time.perf_counter_ns()
+    deadline = StreamDeadline(endpoint, sent_ns)
     try:
-        async with asyncio.timeout(None) as timer:
-            deadline.start(timer)
-            await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns)
+        with deadline:
+            async with asyncio.timeout(None) as timer:
+                deadline.start(timer)
+                await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns)
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
@@ -156,30 +157,57 @@ class StreamDeadline:
     """The one deadline a stream is held to at any moment: no first token within the TTFT timeout
     of sending, no data for the idle timeout after the first token, and the total timeout.
 
-    It moves an ``asyncio.timeout`` along the stream (a timer per stream, moved on each read), so a
-    deadline fires however the server behaves: silent, trickling headers or an error body."""
+    A stream that reaches it is ended through an ``asyncio.timeout``, so it fires however the server
+    behaves: silent, trickling headers, an error body that never ends. Reads after the first token
+    only note their time; a timer looks at it when the deadline it last computed comes, and sets
+    the next one, so that a chunk costs an assignment, not a new timer."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, sent_ns: int) -> None:
         self._endpoint = endpoint
-        self._timer: asyncio.Timeout | None = None
-        self._total_at = 0.0
+        self._sent_ns = sent_ns
+        self._total_ns = sent_ns + int(endpoint.total_timeout_s * 1e9)
+        self._last_data_ns: int | None = None  # the last read since the first token
         self.reason = "ttft_timeout"
+        self._timer: asyncio.Timeout | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> StreamDeadline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
     def start(self, timer: asyncio.Timeout) -> None:
-        now = asyncio.get_running_loop().time()
-        self._timer, self._total_at = timer, now + self._endpoint.total_timeout_s
-        self._move(now + self._endpoint.ttft_timeout_s, "ttft_timeout")
+        self._timer = timer
+        self._check()
 
-    def data_received(self) -> None:
-        """After the first token, data keeps the stream alive for another idle timeout."""
-        self._move(asyncio.get_running_loop().time() + self._endpoint.idle_timeout_s, "idle_timeout")
+    def data_received(self, received_ns: int) -> None:
+        """A read at or after the first token. The first one moves the deadline sooner (the idle
+        timeout is usually shorter than the TTFT one), so it sets the timer again."""
+        first = self._last_data_ns is None
+        self._last_data_ns = received_ns
+        if first:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._check()
 
-    def _move(self, when: float, reason: str) -> None:
-        if when >= self._total_at:
-            when, reason = self._total_at, "total_timeout"
-        self.reason = reason
-        assert self._timer is not None
-        self._timer.reschedule(when)
+    def _due(self) -> tuple[int, str]:
+        if self._last_data_ns is None:
+            due, reason = self._sent_ns + int(self._endpoint.ttft_timeout_s * 1e9), "ttft_timeout"
+        else:
+            due, reason = self._last_data_ns + int(self._endpoint.idle_timeout_s * 1e9), "idle_timeout"
+        return (due, reason) if due < self._total_ns else (self._total_ns, "total_timeout")
+
+    def _check(self) -> None:
+        due_ns, self.reason = self._due()
+        remaining_ns = due_ns - time.perf_counter_ns()
+        loop = asyncio.get_running_loop()
+        if remaining_ns > 0:
+            self._handle = loop.call_later(remaining_ns / 1e9, self._check)
+        else:
+            assert self._timer is not None
+            self._timer.reschedule(loop.time())  # ends the stream now, as a TimeoutError
 
     def failure(self) -> StreamFailure:
         limits = {
@@ -214,7 +242,7 @@ async def _stream(
             for event in parser.feed(data, received_ns):
                 reader.on_event(event)
             if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline
-                deadline.data_received()
+                deadline.data_received(received_ns)
         if parser.has_partial_event:
             raise StreamFailure("truncated_stream", "the stream ended inside an event")
         reader.check_complete()

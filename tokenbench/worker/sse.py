@@ -36,6 +36,8 @@ class SSEParser:
         self._has_fields = False  # some field of the current event has been seen
 
     def feed(self, chunk: bytes, received_ns: int = 0) -> list[SSEEvent]:
+        if not self._buffer and not self._skip_lf and not self._at_start and b"\r" not in chunk:
+            return self._feed_lf_lines(chunk, received_ns)
         if self._skip_lf and chunk:
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
@@ -60,6 +62,18 @@ class SSEParser:
             if event is not None:
                 events.append(event)
         self._buffer = buffer[start:]
+        return events
+
+    def _feed_lf_lines(self, chunk: bytes, received_ns: int) -> list[SSEEvent]:
+        """``feed`` for the common read: nothing held over, lines ending in LF only (a split is
+        several times faster than the regular expression that also finds CR and CRLF)."""
+        lines = chunk.split(b"\n")
+        self._buffer = lines.pop()  # after the last LF: the start of a line still to come
+        events = []
+        for line in lines:
+            event = self._process_line(line, received_ns)
+            if event is not None:
+                events.append(event)
         return events
 
     @property

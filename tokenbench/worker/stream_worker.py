@@ -20,6 +20,8 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import redis
 from redis.asyncio import Redis
@@ -52,6 +54,22 @@ SAVE_RETRY_S = 60.0
 _RETRY_PAUSE_S = 0.5
 DEQUEUE_BLOCK_S = 1  # a blocking dequeue waits this long, then the loop looks at its state again
 _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a move: they are polled
+# Jobs started or saved in one round trip at most. A batch is Python work on the event loop (~0.1 ms
+# a job: RQ's job hash, the record): 256 streams ending at once in one batch held the loop for
+# ~25 ms, late chunk times for every other stream; batches of 32 interleave with their reads.
+_BATCH = 32
+# Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
+# hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip.
+_TAKE_JOBS_SCRIPT = """
+local taken = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not id then break end
+  taken[#taken + 1] = id
+  taken[#taken + 1] = redis.call('HGETALL', ARGV[2] .. id)
+end
+return taken
+"""
 # A second stop signal this soon after the first is the same stop reaching us twice (the pool
 # forwards the terminal's Ctrl-C, which reached us too), not a request for a cold shutdown.
 _DUPLICATE_SIGNAL_S = 1.0
@@ -68,9 +86,10 @@ class StreamWorker(BaseWorker):
         self._ssl_context = ssl_context
         self._free_streams = list(range(streams))  # a heap: a job takes the lowest free stream
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stream_freed = asyncio.Event()
+        self._something_ended = asyncio.Event()
         self._stop_signalled_at: float | None = None
         self._loop_lag = LoopLagMonitor()
+        self._saver = RecordSaver(self._save_batch)
         self._process: WorkerProcess | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:  # RQ's one-job-at-a-time entry; not ours
@@ -97,12 +116,14 @@ class StreamWorker(BaseWorker):
         # stream would be measured as the server's latency.
         gc.collect()
         gc.freeze()
-        background = [asyncio.create_task(self._loop_lag.run()), asyncio.create_task(self._keep_beating())]
+        background = [asyncio.create_task(self._loop_lag.run()), asyncio.create_task(self._keep_beating()),
+                      asyncio.create_task(self._saver.run())]
         worked = False
         try:
             worked = await self._feed(burst)
-            if self._tasks:
-                await asyncio.wait(self._tasks)
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+            await self._saver.drain()
         finally:
             for task in background:
                 task.cancel()
@@ -111,17 +132,17 @@ class StreamWorker(BaseWorker):
             await self._aredis.aclose()
         return worked
 
-    # -- taking jobs -------------------------------------------------------------------------
+    # -- taking and starting jobs ------------------------------------------------------------
 
     async def _feed(self, burst: bool) -> bool:
         """Start a job on every free stream while there are jobs; False if none was ever taken."""
         worked = False
         while self._stop_signalled_at is None:
             if not self._free_streams:
-                self._stream_freed.clear()
-                await self._stream_freed.wait()
+                self._something_ended.clear()
+                await self._something_ended.wait()
                 continue
-            taken = await self._dequeue(len(self._free_streams), block=not burst)
+            taken = await self._take(min(len(self._free_streams), _BATCH), block=not burst)
             if self._stop_signalled_at is not None:
                 await self._give_back(taken)
                 break
@@ -129,27 +150,28 @@ class StreamWorker(BaseWorker):
                 if burst and not self._tasks:
                     break
                 if burst:
-                    self._stream_freed.clear()
-                    await self._stream_freed.wait()
+                    self._something_ended.clear()
+                    await self._something_ended.wait()
                 continue
             worked = True
-            for job_id, queue in taken:
+            for started in await self._start(taken):
                 stream = heapq.heappop(self._free_streams)
-                task = asyncio.create_task(self._perform(job_id, queue, stream))
+                task = asyncio.create_task(self._perform(started, stream))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         return worked
 
-    async def _dequeue(self, count: int, block: bool) -> list[tuple[str, Queue]]:
-        """Up to ``count`` job ids, each moved into its queue's intermediate queue (RQ's way, so that
-        a job taken by a process that dies before starting it is not forgotten)."""
-        taken: list[tuple[str, Queue]] = []
+    async def _take(self, count: int, block: bool) -> list[TakenJob]:
+        """Up to ``count`` jobs with their hashes, each moved into its queue's intermediate queue
+        (RQ's way, so that a job taken by a process that dies before starting it is not forgotten),
+        in one round trip per queue."""
+        taken: list[TakenJob] = []
         try:
             for queue in self.queues:
-                async with self._aredis.pipeline(transaction=False) as pipe:
-                    for _ in range(count - len(taken)):
-                        pipe.lmove(queue.key, queue.intermediate_queue_key)
-                    taken += [(job_id.decode(), queue) for job_id in await pipe.execute() if job_id is not None]
+                reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key,
+                                                count - len(taken), Job.redis_job_namespace_prefix)
+                taken += [TakenJob(job_id.decode(), queue, _hash(fields))
+                          for job_id, fields in zip(reply[::2], reply[1::2])]
                 if len(taken) == count:
                     return taken
             if taken or not block:
@@ -159,68 +181,96 @@ class StreamWorker(BaseWorker):
                 return []
             queue = self.queues[0]
             job_id = await self._aredis.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_BLOCK_S)
-            return [] if job_id is None else [(job_id.decode(), queue)]
+            if job_id is None:
+                return []
+            return [TakenJob(job_id.decode(), queue, await self._aredis.hgetall(Job.key_for(job_id.decode())))]
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("worker %s: Redis unreachable (%s); retrying", self.name, exc)
             await asyncio.sleep(_RETRY_PAUSE_S)
             return taken
 
-    async def _give_back(self, taken: list[tuple[str, Queue]]) -> None:
+    async def _give_back(self, taken: list[TakenJob]) -> None:
         """Jobs taken as a stop came: back to the front of their queues, in order."""
         if taken:
             async with self._aredis.pipeline(transaction=True) as pipe:
-                for job_id, queue in reversed(taken):
-                    pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-                    pipe.lpush(queue.key, job_id)
+                for job in reversed(taken):
+                    pipe.lrem(job.queue.intermediate_queue_key, 1, job.job_id)
+                    pipe.lpush(job.queue.key, job.job_id)
                 await pipe.execute()
+
+    async def _start(self, taken: list[TakenJob]) -> list[StartedJob]:
+        """One round trip for all the jobs taken: each one's in-flight mark in its run (unless the
+        run was cancelled) and RQ's started state. Jobs that are not ours are refused."""
+        assert self._process is not None
+        process = self._process
+        starting: list[StartedJob] = []
+        # Not a MULTI transaction: each of its commands would then be answered twice (QUEUED, then the
+        # reply), and nothing here needs isolation (a cancel that lands meanwhile lets the request run).
+        async with self._aredis.pipeline(transaction=False) as pipe:
+            for taken_job in taken:
+                job = Job(taken_job.job_id, connection=self.connection, serializer=JSONSerializer)
+                if not taken_job.fields:  # deleted meanwhile
+                    pipe.lrem(taken_job.queue.intermediate_queue_key, 1, taken_job.job_id)
+                    continue
+                job.restore(taken_job.fields)
+                refusal = refusal_reason(job)
+                if refusal is not None:
+                    log.warning("worker %s: refused job %s: %s", self.name, job.id, refusal)
+                    self._background(asyncio.to_thread(self._fail_in_rq, job, taken_job.queue, None,
+                                                       f"refused by tokenbench worker: {refusal}"))
+                    continue
+                spec = JobSpec.from_dict(job.args[0])
+                first_of_run = process.first_job_of(spec.run_id)
+                cancelled_reply = len(pipe)  # queue_mark_in_flight's first reply: was the run cancelled?
+                queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, process.name, spec.attempt, job.id),
+                                     spec.ttl_s)
+                execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
+                job.prepare_for_execution(self.name, pipeline=pipe)
+                pipe.lrem(taken_job.queue.intermediate_queue_key, 1, job.id)
+                if first_of_run:
+                    queue_register_worker(pipe, spec.run_id, process.name, process.environment, spec.ttl_s)
+                starting.append(StartedJob(job, taken_job.queue, spec, execution, first_of_run, cancelled_reply))
+            replies = await pipe.execute() if len(pipe) else []
+        started = [job for job in starting if not replies[job.cancelled_reply]]
+        cancelled = [job for job in starting if replies[job.cancelled_reply]]
+        if cancelled:  # the run was cancelled while these waited on the queue: nothing is sent
+            async with self._aredis.pipeline(transaction=False) as pipe:
+                for job in cancelled:
+                    clear_in_flight(pipe, job.spec.run_id, job.spec.index)
+                    job.execution.delete(job.job, pipeline=pipe)
+                    pipe.delete(job.job.key)
+                await pipe.execute()
+        return started
 
     # -- one job -----------------------------------------------------------------------------
 
-    async def _perform(self, job_id: str, queue: Queue, stream: int) -> None:
-        try:
-            await self._perform_job(job_id, queue, stream)
-        except Exception:  # a bug, or Redis gone for good: the job's record is missing, and says so
-            log.exception("worker %s: job %s failed", self.name, job_id)
-        finally:
-            heapq.heappush(self._free_streams, stream)
-            self._stream_freed.set()
-
-    async def _perform_job(self, job_id: str, queue: Queue, stream: int) -> None:
+    async def _perform(self, started: StartedJob, stream: int) -> None:
+        """Send the job's request on ``stream``; the stream is free again as soon as it ends, and the
+        record goes to the saver."""
         assert self._process is not None
-        job = Job(job_id, connection=self.connection, serializer=JSONSerializer)
-        raw = await self._aredis.hgetall(job.key)
-        if not raw:  # deleted meanwhile (a cancelled run's jobs are)
-            await self._aredis.lrem(queue.intermediate_queue_key, 1, job_id)
-            return
-        job.restore(raw)
-        refusal = refusal_reason(job)
-        if refusal is not None:
-            log.warning("worker %s: refused job %s: %s", self.name, job_id, refusal)
-            await asyncio.to_thread(self._fail_in_rq, job, queue, None, f"refused by tokenbench worker: {refusal}")
-            return
-        spec = JobSpec.from_dict(job.args[0])
-        first_of_run = self._process.first_job_of(spec.run_id)
-        execution = await self._start(job, queue, spec, first_of_run)
-        if execution is None:
-            return  # the run was cancelled while this job waited on the queue
+        job, spec = started.job, started.spec
         self._loop_lag.job_started(spec.run_id)
         warmups: list[RequestRecord] = []
         try:
             async with asyncio.timeout(job.timeout if job.timeout and job.timeout > 0 else None):
                 record = await run_job(self._process, spec)
-            if first_of_run and spec.warmup:
+            if started.first_of_run and spec.warmup:
                 warmups = self._process.warmup(spec).result()
         except TimeoutError:
             record = self._interrupted(spec, "job_timeout", f"RQ's job timeout ({job.timeout} s) passed")
         except asyncio.CancelledError:
-            record = self._interrupted(spec, "worker_stopped", "the worker was stopped (cold shutdown) "
-                                                                "during the request")
-            await self._finish(job, queue, execution, spec, record, [], failed=True)
+            self._saver.save(started, self._interrupted(spec, "worker_stopped", "the worker was stopped (cold "
+                                                                               "shutdown) during the request"))
             raise
+        except Exception:  # a bug: the job's record is missing, and the log says why
+            log.exception("worker %s: job %s failed", self.name, job.id)
+            return
         finally:
             self._loop_lag.job_ended(spec.run_id)
+            heapq.heappush(self._free_streams, stream)
+            self._something_ended.set()
         record.stream = stream
-        await self._finish(job, queue, execution, spec, record, warmups, failed=record.error_type == "job_timeout")
+        self._saver.save(started, record, warmups)
         log.info("worker %s: %s #%d %s", self.name, spec.run_id, spec.index,
                  "ok" if record.success else record.error_type)
 
@@ -228,52 +278,42 @@ class StreamWorker(BaseWorker):
         assert self._process is not None
         return RequestRecord.failure(spec, self._process.name, self._process.host, error_type, message, clock.now())
 
-    async def _start(self, job: Job, queue: Queue, spec: JobSpec, first_of_run: bool) -> Execution | None:
-        """One round trip: the run's in-flight mark (unless it was cancelled) and RQ's started state."""
-        assert self._process is not None
-        process = self._process
-        ttl = self.get_heartbeat_ttl(job)
-        async with self._aredis.pipeline(transaction=True) as pipe:
-            queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, process.name, spec.attempt, job.id),
-                                 spec.ttl_s)
-            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            if first_of_run:
-                queue_register_worker(pipe, spec.run_id, process.name, process.environment(), spec.ttl_s)
-            cancelled = (await pipe.execute())[0]
-        if cancelled:
-            async with self._aredis.pipeline(transaction=False) as pipe:
-                clear_in_flight(pipe, spec.run_id, spec.index)
-                execution.delete(job, pipeline=pipe)
-                pipe.delete(job.key)
-                await pipe.execute()
-            return None
-        return execution
+    def _background(self, awaitable: Awaitable[None]) -> None:
+        """Run beside the streams; the feeder waits for it before a burst worker exits."""
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task: self._something_ended.set())
 
-    async def _finish(self, job: Job, queue: Queue, execution: Execution, spec: JobSpec, record: RequestRecord,
-                      warmups: list[RequestRecord], failed: bool) -> None:
-        """One round trip: the record (stored once, counted once) and RQ's end of the job. While Redis
-        is away the record is kept and retried for ``SAVE_RETRY_S``."""
+    async def _save_batch(self, batch: list[Finished]) -> None:
+        """One round trip for a batch of finished jobs: each record (stored once, counted once) and
+        RQ's end of its job. While Redis is away the records are kept and retried for ``SAVE_RETRY_S``."""
         deadline = time.monotonic() + SAVE_RETRY_S
         while True:
             try:
                 async with self._aredis.pipeline(transaction=False) as pipe:
-                    queue_save_record(pipe, record, spec.ttl_s)
-                    if warmups:
-                        queue_save_warmup_records(pipe, warmups, spec.ttl_s)
-                    execution.delete(job, pipeline=pipe)
-                    if not failed:
-                        pipe.delete(job.key)  # result_ttl 0: the record is the job's result
-                        self.increment_successful_job_count(pipeline=pipe)
+                    for finished in batch:
+                        started = finished.started
+                        queue_save_record(pipe, finished.record, started.spec.ttl_s)
+                        if finished.warmups:
+                            queue_save_warmup_records(pipe, finished.warmups, started.spec.ttl_s)
+                        started.execution.delete(started.job, pipeline=pipe)
+                        if not finished.failed:
+                            pipe.delete(started.job.key)  # result_ttl 0: the record is the job's result
+                            self.increment_successful_job_count(pipeline=pipe)
                     await pipe.execute()
                 break
             except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() >= deadline:
-                    raise
+                    log.error("worker %s: Redis unreachable for %g s: %d record(s) not saved", self.name,
+                              SAVE_RETRY_S, len(batch))
+                    return
                 await asyncio.sleep(_RETRY_PAUSE_S)
-        if failed:
-            await asyncio.to_thread(self._fail_in_rq, job, queue, execution, record.error or "")
+        for finished in batch:
+            if finished.failed:
+                started = finished.started
+                await asyncio.to_thread(self._fail_in_rq, started.job, started.queue, started.execution,
+                                        finished.record.error or "")
 
     def _fail_in_rq(self, job: Job, queue: Queue, execution: Execution | None, reason: str) -> None:
         """RQ's failed state for the job, in its FailedJobRegistry (rare: refused or interrupted jobs)."""
@@ -328,11 +368,71 @@ class StreamWorker(BaseWorker):
         if self._stop_signalled_at is None:
             log.info("worker %s: warm shutdown: finishing %d request(s) in flight", self.name, len(self._tasks))
             self._stop_signalled_at = moment
-            self._stream_freed.set()
+            self._something_ended.set()
         elif moment - self._stop_signalled_at > _DUPLICATE_SIGNAL_S:
             log.warning("worker %s: cold shutdown", self.name)
             for task in self._tasks:
                 task.cancel()
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    job_id: str
+    queue: Queue
+    fields: dict[bytes, bytes]  # the job's hash (empty: the job is gone)
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    job: Job
+    queue: Queue
+    spec: JobSpec
+    execution: Execution
+    first_of_run: bool  # this process's first job of the run: it saves the warm-up records
+    cancelled_reply: int  # where the start transaction's replies say whether its run was cancelled
+
+
+@dataclass(frozen=True)
+class Finished:
+    started: StartedJob
+    record: RequestRecord
+    warmups: list[RequestRecord]
+    failed: bool  # in RQ's terms: interrupted (job timeout, cold shutdown), so kept in its FailedJobRegistry
+
+
+class RecordSaver:
+    """Saves finished jobs in batches, in the background: a stream takes its next job without waiting
+    for its last record to reach Redis, and many streams ending at once cost one round trip."""
+
+    def __init__(self, save_batch: Callable[[list[Finished]], Awaitable[None]]) -> None:
+        self._save_batch = save_batch
+        self._pending: list[Finished] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def save(self, started: StartedJob, record: RequestRecord, warmups: list[RequestRecord] | None = None) -> None:
+        failed = record.error_type in ("job_timeout", "worker_stopped")
+        self._pending.append(Finished(started, record, warmups or [], failed))
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                await self._save_batch(batch)
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Until every record handed in so far is saved (or given up on)."""
+        await self._idle.wait()
+
+
+def _hash(fields: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(fields[::2], fields[1::2]))
 
 
 def refusal_reason(job: Job) -> str | None:
