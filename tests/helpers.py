@@ -58,10 +58,11 @@ def processes_with_marker(marker: str) -> list[int]:
 
 
 @contextmanager
-def worker_pool(redis_url: str, queue: str, n: int, **env: str) -> Iterator[subprocess.Popen]:
-    """`tokenbench worker -n N` on ``queue``; stopped (and its workers with it) on the way out."""
-    pool = subprocess.Popen([sys.executable, "-m", "tokenbench", "worker", "-n", str(n), "--redis-url", redis_url,
-                             "--queue", queue, "--log-level", "WARNING"], env=clean_env(**env),
+def worker_pool(redis_url: str, queue: str, n: int, streams: int = 1, **env: str) -> Iterator[subprocess.Popen]:
+    """`tokenbench worker -n N --streams K` on ``queue``; stopped (and its workers with it) on the way out."""
+    pool = subprocess.Popen([sys.executable, "-m", "tokenbench", "worker", "-n", str(n), "--streams", str(streams),
+                             "--redis-url", redis_url, "--queue", queue, "--log-level", "WARNING"],
+                            env=clean_env(**env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         yield pool

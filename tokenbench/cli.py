@@ -436,12 +436,14 @@ def prompts() -> None:
               help="Send ': OPENROUTER PROCESSING' comments this often until the first token.")
 @click.option("--sse", "sse_variants", callback=parse_sse_variants_option, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes serving the port (SO_REUSEPORT), for more streams than one core can time.")
 @click.option("--stamp-send-time", is_flag=True,
               help="Write each chunk's send time (monotonic ns) into it, so a client on this host can measure its "
                    "own receive lag (what `tokenbench calibrate` does).")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
                 reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, logprobs, usage_style, error_style,
-                keepalive_ms, sse_variants, stamp_send_time) -> None:
+                keepalive_ms, sse_variants, processes, stamp_send_time) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
     faults of real servers."""
     from tokenbench.mock import READY_LINE_PREFIX
@@ -466,7 +468,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
                             stamp_send_time=stamp_send_time,
                             fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
                             shape=shape)
-    serve(settings, sock)
+    serve(settings, sock, processes)
 
 
 def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:

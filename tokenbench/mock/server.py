@@ -9,7 +9,10 @@ request arrived, so a late wake-up never delays the events after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import signal
 import socket
 import time
 import uuid
@@ -32,6 +35,7 @@ from tokenbench.mock.shapes import (
     token_text,
 )
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
+from tokenbench.shared.lifetime import die_with_parent
 
 DEFAULT_TTFT_MS = 50.0
 DEFAULT_ITL_MS = 10.0
@@ -235,16 +239,43 @@ class MockServer:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 picks a free one (read it back with getsockname)."""
+    """A listening socket; port 0 picks a free one (read it back with getsockname). Other processes
+    may listen on the same port (SO_REUSEPORT): the kernel spreads the connections over them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(4096)
     sock.setblocking(False)
     return sock
 
 
-def serve(settings: MockSettings, sock: socket.socket) -> None:
-    """Serve on ``sock`` until interrupted (SIGINT/SIGTERM)."""
+def serve(settings: MockSettings, sock: socket.socket, processes: int = 1) -> None:
+    """Serve on ``sock`` until interrupted (SIGINT/SIGTERM), in ``processes`` processes that share its
+    port: one process's event loop streams ~6,000 chunks/s on one core of the development machine
+    before its timing slips (benchmarks/mock_capacity.py). Each process counts its own requests for
+    ``fault_rate``."""
+    host, port = sock.getsockname()[:2]
+    children = []
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:  # a child: its own socket on the same port, its own event loop
+            die_with_parent()
+            _run(settings, bind_socket(host, port))
+            os._exit(0)
+        children.append(pid)
+    try:
+        _run(settings, sock)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _run(settings: MockSettings, sock: socket.socket) -> None:
     web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)

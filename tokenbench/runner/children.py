@@ -10,6 +10,7 @@ import sys
 
 from tokenbench.mock import READY_LINE_PREFIX
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.lifetime import die_with_parent
 
 STOP_GRACE_S = 5.0
 MOCK_START_TIMEOUT_S = 10.0
@@ -17,7 +18,7 @@ MOCK_START_TIMEOUT_S = 10.0
 
 def start_child(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     """``python -m tokenbench ARGS`` in its own process group, so that a terminal's Ctrl-C reaches
-    only us and we stop the children in order.
+    only us and we stop the children in order; on Linux it dies with us, even if we are killed.
 
     A process group, not a session: on a kernel with autogroup scheduling a new session is a new
     scheduling group, and the whole worker pool would then share one group's CPU against the
@@ -27,6 +28,7 @@ def start_child(args: list[str], env: dict[str, str] | None = None, **kwargs) ->
         stdin=subprocess.DEVNULL,
         env=env,
         process_group=0,
+        preexec_fn=die_with_parent,
         **kwargs,
     )
 

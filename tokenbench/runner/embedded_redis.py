@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.lifetime import die_with_parent
 
 START_TIMEOUT_S = 5.0
 HOW_TO_GET_REDIS = (
@@ -47,7 +48,8 @@ def embedded_redis() -> Iterator[str]:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            process_group=0,  # not a session: see children.start_child
+            preexec_fn=die_with_parent,
         )
         try:
             url = f"unix://{sock}?db=0"

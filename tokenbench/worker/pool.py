@@ -18,6 +18,7 @@ import time
 from multiprocessing.context import ForkProcess
 
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.lifetime import die_with_parent
 from tokenbench.shared.redis_conn import connect, connect_async
 from tokenbench.worker.stream_worker import StreamWorker
 
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 _fork = multiprocessing.get_context("fork")
 CRASH_WINDOW_S = 60.0
 CHECK_INTERVAL_S = 0.2
-_PR_SET_PDEATHSIG = 1
 
 
 def split_streams(total: int, processes: int) -> list[int]:
@@ -103,18 +103,10 @@ class _Pool:
                     pass
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the pool dies, however it dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, burst: bool, logging_level: str,
            streams: int) -> None:
     """A worker process's body: its own Redis connections, then the StreamWorker until it stops."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

@@ -1,0 +1,154 @@
+"""The worker model: processes x streams, how the concurrency is split, how late the event loop
+ran, and process lifetimes (a pool's processes, and everything `run` starts, end with their parent)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+
+from tests.helpers import clean_env, load, processes_with_marker, tokenbench
+from tokenbench.aggregator.loop_lag import summarize_loop_lag
+from tokenbench.aggregator.table import format_summary
+from tokenbench.worker.loop_lag import LoopLagMonitor
+from tokenbench.worker.pool import split_streams
+
+
+def test_streams_are_split_as_evenly_as_they_go_and_no_process_is_empty():
+    assert split_streams(512, 2) == [256, 256]
+    assert split_streams(5, 2) == [3, 2]
+    assert split_streams(3, 8) == [1, 1, 1]
+    assert sum(split_streams(1000, 7)) == 1000 and max(split_streams(1000, 7)) - min(split_streams(1000, 7)) <= 1
+
+
+def test_loop_lag_is_kept_per_run_while_its_jobs_are_in_flight():
+    monitor = LoopLagMonitor()
+    monitor.add_sample(3.0)  # no run in flight: counted nowhere
+    monitor.job_started("a")
+    for lag_ms in (0.05, 0.25, 0.25, 12.0):
+        monitor.add_sample(lag_ms)
+    monitor.job_started("b")
+    monitor.add_sample(1.0)
+    monitor.job_ended("a")
+    histograms = {run: orjson.loads(raw) for run, raw in monitor.unsaved().items()}
+    assert set(histograms) == {"a", "b"}
+    assert histograms["a"]["counts"] == {"0": 1, "2": 2, "120": 1, "10": 1} and histograms["a"]["max_ms"] == 12.0
+    assert histograms["b"]["counts"] == {"10": 1}
+    assert monitor.unsaved() == {}  # nothing new; "a" is forgotten, "b" still in flight
+    monitor.add_sample(0.0)
+    assert set(monitor.unsaved()) == {"b"}
+
+
+def test_loop_lag_summary_merges_the_workers_and_the_table_warns_past_its_bound():
+    from tests.test_reports import meta, record
+    from tokenbench.aggregator.metrics import build_report
+
+    quiet = {"bin_ms": 0.1, "max_ms": 0.4, "counts": {"1": 98, "3": 2}}
+    late = {"bin_ms": 0.1, "max_ms": 30.0, "counts": {"2": 90, "199": 10}}
+    summary = summarize_loop_lag({"h:1": quiet, "h:2": late})
+    assert (summary["p50"], summary["p99"], summary["max"], summary["samples"]) == (0.3, 20.0, 30.0, 200)
+    assert summary["p99_by_worker"] == {"h:1": 0.4, "h:2": 20.0}
+    assert summarize_loop_lag({}) is None
+    report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)], loop_lag={"h:1": quiet})
+    assert "event loops ran late" not in format_summary(report)
+    report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)], loop_lag={"h:1": quiet, "h:2": late})
+    table = format_summary(report)
+    assert "the workers' event loops ran late by up to 20.0 ms (p99)" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+
+
+def test_streams_and_concurrency_are_one_or_the_other():
+    outcome = tokenbench("worker", "--streams", "2", "--concurrency", "4", "--redis-url", "redis://127.0.0.1:9/0")
+    assert outcome.returncode == 2 and "not both" in outcome.stderr and "Traceback" not in outcome.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.integration
+def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(tmp_path):
+    """kill -9 of `run`: its workers, their processes, the mock and the embedded Redis are gone within 5 s;
+    while it ran they stayed in its session (a process group of their own, not a new session)."""
+    marker = uuid.uuid4().hex
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "4", "--processes", "2",
+         "--prompts", "40", "--max-tokens", "100", "--mock-ttft-ms", "10", "--mock-itl-ms", "50",
+         "--output", str(tmp_path / "r.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(TOKENBENCH_TEST_MARKER=marker))
+    try:
+        # run, its redis-server, the mock, the worker pool and the pool's two processes.
+        assert _wait_for(lambda: len(processes_with_marker(marker)) >= 5, 20), processes_with_marker(marker)
+        time.sleep(1.0)
+        ours = [pid for pid in processes_with_marker(marker) if pid != run.pid]
+        assert all(os.getsid(pid) == os.getsid(run.pid) for pid in ours)
+        assert all(os.getpgid(pid) != os.getpgid(run.pid) for pid in ours)
+        everything = set(ours) | set(_children(run.pid))
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+
+    def all_gone() -> bool:
+        alive = []
+        for pid in everything:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except OSError:
+                pass
+        return not alive
+
+    assert _wait_for(all_gone, 5), "processes outlived `run`"
+
+
+@pytest.mark.integration
+def test_a_sigkilled_process_loses_none_of_its_streams_and_doubles_none(redis_url, tmp_path):
+    """One process holding 3 requests dies: each is rerun once (--max-retries 1), none is lost or doubled."""
+    import redis
+
+    from tests.helpers import enqueue, mock_server_process, worker_pool
+    from tests.test_faults import wait_in_flight, worker_pid
+
+    connection = redis.Redis.from_url(redis_url)
+    out = tmp_path / "r.json"
+    with mock_server_process("--ttft-ms", "50", "--itl-ms", "100") as mock_url, \
+            worker_pool(redis_url, "kill-streams", 2, streams=3):
+        run_id = enqueue(redis_url, mock_url, "kill-streams", "--prompts", "6", "--max-tokens", "20",
+                         "--max-retries", "1")
+        in_flight = wait_in_flight(connection, run_id, 6)
+        victim = in_flight[0].worker
+        held = sorted(entry.index for entry in in_flight if entry.worker == victim)
+        time.sleep(0.5)
+        os.kill(worker_pid(in_flight[0]), signal.SIGKILL)
+        report = tokenbench("report", run_id, "--redis-url", redis_url, "--timeout", "40", "--output", str(out))
+    assert report.returncode == 0, report.stderr
+    result = load(out)
+    assert sorted(r["index"] for r in result["results"]) == list(range(6))
+    assert result["successful_runs"] == 6 and len(held) == 3
+    assert sorted(r["index"] for r in result["results"] if r["attempt"] == 1) == held
+    assert all(r["worker"] != victim for r in result["results"])
