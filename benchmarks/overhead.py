@@ -1,7 +1,7 @@
-"""The harness's overhead and capacity against the stamping mock, next to a bare httpx client.
+"""The harness's overhead and capacity against the stamping mock, next to a bare aiohttp client.
 
 For each concurrency level (default 1, 16, 64, 128; ITL 10 ms, 128 tokens) it runs `tokenbench
-calibrate`'s measurement and prints, for tokenbench's workers and a bare asyncio httpx client in
+calibrate`'s measurement and prints, for tokenbench's workers and a bare asyncio aiohttp client in
 the same process: receive lag per chunk (receive minus the mock's stamped send time) p50/p99,
 TTFT error (measured minus configured) p50/p99, chunks/s, the machine's CPU busy share, and, for
 tokenbench, the achieved concurrency and the idle gap between a worker's requests. The first

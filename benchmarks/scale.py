@@ -14,7 +14,7 @@ requests, 4 back to back per stream, after one warm-up request per stream. For e
   Redis), and the peak of the sum of its processes' USS;
 - TTFT p50 error (measured minus 200 ms) and ITL p99.
 
-    python benchmarks/scale.py [--levels 64,128,256,512,1024] [--mock-processes 1]
+    python benchmarks/scale.py [--levels 8,128,256,512,1024] [--mock-processes 1]
 
 then the targets of the scale issue, each met or not. It takes about a minute a level.
 """
@@ -103,6 +103,7 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
         "delivered_share": tokens / (end - start) / truth,
         "middle_concurrency_share": busy / span / concurrency if span > 0 else None,
         "ttft_p50_error_ms": percentile(ttfts_ms, 50) - TTFT_MS if ttfts_ms else None,
+        "itl_p50_ms": percentile(itls_ms, 50),
         "itl_p99_ms": percentile(itls_ms, 99),
         "duration_s": end - start,
     }
@@ -171,7 +172,7 @@ def main() -> None:
         bare_client_main(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", default="64,128,256,512,1024")
+    parser.add_argument("--levels", default="8,128,256,512,1024")
     parser.add_argument("--mock-processes", type=int, default=1)
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
@@ -226,6 +227,13 @@ def print_targets(rows: list[tuple[int, dict, dict]]) -> None:
         share = ours["middle_concurrency_share"]
         checks.append((f"C={level}: mean concurrency over the middle >= 0.97 C (bare: "
                        f"{_f(bare['middle_concurrency_share'])})", share is not None and share >= 0.97, _f(share)))
+    if 8 in by_level:
+        bare, ours = by_level[8]
+        ttft_gap = abs(ours["ttft_p50_error_ms"] - bare["ttft_p50_error_ms"])
+        checks.append((f"C=8: TTFT p50 within 1.5 ms of the bare client's ({_f(bare['ttft_p50_error_ms'])} ms "
+                       "error)", ttft_gap <= 1.5, _f(ours["ttft_p50_error_ms"])))
+        checks.append((f"C=8: ITL p50 within 0.1 ms of the bare client's ({_f(bare['itl_p50_ms'], 3)} ms)",
+                       abs(ours["itl_p50_ms"] - bare["itl_p50_ms"]) <= 0.1, _f(ours["itl_p50_ms"], 3)))
     for level in (128, 512):
         if level in by_level:
             bare, ours = by_level[level]

@@ -383,7 +383,7 @@ def _is_result(document: object) -> bool:
 @output_option
 def calibrate(levels, requests_per_worker, tokens, ttft_ms, itl_ms, output) -> None:
     """Measure this machine's harness error budget against the built-in mock: the receive lag tokenbench adds
-    to each chunk and its TTFT error, next to a bare httpx client's at the same concurrency."""
+    to each chunk and its TTFT error, next to a bare aiohttp client's at the same concurrency."""
     from tokenbench.runner.calibrate import CalibrationSettings, format_calibration
     from tokenbench.runner.calibrate import calibrate as run_calibration
 

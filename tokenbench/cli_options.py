@@ -5,14 +5,9 @@ Every parser turns bad input into a ``click.BadParameter`` naming the option: on
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 import click
 import orjson

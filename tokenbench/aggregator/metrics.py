@@ -150,7 +150,7 @@ def build_report(
 
     return {
         "mode": meta.mode,
-        "concurrency": meta.requested_concurrency or len(workers),
+        "concurrency": meta.requested_concurrency or len({(r.worker, r.stream) for r in records}),
         "num_prompts": meta.num_prompts,
         "successful_runs": len(ok),
         "avg_latency_ms": _round(mean(latencies)),
