@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import orjson
+import pytest
 import redis
 from aiohttp import web
 
@@ -215,3 +221,115 @@ def test_retry_after_in_seconds_or_as_an_http_date():
     assert parse_retry_after("Fri, 27 Nov 2026 11:00:00 GMT", now) == 0.0  # already past
     assert parse_retry_after("99999", now) == 300.0  # capped
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+
+
+@contextmanager
+def raw_http_server(reply: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A server on a free loopback port that reads a request and answers with ``reply(conn)`` (raw bytes,
+    at its own pace); yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            try:
+                reply(conn)
+            except OSError:  # the client gave up: what the test is about
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def _trickle(conn: socket.socket, data: bytes, pause_s: float, limit_s: float = 5.0) -> None:
+    deadline = time.monotonic() + limit_s
+    for byte in data:
+        if time.monotonic() > deadline:
+            return
+        conn.sendall(bytes([byte]))
+        time.sleep(pause_s)
+
+
+def test_headers_trickled_a_byte_at_a_time_end_at_the_ttft_timeout():
+    headers = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    with raw_http_server(lambda conn: _trickle(conn, headers, 0.02)) as url:
+        record = measure(spec_for(url, ttft_timeout_s=0.4, idle_timeout_s=0.2))
+    assert (record.success, record.error_type) == (False, "ttft_timeout")
+    assert record.elapsed_ms < 2000  # not the seconds the trickle would take
+
+
+def test_an_error_body_that_trickles_ends_at_the_ttft_timeout():
+    def reply(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 500\r\n\r\n")
+        _trickle(conn, b"e" * 500, 0.02)
+
+    with raw_http_server(reply) as url:
+        record = measure(spec_for(url, ttft_timeout_s=0.4, idle_timeout_s=5))
+    assert (record.success, record.error_type, record.http_status) == (False, "ttft_timeout", 500)
+    assert record.elapsed_ms < 2000
+
+
+def test_a_retry_after_longer_than_the_total_timeout_is_cut_to_it():
+    calls = []
+
+    async def handler(request):
+        calls.append(time.monotonic())
+        return web.json_response({"error": {"message": "slow down"}}, status=429,
+                                 headers={"Retry-After": "99999999999"})
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url, max_retries=1, total_timeout_s=0.5))
+    assert record.error_type == "rate_limited" and len(calls) == 2
+    assert record.retries[0]["retry_after_s"] == 0.5
+    assert 0.45 <= calls[1] - calls[0] < 3
+
+
+def test_odd_retry_after_values_are_no_wait_at_all():
+    assert parse_retry_after("²") is None  # a digit to str.isdigit, not a number of seconds
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") == 300.0
+    assert parse_retry_after("-5") is None
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("application/json", b'{"id": "x", "choices": [{"message": {"content": "hi"}}]}'),
+    ("text/html", b"<html><body>Bad gateway</body></html>"),
+])
+def test_a_200_that_is_not_an_event_stream_says_so(content_type, body):
+    async def handler(request):
+        return web.Response(body=body, content_type=content_type)
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url))
+    assert (record.success, record.error_type) == (False, "not_event_stream")
+    assert content_type in record.error and body[:20].decode() in record.error
+
+
+def test_a_provider_sent_as_an_object_is_read_as_its_name_and_the_report_is_made():
+    from tokenbench.aggregator.metrics import build_report
+    from tokenbench.shared.records import RunMeta
+
+    async def handler(request):
+        response = await _start_sse(request)
+        chunk = {"id": 7, "model": {"weird": True}, "provider": {"name": "x"},
+                 "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}],
+                 "usage": {"completion_tokens": 1, "cost": "1.5"}}
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    with serve_app(app_with(handler)) as url:
+        record = measure(spec_for(url))
+    assert record.success, record.error
+    assert (record.provider, record.served_model, record.generation_id, record.cost) == ("x", None, "7", None)
+    meta = RunMeta(run_id="r", mode="openai", model="m", base_url=url, max_tokens=8, num_prompts=1, queue="q",
+                   created_at=0.0, prompt_ids=["p"], tokenbench_version="0")
+    assert build_report(meta, [record])["providers"] == {"x": 1}

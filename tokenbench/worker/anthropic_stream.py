@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object
+from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object, text_field
 from tokenbench.worker.sse import SSEEvent
 
 
@@ -19,8 +19,8 @@ class AnthropicStreamReader(StreamReader):
         kind = data.get("type") or event.event
         if kind == "message_start" and isinstance(data.get("message"), dict):
             message = data["message"]
-            self.model = self.model or message.get("model")
-            self.generation_id = self.generation_id or message.get("id")
+            self.model = self.model or text_field(message.get("model"))
+            self.generation_id = self.generation_id or text_field(message.get("id"))
             self._read_usage(message.get("usage"))
         elif kind == "content_block_delta" and isinstance(data.get("delta"), dict):
             self._read_delta(data["delta"], event.received_ns)

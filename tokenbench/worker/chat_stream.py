@@ -8,6 +8,7 @@ those fields, or by a ``<think>...</think>`` block at the start of ``content``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +159,18 @@ class StreamReader:
             raise StreamFailure("truncated_stream", "the stream ended without an end marker or a finish reason")
 
 
+def text_field(value: Any) -> str | None:
+    """A name a server sent (model, provider, id) as text, whatever its shape: a string, a number,
+    or an object with a ``name``; None for anything else. Servers do send ``"provider": {"name": ...}``."""
+    if isinstance(value, str):
+        return value[:_MESSAGE_LIMIT] or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, dict):
+        return text_field(value.get("name"))
+    return None
+
+
 def json_object(event: SSEEvent) -> dict[str, Any]:
     """The event's data as a JSON object; an ``event: error`` or an error object fails the request."""
     try:
@@ -186,9 +199,9 @@ class ChatStreamReader(StreamReader):
             self.done = True
             return
         chunk = json_object(event)
-        self.model = self.model or chunk.get("model")
-        self.provider = self.provider or chunk.get("provider")
-        self.generation_id = self.generation_id or chunk.get("id")
+        self.model = self.model or text_field(chunk.get("model"))
+        self.provider = self.provider or text_field(chunk.get("provider"))
+        self.generation_id = self.generation_id or text_field(chunk.get("id"))
         choices = chunk.get("choices")
         token_chunk = None
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -213,7 +226,8 @@ class ChatStreamReader(StreamReader):
         details = usage.get("completion_tokens_details")
         if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
             self.reasoning_tokens = details["reasoning_tokens"]
-        if isinstance(usage.get("cost"), (int, float)):
+        if isinstance(usage.get("cost"), (int, float)) and not isinstance(usage["cost"], bool) \
+                and math.isfinite(usage["cost"]):
             self.cost = usage["cost"]
 
     def _read_choice(self, choice: dict[str, Any], received_ns: int) -> TokenChunk | None:

@@ -25,6 +25,7 @@ from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, Strea
 from tokenbench.worker.sse import SSEParser
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_OPENING_BYTES = 200
 DEFAULT_RETRY_AFTER_S = 1.0  # a 429 that does not say how long to wait
 MAX_RETRY_AFTER_S = 300.0  # a longer wait is cut to this
 _NS_PER_MS = 1_000_000
@@ -237,15 +238,33 @@ async def _stream(
             raise await _http_failure(response)
         parser = SSEParser()
         content = response.content
+        opening = b""  # the body's first bytes, to say what it was if it is no event stream
         while data := await content.readany():
             received_ns = time.perf_counter_ns()
             for event in parser.feed(data, received_ns):
                 reader.on_event(event)
             if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline
                 deadline.data_received(received_ns)
+            if len(opening) < _OPENING_BYTES:
+                opening += data[:_OPENING_BYTES]
+        if not parser.events_seen and not _is_event_stream(response):
+            raise _not_event_stream(response, opening)
         if parser.has_partial_event:
             raise StreamFailure("truncated_stream", "the stream ended inside an event")
         reader.check_complete()
+
+
+def _not_event_stream(response: aiohttp.ClientResponse, opening: bytes) -> StreamFailure:
+    kind = response.headers.get("Content-Type") or "no Content-Type"
+    if "Content-Encoding" in response.headers:
+        kind += f", Content-Encoding {response.headers['Content-Encoding']}"
+    return StreamFailure("not_event_stream", f"HTTP {response.status} ({kind}) is not an event stream: "
+                                             f"{opening[:100]!r}")
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return content_type == "text/event-stream" and "Content-Encoding" not in response.headers
 
 
 async def _http_failure(response: aiohttp.ClientResponse) -> StreamFailure:

@@ -34,6 +34,7 @@ class SSEParser:
         self._event_type = ""
         self._last_id: str | None = None
         self._has_fields = False  # some field of the current event has been seen
+        self.events_seen = 0  # events dispatched so far
 
     def feed(self, chunk: bytes, received_ns: int = 0) -> list[SSEEvent]:
         if not self._buffer and not self._skip_lf and not self._at_start and b"\r" not in chunk:
@@ -107,6 +108,7 @@ class SSEParser:
         self._data_lines, self._event_type, self._has_fields = [], "", False
         if not data_lines:
             return None
+        self.events_seen += 1
         return SSEEvent(
             data="\n".join(data_lines),
             event=event_type or "message",
