@@ -58,6 +58,7 @@ _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a 
 # a job: RQ's job hash, the record): 256 streams ending at once in one batch held the loop for
 # ~25 ms, late chunk times for every other stream; batches of 32 interleave with their reads.
 _BATCH = 32
+_SAVE_DELAY_S = 0.005
 # Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
 # hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip.
 _TAKE_JOBS_SCRIPT = """
@@ -420,6 +421,9 @@ class RecordSaver:
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()
+            # The stream that just ended takes and starts its next job first: saving is off the path
+            # between two requests (its CPU would lengthen the idle gap), and waiting gathers more.
+            await asyncio.sleep(_SAVE_DELAY_S)
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
