@@ -52,6 +52,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["compare", "a.json"], ["at least two result files"]),
         (["compare", "/nonexistent/a.json", "/nonexistent/b.json"], ["cannot read /nonexistent/a.json"]),
         (["run", "--mode", "mock", "--warmup", "-1"], ["--warmup"]),
+        (["run", "--mode", "mock", "--request-rate", "nan"], ["--request-rate", "not a number"]),
+        (["run", "--mode", "mock", "--request-rate", "1e-300"], ["--request-rate", "0.001"]),
+        (["run", "--mode", "mock", "--request-rate", "2", "--burstiness", "inf"], ["--burstiness", "finite"]),
+        (["run", "--mode", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--mock-itl-ms", "3",
+          "--mock-option", "reasoning=think"], ["--mock-itl-ms, --mock-option", "only for the built-in mock"]),
+        (["run", "--mode", "mock", "--processes", "0"], ["--processes"]),
+        (["worker", "--streams", "0"], ["--streams"]),
     ],
 )
 def test_usage_errors(args, needles):

@@ -123,3 +123,69 @@ def test_the_worker_writes_no_record_twice_when_its_batch_is_retried(redis_url):
     assert asyncio.run(save_twice()) == [1, 0]
     connection = redis.Redis.from_url(redis_url)
     assert connection.hget(keys.run_progress("r"), "done") == b"1"
+
+
+def key_seeing_server(seen: list[str | None]):
+    """A chat-completions server that notes each request's Authorization header and streams one token."""
+    from aiohttp import web
+
+    async def handler(request):
+        seen.append(request.headers.get("Authorization"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+                             b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+def worker_with(redis_url: str, secret: bytes | None = None, key_hosts: frozenset[str] | None = None) -> StreamWorker:
+    from tokenbench.worker.job import PRESET_HOSTS
+
+    worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"),
+                          async_connection=connect_async(redis_url, "test"), streams=2, secret=secret,
+                          key_hosts=key_hosts if key_hosts is not None else PRESET_HOSTS)
+    worker.work(burst=True, logging_level="WARNING")
+    return worker
+
+
+@pytest.mark.parametrize("signed_with, runs", [(b"the-secret", True), (b"another-secret", False), (None, False)])
+def test_with_a_secret_only_jobs_signed_with_it_run(signed_with, runs, redis_url, monkeypatch):
+    from tests.conftest import serve_app
+
+    monkeypatch.setenv("TOKENBENCH_API_KEY", "sk-worker-key")
+    connection = redis.Redis.from_url(redis_url)
+    seen: list[str | None] = []
+    with serve_app(key_seeing_server(seen)) as url:
+        ep = Endpoint(mode="openai", base_url=url + "/v1", model="m", max_tokens=4)
+        run_id = enqueue_run(connection, ep, select_prompts(2, BUILTIN_PROMPTS), queue_name=QUEUE,
+                             secret=signed_with).run_id
+        worker_with(redis_url, secret=b"the-secret")
+    failed = FailedJobRegistry(QUEUE, connection=connection, serializer=JSONSerializer)
+    if runs:  # a signed job's host is the producer's choice: the key goes there
+        assert connection.hlen(keys.run_records(run_id)) == 2 and seen == ["Bearer sk-worker-key"] * 2
+        assert failed.count == 0
+    else:
+        assert seen == [] and connection.hlen(keys.run_records(run_id)) == 0 and failed.count == 2
+        reason = failed.get_job_ids()[0]
+        job = Queue(QUEUE, connection=connection, serializer=JSONSerializer).fetch_job(reason)
+        assert "TOKENBENCH_SECRET" in job.latest_result().exc_string
+
+
+def test_without_a_secret_the_key_goes_only_to_allowed_hosts(redis_url, monkeypatch):
+    from tests.conftest import serve_app
+
+    monkeypatch.setenv("TOKENBENCH_API_KEY", "sk-worker-key")
+    connection = redis.Redis.from_url(redis_url)
+    seen: list[str | None] = []
+    with serve_app(key_seeing_server(seen)) as url:
+        ep = Endpoint(mode="openai", base_url=url + "/v1", model="m", max_tokens=4)
+        foreign = enqueue_run(connection, ep, select_prompts(1, BUILTIN_PROMPTS), queue_name=QUEUE).run_id
+        worker_with(redis_url)  # 127.0.0.1 is not a preset's host: the request goes out without the key
+        allowed = enqueue_run(connection, ep, select_prompts(1, BUILTIN_PROMPTS), queue_name=QUEUE).run_id
+        worker_with(redis_url, key_hosts=frozenset({"127.0.0.1"}))
+    assert seen == [None, "Bearer sk-worker-key"]
+    assert all(connection.hlen(keys.run_records(run)) == 1 for run in (foreign, allowed))

@@ -170,3 +170,12 @@ def test_the_schedule_starts_after_every_job_is_written_and_workers_wait_for_it(
     threading.Timer(0.2, connection.set, (keys.run_schedule_start("late"), 123.5)).start()
     assert schedule_start(connection, "late", timeout_s=5) == 123.5  # written after the job was taken
     assert schedule_start(connection, "never", timeout_s=0.05) is None
+
+
+def test_an_infinite_request_rate_is_vllms_closed_loop():
+    import math
+
+    from tokenbench.cli_options import schedule_from_flags
+
+    assert schedule_from_flags(math.inf, None, None, 0) is None
+    assert schedule_from_flags(2.0, None, None, 0) == ArrivalSchedule(2.0, "poisson", 1.0, 0)

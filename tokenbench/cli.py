@@ -70,8 +70,12 @@ def cli() -> None:
 @request_options
 @schedule_options
 def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup, ttl_s, **flags) -> None:
-    """Put one job per prompt on Redis and print the run id (last line of stdout)."""
+    """Put one job per prompt on Redis and print the run id (last line of stdout).
+
+    With TOKENBENCH_SECRET in the environment each job is signed, and workers given the same secret
+    run only signed jobs."""
     from tokenbench.producer.enqueue import enqueue_run
+    from tokenbench.shared.signing import secret_from_env
 
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
@@ -82,7 +86,7 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags)
     connection = connect(redis_url or default_redis_url(), "enqueue")
     meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s,
-                       schedule=schedule, config=config, workload=workload)
+                       schedule=schedule, config=config, workload=workload, secret=secret_from_env())
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -99,12 +103,16 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True, help="INFO: one line per job with its outcome.")
-def worker(processes, streams, concurrency, redis_url, queues, burst, log_level) -> None:
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
+              help="Send the API key to this host too (repeatable; also TOKENBENCH_ALLOW_HOSTS). Without it the "
+                   "key goes only to the presets' hosts and to the hosts of jobs signed with TOKENBENCH_SECRET.")
+def worker(processes, streams, concurrency, redis_url, queues, burst, log_level, allow_hosts) -> None:
     """Start worker processes that run the benchmark's jobs: N processes x K streams requests in flight.
 
     Each process is an RQ worker that runs up to K jobs at once on one event loop. API keys come
     from this host's environment (TOKENBENCH_API_KEY, else the mode's own variable, e.g.
-    OPENROUTER_API_KEY); they never travel through Redis.
+    OPENROUTER_API_KEY); they never travel through Redis. With TOKENBENCH_SECRET in the environment
+    (the same as the producer's), only jobs signed with it run.
     """
     from tokenbench.worker.pool import run_workers, split_streams
 
@@ -112,7 +120,7 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level)
         raise click.UsageError("give --streams (per process) or --concurrency (in all), not both")
     shares = split_streams(concurrency, processes) if concurrency is not None else [streams] * processes
     status = run_workers(redis_url or default_redis_url(), list(queues) or [keys.DEFAULT_QUEUE], shares,
-                         burst=burst, logging_level=log_level)
+                         burst=burst, logging_level=log_level, allow_hosts=allow_hosts)
     sys.exit(status)
 
 
@@ -207,6 +215,14 @@ def benchmark_options(command: Any) -> Any:
     return command
 
 
+def _given_options(names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` given on the command line or in --config (not left at their default)."""
+    context = click.get_current_context()
+    flags = {param.name: param.opts[-1] for param in context.command.params}
+    return [flags[name] for name in names
+            if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+
+
 def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOptions:
     """The RunOptions that `benchmark_options`' flags describe."""
     from tokenbench.runner.local_run import MockOptions, RunOptions
@@ -215,6 +231,11 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
     api_key = flags.pop("api_key") or api_key_from_env(mode)
     require_api_key(mode, api_key)
     is_mock = mode == "mock" and not base_url
+    if not is_mock:
+        given = _given_options(("mock_ttft_ms", "mock_itl_ms", "mock_fault", "mock_fault_rate", "mock_fault_after",
+                                "mock_options"))
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for the built-in mock (--mode mock without --base-url)")
     mock = MockOptions(flags.pop("mock_ttft_ms"), flags.pop("mock_itl_ms"), fault=flags.pop("mock_fault"),
                        fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
                        extra_args=_mock_option_args(flags.pop("mock_options")))

@@ -5,6 +5,7 @@ Every parser turns bad input into a ``click.BadParameter`` naming the option: on
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,12 +227,16 @@ def redis_url_option(default_help: str) -> Any:
     return click.option("--redis-url", envvar=REDIS_URL_ENV, help=f"Redis URL [env {REDIS_URL_ENV}; {default_help}].")
 
 
+MIN_REQUEST_RATE = 0.001  # one request every ~17 minutes; slower schedules overflow RQ's job timeout
+
+
 def schedule_options(command: Any) -> Any:
     """Open-loop load: requests sent on a schedule instead of as soon as a worker is free."""
     for option in reversed([
-        click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), metavar="PER_S",
+        click.option("--request-rate", type=click.FloatRange(min=MIN_REQUEST_RATE), metavar="PER_S",
                      help="Open loop: send requests at this mean rate whatever the responses do, with at most "
-                          "--concurrency in flight (default: closed loop, each worker sends when it is free)."),
+                          "--concurrency in flight (default, or inf as in vLLM: closed loop, each stream sends "
+                          "when it is free)."),
         click.option("--arrival", type=click.Choice(ARRIVALS),
                      help="With --request-rate: gaps between requests [default: poisson]."),
         click.option("--burstiness", type=click.FloatRange(min=0, min_open=True),
@@ -246,6 +251,12 @@ def schedule_options(command: Any) -> Any:
 
 def schedule_from_flags(request_rate: float | None, arrival: str | None, burstiness: float | None,
                         seed: int) -> ArrivalSchedule | None:
+    if request_rate is not None and math.isnan(request_rate):
+        raise click.BadParameter("is not a number", param_hint="'--request-rate'")
+    if request_rate == math.inf:  # vLLM's way of saying: every request at once, --concurrency at a time
+        request_rate = None
+    if burstiness is not None and not math.isfinite(burstiness):
+        raise click.BadParameter("must be a finite number", param_hint="'--burstiness'")
     if request_rate is None:
         if arrival is not None or burstiness is not None:
             raise click.BadParameter("--arrival and --burstiness need --request-rate", param_hint="'--request-rate'")

@@ -18,6 +18,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
+from tokenbench.shared.signing import SIGNATURE_FIELD, signature
 
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
 # only the backstop for a worker that cannot.
@@ -46,13 +47,15 @@ def enqueue_run(
     schedule: ArrivalSchedule | None = None,
     config: dict[str, Any] | None = None,
     workload: dict[str, Any] | None = None,
+    secret: bytes | None = None,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata.
 
     With a ``schedule`` each job carries when it is due after the schedule's start, and the workers
     send it then, not as soon as they can. The start (on the Redis server's clock) is written once
     every job is, so however long enqueueing takes the first requests are not born late; a worker
-    that takes a job before it is written waits for it."""
+    that takes a job before it is written waits for it. With a ``secret`` every job is signed
+    (shared/signing.py)."""
     run_id = run_id or new_run_id()
     if not keys.is_valid_run_id(run_id):
         raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
@@ -86,23 +89,28 @@ def enqueue_run(
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
     job_timeout = int(endpoint.total_timeout_s + longest_wait_s) + JOB_TIMEOUT_MARGIN_S
+    specs = [
+        JobSpec(
+            run_id=run_id,
+            index=index,
+            prompt_id=prompt.id,
+            category=prompt.category,
+            messages=as_messages(prompt),
+            max_tokens=prompt.max_tokens,
+            warmup=warmup,
+            ttl_s=ttl_s,
+            send_after_s=send_after[index],
+            endpoint=endpoint_dict,
+        ).to_dict()
+        for index, prompt in enumerate(prompts)
+    ]
+    if secret is not None:
+        for spec in specs:
+            spec[SIGNATURE_FIELD] = signature(spec, secret)
     jobs = [
         Queue.prepare_data(
             keys.JOB_FUNCTION,
-            args=(
-                JobSpec(
-                    run_id=run_id,
-                    index=index,
-                    prompt_id=prompt.id,
-                    category=prompt.category,
-                    messages=as_messages(prompt),
-                    max_tokens=prompt.max_tokens,
-                    warmup=warmup,
-                    ttl_s=ttl_s,
-                    send_after_s=send_after[index],
-                    endpoint=endpoint_dict,
-                ).to_dict(),
-            ),
+            args=(specs[index],),
             job_id=keys.job_id(run_id, index),
             timeout=job_timeout,
             result_ttl=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 from tokenbench.shared.redis_conn import connect
+from tokenbench.shared.signing import SECRET_ENV
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
 WAIT_MARGIN_S = 60.0
@@ -165,6 +167,9 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     worker_env = dict(os.environ)
     if options.api_key:
         worker_env[GENERIC_API_KEY_ENV] = options.api_key
+    # The run's workers take only jobs signed with this run's secret, handed over in their environment.
+    secret = secrets.token_hex(32)
+    worker_env[SECRET_ENV] = secret
     processes = options.worker_processes(concurrency)
     workers = start_child(
         ["worker", "-n", str(processes), "--concurrency", str(concurrency), "--redis-url", services.redis_url,
@@ -187,6 +192,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
             schedule=options.schedule,
             config=options.config,
             workload=options.workload,
+            secret=secret.encode(),
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
         cpu = CpuSampler()

@@ -50,6 +50,7 @@ class JobSpec:
     warmup: int = 0  # warm-up requests each worker sends before its first measured one of the run
     ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live
     send_after_s: float | None = None  # open-loop runs: when to send, after the schedule's start
+    signature: str | None = None  # HMAC of the spec with TOKENBENCH_SECRET (shared/signing.py), when set
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every message and the endpoint, which

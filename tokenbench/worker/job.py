@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import platform
 import socket
 import ssl
 import time
 from importlib.metadata import version
+from urllib.parse import urlsplit
 
 import aiohttp
 from redis.asyncio import Redis
 
 from tokenbench import __version__
 from tokenbench.shared import keys
-from tokenbench.shared.config import api_key_from_env
+from tokenbench.shared.config import PRESETS, api_key_from_env
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.measure import measure_request, worker_name
@@ -24,6 +27,17 @@ CLOCK_RESYNC_INTERVAL_S = 60.0
 # How long a scheduled job waits for its run's schedule start before it is sent unscheduled.
 SCHEDULE_START_TIMEOUT_S = 60.0
 _SCHEDULE_POLL_S = 0.01
+ALLOW_HOSTS_ENV = "TOKENBENCH_ALLOW_HOSTS"
+# Where a worker sends its API key without being told: the presets' own hosts.
+PRESET_HOSTS = frozenset(urlsplit(p.base_url).hostname or "" for p in PRESETS.values() if p.base_url) - {""}
+log = logging.getLogger(__name__)
+
+
+def allowed_hosts(extra: tuple[str, ...] = (), environ: dict[str, str] | None = None) -> frozenset[str]:
+    """The hosts this worker sends its API key to: the presets', ``--allow-host``'s and
+    TOKENBENCH_ALLOW_HOSTS' (comma-separated); a signed job's own host besides (see api_key_for)."""
+    listed = (os.environ if environ is None else environ).get(ALLOW_HOSTS_ENV, "")
+    return PRESET_HOSTS | {h.strip().lower() for h in (*extra, *listed.split(",")) if h.strip()}
 
 
 def execute(spec_data: dict) -> None:
@@ -45,10 +59,14 @@ class WorkerProcess:
     """What one worker process keeps across its jobs: its HTTP client, clock offset, the runs it has
     registered in and warmed up for, and each open-loop run's schedule start."""
 
-    def __init__(self, connection: Redis, session: aiohttp.ClientSession, streams: int) -> None:
+    def __init__(self, connection: Redis, session: aiohttp.ClientSession, streams: int,
+                 secret: bytes | None = None, key_hosts: frozenset[str] = PRESET_HOSTS) -> None:
         self.connection = connection
         self.session = session
         self.streams = streams
+        self.secret = secret
+        self.key_hosts = key_hosts
+        self._hosts_warned: set[str] = set()
         self.name = worker_name()
         self.host = socket.gethostname()
         self.runs_seen: set[str] = set()
@@ -67,6 +85,23 @@ class WorkerProcess:
             await clock.synchronize(self.connection)
             self._synchronized_at = time.monotonic()
 
+    def api_key_for(self, spec: JobSpec) -> str | None:
+        """This host's API key for the job's mode, if the job may have it: its host is an allowed
+        one, or the job was signed with this worker's secret (the producer chose the host). Whoever
+        can write to the Redis cannot send a worker's key to a server of theirs."""
+        api_key = api_key_from_env(spec.endpoint["mode"])
+        if api_key is None:
+            return None
+        host = (urlsplit(spec.endpoint["base_url"]).hostname or "").lower()
+        # With a secret, every job that reaches here was signed with it (stream_worker refuses others).
+        if host in self.key_hosts or self.secret is not None:
+            return api_key
+        if host not in self._hosts_warned:
+            self._hosts_warned.add(host)
+            log.warning("not sending the API key to %s: not an allowed host (--allow-host %s, or "
+                        "TOKENBENCH_ALLOW_HOSTS), and the job is not signed (TOKENBENCH_SECRET)", host, host)
+        return None
+
     def first_job_of(self, run_id: str) -> bool:
         """True once per run: the first of its jobs this process takes."""
         if run_id in self.runs_seen:
@@ -83,7 +118,7 @@ class WorkerProcess:
         return self._warmups[spec.run_id]
 
     async def _warm_up(self, spec: JobSpec) -> list[RequestRecord]:
-        api_key = api_key_from_env(spec.endpoint["mode"])
+        api_key = self.api_key_for(spec)
         records: list[RequestRecord] = []
         for _ in range(spec.warmup):
             records += await asyncio.gather(*(measure_request(self.session, spec, api_key)
@@ -112,7 +147,7 @@ async def wait_for_schedule_start(connection: Redis, run_id: str,
 
 async def run_job(process: WorkerProcess, spec: JobSpec) -> RequestRecord:
     """Send the job's request (after the run's warm-up and, open loop, when it is due); its record."""
-    api_key = api_key_from_env(spec.endpoint["mode"])
+    api_key = process.api_key_for(spec)
     if spec.warmup:
         await asyncio.shield(process.warmup(spec))
     send_at = None

@@ -15,11 +15,14 @@ import signal
 import ssl
 import sys
 import time
+from dataclasses import dataclass
 from multiprocessing.context import ForkProcess
 
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
 from tokenbench.shared.redis_conn import connect, connect_async
+from tokenbench.shared.signing import secret_from_env
+from tokenbench.worker.job import allowed_hosts
 from tokenbench.worker.stream_worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -36,20 +39,27 @@ def split_streams(total: int, processes: int) -> list[int]:
 
 
 def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, burst: bool,
-                logging_level: str = "INFO") -> int:
+                logging_level: str = "INFO", allow_hosts: tuple[str, ...] = ()) -> int:
     """One process per entry of ``streams`` (its stream count) until stopped or, with ``burst``, until
     the queues are empty; the exit status (0, or 1 when the processes kept crashing)."""
     connect(redis_url, "worker-pool").close()  # a one-line error now rather than N crashes later
     logging.basicConfig(level=logging_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ssl_context = ssl.create_default_context()  # ~50 ms of CPU: once here, inherited by every process
-    pool = _Pool(redis_url, queue_names, ssl_context, burst, logging_level)
+    security = WorkerSecurity(secret_from_env(), allowed_hosts(allow_hosts))
+    pool = _Pool(redis_url, queue_names, ssl_context, security, burst, logging_level)
     return pool.run(streams)
 
 
+@dataclass(frozen=True)
+class WorkerSecurity:
+    secret: bytes | None  # TOKENBENCH_SECRET: only jobs signed with it run
+    key_hosts: frozenset[str]  # where the API key may go
+
+
 class _Pool:
-    def __init__(self, redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, burst: bool,
-                 logging_level: str) -> None:
-        self._args = (redis_url, queue_names, ssl_context, burst, logging_level)
+    def __init__(self, redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext,
+                 security: WorkerSecurity, burst: bool, logging_level: str) -> None:
+        self._args = (redis_url, queue_names, ssl_context, security, burst, logging_level)
         self._burst = burst
         self._processes: dict[int, tuple[ForkProcess, int]] = {}  # slot -> (process, its streams)
         self._stopping = False
@@ -103,8 +113,8 @@ class _Pool:
                     pass
 
 
-def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, burst: bool, logging_level: str,
-           streams: int) -> None:
+def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, security: WorkerSecurity,
+           burst: bool, logging_level: str, streams: int) -> None:
     """A worker process's body: its own Redis connections, then the StreamWorker until it stops."""
     die_with_parent()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -112,7 +122,7 @@ def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, 
     try:
         worker = StreamWorker(queue_names, connection=connect(redis_url, "worker"),
                               async_connection=connect_async(redis_url, "worker"), streams=streams,
-                              ssl_context=ssl_context)
+                              ssl_context=ssl_context, secret=security.secret, key_hosts=security.key_hosts)
         worker.work(burst=burst, logging_level=logging_level)
     except TokenbenchError as exc:
         print(f"tokenbench worker: error: {exc}", file=sys.stderr)

@@ -7,8 +7,9 @@ interrupted. What RQ's own worker does for a job in ~78 commands over a dozen ro
 batched here into three: fetch the job, start it (with the run's in-flight mark), finish it (with
 its record). `rq info` and rq-dashboard show the workers, queues and registries as usual.
 
-A worker runs only tokenbench's jobs: a job that names any other function is refused before
-anything is imported or called, and recorded in the FailedJobRegistry with the reason.
+A worker runs only tokenbench's jobs: a job that names any other function, or (with
+TOKENBENCH_SECRET) one not signed with the secret, is refused before anything is imported or
+called, and recorded in the FailedJobRegistry with the reason.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from tokenbench.shared.record_store import (
     queue_save_warmup_records,
 )
 from tokenbench.shared.records import JobSpec, RequestRecord
+from tokenbench.shared.signing import SECRET_ENV, is_signed_by
 from tokenbench.worker import clock
-from tokenbench.worker.job import WorkerProcess, new_session, run_job
+from tokenbench.worker.job import PRESET_HOSTS, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,12 @@ class StreamWorker(BaseWorker):
     """Runs up to ``streams`` jobs of its queues at once on an asyncio event loop, one stream each."""
 
     def __init__(self, queues: list[str], *, connection: redis.Redis, async_connection: Redis, streams: int,
-                 ssl_context: ssl.SSLContext | None = None, **kwargs) -> None:
+                 ssl_context: ssl.SSLContext | None = None, secret: bytes | None = None,
+                 key_hosts: frozenset[str] = PRESET_HOSTS, **kwargs) -> None:
         super().__init__(queues, connection=connection, serializer=JSONSerializer, **kwargs)
         self.streams = streams
+        self._secret = secret
+        self._key_hosts = key_hosts
         self._aredis = async_connection
         self._ssl_context = ssl_context
         self._free_streams = list(range(streams))  # a heap: a job takes the lowest free stream
@@ -109,7 +114,11 @@ class StreamWorker(BaseWorker):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         session = new_session(self._ssl_context, self.streams)
-        self._process = WorkerProcess(self._aredis, session, self.streams)
+        self._process = WorkerProcess(self._aredis, session, self.streams, self._secret, self._key_hosts)
+        if self._secret is None:
+            log.warning("worker %s: no %s: it runs unsigned jobs, so anyone who can write to this Redis can "
+                        "direct it (its API key goes only to %s)", self.name, SECRET_ENV,
+                        ", ".join(sorted(self._key_hosts)))
         await self._process.keep_clock_fresh()
         await self._beat()
         # Every object alive so far moves out of the garbage collector's sight: a full collection
@@ -214,7 +223,7 @@ class StreamWorker(BaseWorker):
                     pipe.lrem(taken_job.queue.intermediate_queue_key, 1, taken_job.job_id)
                     continue
                 job.restore(taken_job.fields)
-                refusal = refusal_reason(job)
+                refusal = refusal_reason(job, self._secret)
                 if refusal is not None:
                     log.warning("worker %s: refused job %s: %s", self.name, job.id, refusal)
                     self._background(asyncio.to_thread(self._fail_in_rq, job, taken_job.queue, None,
@@ -439,8 +448,9 @@ def _hash(fields: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
-def refusal_reason(job: Job) -> str | None:
-    """Why a job is not one of ours (None when it is), read from its data without importing anything."""
+def refusal_reason(job: Job, secret: bytes | None = None) -> str | None:
+    """Why a job is not one of ours (None when it is), read from its data without importing anything;
+    with a ``secret``, a job not signed with it is not ours either."""
     try:
         func_name, args, kwargs = job.func_name, job.args, job.kwargs
     except Exception as exc:  # undecodable data
@@ -453,5 +463,8 @@ def refusal_reason(job: Job) -> str | None:
         JobSpec.from_dict(args[0])
     except TypeError as exc:
         return f"its job spec is incomplete ({exc})"
+    if secret is not None and not is_signed_by(args[0], secret):
+        return f"it is not signed with this worker's {SECRET_ENV}" if args[0].get("signature") is None else \
+            f"its signature does not match this worker's {SECRET_ENV}"
     return None
 
