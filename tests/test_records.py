@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import orjson
 from hypothesis import given
@@ -71,3 +74,42 @@ def test_the_report_is_the_same_whether_records_were_measured_here_or_read_from_
     assert document_json(stored) == document_json(measured)
     assert results_csv(stored) == results_csv(measured)
     assert orjson.loads(document_json(stored))["results"][1]["chunk_offsets_ms"] == records[1].chunk_offsets_ms
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.dictionaries(st.sampled_from(
+    [f.name for f in dataclasses.fields(RequestRecord)]), json_values, max_size=12)), max_size=6),
+    st.lists(st.binary(max_size=30), max_size=2))
+def test_the_report_is_made_whatever_redis_holds(edits, garbage):
+    """Any stored record, however broken, becomes a record or an unreadable_record entry: the report and
+    its JSON are always made (the aggregator reads what anyone with write access to Redis could write)."""
+    import fakeredis
+
+    from tokenbench.aggregator.collect import read_records
+    from tokenbench.shared import keys
+
+    connection = fakeredis.FakeRedis()
+    meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://h/v1", max_tokens=8, num_prompts=8,
+                   queue="q", created_at=1000.0, prompt_ids=[f"p{i}" for i in range(8)], tokenbench_version="0")
+    stored = {str(i): make_record(i, [10.0 + i, 20.0 + i]).to_json() for i in range(6)}
+    edited: dict[int, dict] = {}
+    for index, changes in edits:
+        edited[index] = edited.get(index, orjson.loads(stored[str(index)].split(b"\n", 1)[0])) | changes
+    for index, data in edited.items():
+        stored[str(index)] = json.dumps(data).encode()  # any JSON: huge integers, Infinity
+    for number, raw in enumerate(garbage):
+        stored[str(6 + number)] = raw
+    connection.hset(keys.run_records("r"), mapping=stored)
+    records = read_records(connection, meta)
+    assert sorted(r.index for r in records) == sorted(int(i) for i in stored)
+    report = build_report(meta, records, [i for i in range(8) if str(i) not in stored])
+    document_json(report)
+    results_csv(report)
+    unreadable = report["errors"].get("unreadable_record", {}).get("count", 0)
+    assert report["successful_runs"] + report["failed_runs"] == len(stored) and unreadable <= len(stored)

@@ -152,7 +152,7 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
     wait_for_records(connection, meta, timeout_s)
-    records = read_records(connection, run_id)
+    records = read_records(connection, meta)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),

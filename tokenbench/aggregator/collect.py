@@ -10,7 +10,14 @@ import redis
 from tokenbench.aggregator.lost_jobs import LostJobWatch
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
-from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
+from tokenbench.shared.records import (
+    UNREADABLE_RECORD,
+    JobSpec,
+    RequestRecord,
+    RunMeta,
+    parse_stored_records,
+    record_problem,
+)
 
 POLL_INTERVAL_S = 0.2
 
@@ -73,8 +80,37 @@ def wait_for_records(
         sleep(min(POLL_INTERVAL_S, remaining))
 
 
-def read_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
-    return parse_stored_records(connection.hvals(keys.run_records(run_id)))
+def read_records(connection: redis.Redis, meta: RunMeta) -> list[RequestRecord]:
+    """The run's records; each one that cannot be read or used becomes an ``unreadable_record``
+    failure of its job, so that one odd record never costs the report."""
+    stored = connection.hgetall(keys.run_records(meta.run_id))
+    try:
+        records = parse_stored_records(list(stored.values()))
+    except Exception:  # at least one is not a record: read them one by one
+        records = [_parse_one(raw) for raw in stored.values()]
+    return [_usable_record(meta, field, record) for field, record in zip(stored, records)]
+
+
+def _parse_one(raw: bytes) -> RequestRecord | str:
+    try:
+        return parse_stored_records([raw])[0]
+    except Exception as exc:
+        return f"not a stored record ({type(exc).__name__})"
+
+
+def _usable_record(meta: RunMeta, field: bytes, record: RequestRecord | str) -> RequestRecord:
+    index = int(field) if field.isdigit() else -1
+    problem = record if isinstance(record, str) else record_problem(record)
+    if problem is None and isinstance(record, RequestRecord) and record.index != index:
+        problem = f"stored under job {index} but says it is job {record.index}"
+    if problem is None:
+        assert isinstance(record, RequestRecord)
+        return record
+    prompt_id = meta.prompt_ids[index] if 0 <= index < len(meta.prompt_ids) else "?"
+    spec = JobSpec(run_id=meta.run_id, index=index, prompt_id=prompt_id, category="unknown", messages=[],
+                   endpoint={})
+    return RequestRecord.failure(spec, "?", "?", UNREADABLE_RECORD, f"record of job {index}: {problem}",
+                                 meta.created_at)
 
 
 def missing_indices(meta: RunMeta, records: list[RequestRecord]) -> list[int]:

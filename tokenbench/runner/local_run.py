@@ -213,7 +213,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         # Stopped before the records are read: a warm shutdown lets requests in flight finish
         # (within stop_child's grace) and their records count.
         stop_child(workers)
-    records = read_records(connection, run_id)
+    records = read_records(connection, meta)
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
                           slo=options.slo, warmup_records=read_warmup_records(connection, run_id),
                           worker_environment=read_workers(connection, run_id),

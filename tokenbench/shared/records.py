@@ -5,9 +5,10 @@ a request record's chunk times travel as packed binary after its JSON (see ``Req
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache
 from operator import itemgetter
@@ -188,6 +189,56 @@ def parse_stored_records(raws: list[bytes]) -> list[RequestRecord]:
     offsets = np.frombuffer(b"".join(packed for _, packed in parts), dtype="<f8")
     return [_record_from_stored_json(orjson.loads(data), chunk_offsets if length else None)
             for (data, _), length, chunk_offsets in zip(parts, lengths, np.split(offsets, np.cumsum(lengths)[:-1]))]
+
+
+UNREADABLE_RECORD = "unreadable_record"  # error_type of a stored record the aggregator could not use
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: Any) -> bool:
+    if hasattr(value, "dtype"):  # offsets read back as a float64 array
+        import numpy as np
+
+        return bool(np.isfinite(value).all())
+    return isinstance(value, list) and all(_is_number(v) for v in value)
+
+
+_KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": _is_number,
+    "bool": lambda v: isinstance(v, bool),
+    "list[float]": _numbers,
+    "Sequence[float]": _numbers,
+    "list[int]": lambda v: isinstance(v, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in v),
+    "list[dict[str, Any]]": lambda v: isinstance(v, list) and all(isinstance(d, dict) for d in v),
+}
+
+
+@cache
+def _record_checks() -> tuple[tuple[str, Callable[[Any], bool], bool], ...]:
+    """(field, check, may be None) for every field of RequestRecord, from its own annotations."""
+    checks = []
+    for f in fields(RequestRecord):
+        kind, _, none = str(f.type).partition(" | ")
+        checks.append((f.name, _KIND_CHECKS[kind], none == "None"))
+    return tuple(checks)
+
+
+def record_problem(record: RequestRecord) -> str | None:
+    """Why a record read back from Redis cannot be used (a field of the wrong type, a number that is
+    not finite), or None. A server's odd values are coerced where the worker parses them; this
+    catches what reached Redis anyway (another version, a bug, or a writer who is not a worker)."""
+    for name, check, nullable in _record_checks():
+        value = getattr(record, name)
+        if value is None and nullable:
+            continue
+        if not check(value):
+            return f"field {name!r} is not valid: {str(value)[:80]!r}"
+    return None
 
 
 @dataclass

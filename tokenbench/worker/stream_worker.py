@@ -51,8 +51,10 @@ from tokenbench.worker.loop_lag import LoopLagMonitor
 
 log = logging.getLogger(__name__)
 
-# How long a worker keeps trying to store a finished record while Redis is away (e.g. restarting).
-SAVE_RETRY_S = 60.0
+# How long a worker keeps trying to store finished records while Redis is away (restarting, a network
+# cut): a measurement is worth keeping through an outage longer than any restart; its stream
+# waits meanwhile (no job can be taken either).
+SAVE_RETRY_S = 900.0
 _RETRY_PAUSE_S = 0.5
 DEQUEUE_BLOCK_S = 1  # a blocking dequeue waits this long, then the loop looks at its state again
 _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a move: they are polled
