@@ -59,6 +59,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
           "--mock-option", "reasoning=think"], ["--mock-itl-ms, --mock-option", "only for the built-in mock"]),
         (["run", "--mode", "mock", "--processes", "0"], ["--processes"]),
         (["worker", "--streams", "0"], ["--streams"]),
+        *[(["run", "--mode", "mock", "--header", f"{name}: v"], ["travel through Redis"])
+          for name in ("api_key", "X-Auth", "Ocp-Apim-Subscription-Key", "X-Access-Key", "x-goog-api-key")],
+        (["run", "--mode", "openai", "--base-url", "http://user:sk-secret@h/v1", "--model", "m"],
+         ["--base-url", "credentials in the URL"]),
     ],
 )
 def test_usage_errors(args, needles):

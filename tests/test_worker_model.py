@@ -152,3 +152,49 @@ def test_a_sigkilled_process_loses_none_of_its_streams_and_doubles_none(redis_ur
     assert result["successful_runs"] == 6 and len(held) == 3
     assert sorted(r["index"] for r in result["results"] if r["attempt"] == 1) == held
     assert all(r["worker"] != victim for r in result["results"])
+
+
+@pytest.mark.integration
+def test_the_redis_password_is_in_no_command_line(tmp_path):
+    """`run --redis-url` with a password: its worker processes get the URL by environment, not argv."""
+    import shutil
+
+    import redis as redis_py
+
+    from tests.conftest import free_port
+
+    port, password = free_port(), "pw-" + uuid.uuid4().hex
+    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--requirepass", password], stdout=subprocess.DEVNULL)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        assert _wait_for(lambda: _pings(redis_py, url), 5)
+        marker = uuid.uuid4().hex
+        run = subprocess.Popen(
+            [sys.executable, "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "2", "--prompts", "6",
+             "--max-tokens", "40", "--mock-itl-ms", "20", "--output", str(tmp_path / "r.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=clean_env(TOKENBENCH_TEST_MARKER=marker, REDIS_URL=url))
+        command_lines = set()
+        while run.poll() is None:
+            for pid in processes_with_marker(marker):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        command_lines.add(cmdline.read().replace(b"\0", b" ").decode())
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        assert run.returncode == 0, run.stderr.read()
+        assert any(" worker " in line for line in command_lines), command_lines
+        assert not [line for line in command_lines if password in line]
+        assert load(tmp_path / "r.json")["successful_runs"] == 6
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(redis_py, url: str) -> bool:
+    try:
+        return bool(redis_py.Redis.from_url(url).ping())
+    except redis_py.RedisError:
+        return False

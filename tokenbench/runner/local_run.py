@@ -31,7 +31,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
-from tokenbench.shared.redis_conn import connect
+from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect
 from tokenbench.shared.signing import SECRET_ENV
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
@@ -164,7 +164,8 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     queue = keys.run_queue(run_id)
     # The workers start while the mock server does and wait on the run's own queue; they get jobs
     # only once the endpoint is ready, so no request waits on a server starting up.
-    worker_env = dict(os.environ)
+    # The Redis URL (its password, if any) goes by environment: a command line is readable with `ps`.
+    worker_env = dict(os.environ) | {REDIS_URL_ENV: services.redis_url}
     if options.api_key:
         worker_env[GENERIC_API_KEY_ENV] = options.api_key
     # The run's workers take only jobs signed with this run's secret, handed over in their environment.
@@ -172,7 +173,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     worker_env[SECRET_ENV] = secret
     processes = options.worker_processes(concurrency)
     workers = start_child(
-        ["worker", "-n", str(processes), "--concurrency", str(concurrency), "--redis-url", services.redis_url,
+        ["worker", "-n", str(processes), "--concurrency", str(concurrency),
          "--queue", queue, "--log-level", options.worker_log_level],
         env=worker_env,
     )

@@ -25,12 +25,15 @@ REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 ANTHROPIC_VERSION = "2023-06-01"
 # Header names that carry credentials. `--header` values travel through Redis with the jobs, so
 # these are refused there: the key goes in the workers' environment and --api-key-header names it.
-_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "token", "secret", "cookie", "password")
+# Words matched after dropping '-' and '_': "api_key", "X-Api-Key", "Ocp-Apim-Subscription-Key",
+# "X-Access-Key", "X-Auth", "x-goog-api-key", "Proxy-Authorization", session and signature headers.
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "passwd", "credential",
+                        "session", "signature", "bearer")
 
 
 def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+    squeezed = name.lower().replace("-", "").replace("_", "")
+    return any(word in squeezed for word in _SECRET_HEADER_WORDS)
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TTFT_TIMEOUT_S = 120.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
@@ -115,6 +118,10 @@ def validate_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(f"{url!r} is not an http(s) URL with a host", param_hint="'--base-url'")
+    if parts.username is not None or parts.password is not None:
+        # The base URL travels through Redis with every job and is written into the result.
+        raise click.BadParameter("credentials in the URL would travel through Redis and into the results: "
+                                 "give the key with --api-key or TOKENBENCH_API_KEY", param_hint="'--base-url'")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
