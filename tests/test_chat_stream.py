@@ -6,8 +6,9 @@ import pytest
 
 from tests.conftest import wire_file
 from tokenbench.worker.anthropic_stream import AnthropicStreamReader
-from tokenbench.worker.chat_stream import ChatStreamReader, ReasoningDetails, StreamFailure, ThinkTagSplitter
+from tokenbench.worker.chat_stream import ChatStreamReader, ReasoningDetails, ThinkTagSplitter
 from tokenbench.worker.sse import SSEEvent, SSEParser
+from tokenbench.worker.stream_failure import StreamFailure
 
 
 def read_transcript(name: str) -> ChatStreamReader:

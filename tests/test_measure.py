@@ -333,3 +333,10 @@ def test_a_provider_sent_as_an_object_is_read_as_its_name_and_the_report_is_made
     meta = RunMeta(run_id="r", mode="openai", model="m", base_url=url, max_tokens=8, num_prompts=1, queue="q",
                    created_at=0.0, prompt_ids=["p"], tokenbench_version="0")
     assert build_report(meta, [record])["providers"] == {"x": 1}
+
+
+def test_a_response_past_max_response_bytes_fails_and_keeps_what_came(mock_server):
+    with mock_server(ttft_ms=1, itl_ms=0) as url:
+        record = measure(spec_for(url, max_tokens=2000, max_response_bytes=4096))
+    assert (record.success, record.error_type) == (False, "response_too_large")
+    assert 0 < record.output_tokens < 2000

@@ -95,3 +95,41 @@ def test_any_split_of_a_recorded_stream_gives_the_same_events(data):
 @given(st.lists(st.binary(max_size=64), max_size=20))
 def test_random_bytes_never_raise(reads):
     parse_reads(reads)
+
+
+def _feed_one_line(length: int, piece: int = 16384) -> float:
+    """Seconds to feed an event whose data line is ``length`` bytes, in reads of ``piece`` bytes."""
+    import time
+
+    parser = SSEParser()
+    start = time.perf_counter()
+    parser.feed(b"data: ")
+    blob = b"x" * piece
+    for _ in range(length // piece):
+        parser.feed(blob)
+    events = parser.feed(b"\n\n")
+    elapsed = time.perf_counter() - start
+    assert len(events) == 1 and len(events[0].data) == length // piece * piece
+    return elapsed
+
+
+def test_a_long_line_costs_time_in_proportion_to_its_length():
+    small, large = _feed_one_line(2 * 2**20), _feed_one_line(8 * 2**20)
+    assert large < 10 * small + 0.05, (small, large)  # joining per read would make it ~16x
+
+
+def test_a_line_past_the_cap_fails_the_stream_as_it_arrives():
+    import pytest
+
+    from tokenbench.worker.sse import MAX_LINE_BYTES
+    from tokenbench.worker.stream_failure import StreamFailure
+
+    parser = SSEParser()
+    parser.feed(b"data: ")
+    blob = b"x" * 2**16
+    reads = 0
+    with pytest.raises(StreamFailure) as failure:
+        for reads in range(1, 64 * 2**20 // len(blob) + 1):  # a 64 MB line
+            parser.feed(blob)
+    assert failure.value.error_type == "line_too_long"
+    assert reads * len(blob) <= MAX_LINE_BYTES + len(blob)  # it stopped at the cap, not at 64 MB

@@ -12,6 +12,8 @@ import orjson
 from tokenbench import __version__
 from tokenbench.aggregator.export import document_json
 from tokenbench.cli_options import (
+    MAX_TIMEOUT_S,
+    FiniteFloatRange,
     base_url_option,
     config_option,
     csv_option,
@@ -128,7 +130,8 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
 @click.argument("run_id")
 @redis_url_option("default redis://localhost:6379/0")
 @output_option
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=FiniteFloatRange(min=0, max=MAX_TIMEOUT_S), default=600.0,
+              show_default=True,
               help="Seconds to wait for missing records.")
 @slo_option
 @csv_option

@@ -169,9 +169,24 @@ warmup_option = click.option(
 )
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses NaN (which passes every comparison click makes) and infinities."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer would overflow RQ's job timeout and mean nothing
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+timeout_seconds = FiniteFloatRange(min=0, max=MAX_TIMEOUT_S, min_open=True)
+
+
 def request_options(command: Any) -> Any:
     """Timeouts, headers and extra body fields: how every request of a run is sent."""
-    seconds = click.FloatRange(min=0, min_open=True)
+    seconds = timeout_seconds
     for option in reversed([
         click.option("--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, show_default=True,
                      help="Seconds to connect."),
@@ -181,6 +196,8 @@ def request_options(command: Any) -> Any:
                      help="Longest silence (seconds) after the first token."),
         click.option("--total-timeout", type=seconds, default=DEFAULT_TOTAL_TIMEOUT_S, show_default=True,
                      help="Seconds from sending to the end of the stream."),
+        click.option("--max-response-bytes", type=click.IntRange(1024, 2**40), default=DEFAULT_MAX_RESPONSE_BYTES,
+                     show_default=True, help="A response body larger than this fails as response_too_large."),
         click.option("--header", "headers", multiple=True, callback=_parse_header, metavar="NAME:VALUE",
                      help="Extra HTTP header on every request (repeatable)."),
         click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
@@ -212,7 +229,8 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
     return resolve_endpoint(mode, base_url, model, max_tokens, timeouts=timeouts, headers=flags["headers"],
                             extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
                             reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"],
-                            api_key_header=flags["api_key_header"], **kwargs)
+                            api_key_header=flags["api_key_header"],
+                            max_response_bytes=flags["max_response_bytes"], **kwargs)
 
 
 output_option = click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),

@@ -96,6 +96,7 @@ class Endpoint:
     reasoning_effort: str | None = None  # OpenRouter's reasoning.effort, else reasoning_effort
     ignore_eos: bool = False  # vLLM/SGLang: generate max_tokens whatever the model says
     api_key_header: str | None = None  # send the API key as this header's whole value, not as a Bearer token
+    max_response_bytes: int = 64 * 2**20  # a larger body fails the request (response_too_large)
 
     @property
     def request_url(self) -> str:
@@ -151,6 +152,7 @@ def resolve_endpoint(
     reasoning_effort: str | None = None,
     ignore_eos: bool = False,
     api_key_header: str | None = None,
+    max_response_bytes: int = 64 * 2**20,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -177,6 +179,7 @@ def resolve_endpoint(
         reasoning_effort=reasoning_effort,
         ignore_eos=ignore_eos,
         api_key_header=api_key_header,
+        max_response_bytes=max_response_bytes,
     )
 
 

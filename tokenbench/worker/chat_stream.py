@@ -16,19 +16,9 @@ import orjson
 
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
 from tokenbench.worker.sse import SSEEvent
+from tokenbench.worker.stream_failure import MESSAGE_LIMIT, StreamFailure
 
 DONE_SENTINEL = "[DONE]"
-_MESSAGE_LIMIT = 500
-
-
-class StreamFailure(Exception):
-    """The request failed; ``error_type`` is a short stable name, ``message`` the detail."""
-
-    def __init__(self, error_type: str, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message[:_MESSAGE_LIMIT]
-        self.retry_after_s = retry_after_s  # set when the server said the request may be retried
 
 
 def error_message(body: Any) -> str:
@@ -41,7 +31,7 @@ def error_message(body: Any) -> str:
                     return str(inner[key])
         elif inner:
             return str(inner)
-    return orjson.dumps(body).decode()[:_MESSAGE_LIMIT]
+    return orjson.dumps(body).decode()[:MESSAGE_LIMIT]
 
 
 @dataclass
@@ -163,7 +153,7 @@ def text_field(value: Any) -> str | None:
     """A name a server sent (model, provider, id) as text, whatever its shape: a string, a number,
     or an object with a ``name``; None for anything else. Servers do send ``"provider": {"name": ...}``."""
     if isinstance(value, str):
-        return value[:_MESSAGE_LIMIT] or None
+        return value[:MESSAGE_LIMIT] or None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, dict):

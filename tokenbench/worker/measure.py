@@ -21,8 +21,9 @@ from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
 from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.anthropic_stream import AnthropicStreamReader
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamFailure, StreamReader, TokenChunk, error_message
+from tokenbench.worker.chat_stream import ChatStreamReader, StreamReader, TokenChunk, error_message
 from tokenbench.worker.sse import SSEParser
+from tokenbench.worker.stream_failure import StreamFailure
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _OPENING_BYTES = 200
@@ -239,8 +240,13 @@ async def _stream(
         parser = SSEParser()
         content = response.content
         opening = b""  # the body's first bytes, to say what it was if it is no event stream
+        size = 0
         while data := await content.readany():
             received_ns = time.perf_counter_ns()
+            size += len(data)
+            if size > endpoint.max_response_bytes:
+                raise StreamFailure("response_too_large", f"the response passed --max-response-bytes "
+                                                          f"({endpoint.max_response_bytes:,} bytes)")
             for event in parser.feed(data, received_ns):
                 reader.on_event(event)
             if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline

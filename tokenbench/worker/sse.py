@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tokenbench.worker.stream_failure import StreamFailure
+
 _END_OF_LINE = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
+MAX_LINE_BYTES = 16 * 2**20  # a line (an event's data) longer than this fails the stream
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._pieces: list[bytes] = []  # reads without a line end, joined when one comes
+        self._held = 0  # their length
         self._at_start = True  # a BOM may still come
         self._skip_lf = False  # the last read ended in CR: an LF that follows belongs to it
         self._data_lines: list[str] = []
@@ -37,6 +42,15 @@ class SSEParser:
         self.events_seen = 0  # events dispatched so far
 
     def feed(self, chunk: bytes, received_ns: int = 0) -> list[SSEEvent]:
+        """The events this read completes. A line longer than ``MAX_LINE_BYTES`` fails the stream
+        (``line_too_long``); reads that only extend a line are kept as pieces, so a long line costs
+        time in proportion to its length, not its square."""
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._hold(chunk)
+            return []
+        if self._pieces:
+            self._pieces.append(chunk)
+            chunk, self._pieces, self._held = b"".join(self._pieces), [], 0
         if not self._buffer and not self._skip_lf and not self._at_start and b"\r" not in chunk:
             return self._feed_lf_lines(chunk, received_ns)
         if self._skip_lf and chunk:
@@ -63,13 +77,30 @@ class SSEParser:
             if event is not None:
                 events.append(event)
         self._buffer = buffer[start:]
+        self._check_line_length(len(self._buffer))
         return events
+
+    def _hold(self, chunk: bytes) -> None:
+        """A read with no line end: it only extends the line in progress."""
+        if not chunk:
+            return
+        if not self._pieces and self._buffer:
+            self._pieces.append(self._buffer)
+            self._held, self._buffer = len(self._buffer), b""
+        self._pieces.append(chunk)
+        self._held += len(chunk)
+        self._check_line_length(self._held)
+
+    def _check_line_length(self, length: int) -> None:
+        if length > MAX_LINE_BYTES:
+            raise StreamFailure("line_too_long", f"an event-stream line passed {MAX_LINE_BYTES:,} bytes")
 
     def _feed_lf_lines(self, chunk: bytes, received_ns: int) -> list[SSEEvent]:
         """``feed`` for the common read: nothing held over, lines ending in LF only (a split is
         several times faster than the regular expression that also finds CR and CRLF)."""
         lines = chunk.split(b"\n")
         self._buffer = lines.pop()  # after the last LF: the start of a line still to come
+        self._check_line_length(len(self._buffer))
         events = []
         for line in lines:
             event = self._process_line(line, received_ns)
@@ -80,7 +111,7 @@ class SSEParser:
     @property
     def has_partial_event(self) -> bool:
         """True when the body so far ends inside an event (an unterminated line or event)."""
-        return bool(self._buffer) or self._has_fields
+        return bool(self._buffer) or bool(self._pieces) or self._has_fields
 
     def _process_line(self, raw: bytes, received_ns: int) -> SSEEvent | None:
         if not raw:
