@@ -151,3 +151,71 @@ def test_redis_errors_after_connecting_are_one_line_and_others_are_not_swallowed
     else:
         with pytest.raises(KeyError):  # a bug stays a traceback, not a misleading "Redis:" line
             cli_module.main()
+
+
+def test_terminal_safe_drops_what_a_terminal_would_act_on():
+    from tokenbench.shared.terminal import terminal_safe
+
+    assert terminal_safe("a\x1b]0;owned\x07b\x1b[31mc\r\n\td\u202ee\x9bf") == "a]0;ownedb[31mc\n\tdef"
+    assert terminal_safe("plain text, é, 日本") == "plain text, é, 日本"
+
+
+@pytest.mark.integration
+def test_escape_codes_in_a_servers_error_never_reach_the_terminal(redis_url, tmp_path):
+    from aiohttp import web
+
+    from tests.conftest import serve_app
+
+    async def handler(request):
+        return web.json_response({"error": {"message": "\x1b]0;owned\x07\x1b[2J\x1b[31mboom"}}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    with serve_app(app) as url:
+        result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "m", "--prompts", "2",
+                            "--redis-url", redis_url, "--output", str(tmp_path / "r.json"))
+    assert result.returncode == 1
+    assert "boom" in result.stdout and "\x1b" not in result.stdout + result.stderr
+    assert "\x1b" in (tmp_path / "r.json").read_text(encoding="utf-8").encode().decode("unicode_escape")
+
+
+def test_a_redis_that_accepts_but_never_answers_fails_within_its_timeout():
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        started = time.monotonic()
+        result = tokenbench("report", "r", "--redis-url", f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                            timeout=60)
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert_one_line_error(result, 1, "cannot reach Redis")
+    assert took < 20  # the documented 5 s, and the start of a Python process, with room for a busy machine
+
+
+@pytest.mark.integration
+def test_a_worker_pointed_at_a_read_only_replica_says_so_in_one_line(redis_server):
+    import shutil
+    import subprocess
+
+    import redis
+
+    primary_port = redis_server.rsplit(":", 1)[1].split("/")[0]
+    port = free_port()
+    replica = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--replicaof", "127.0.0.1", primary_port],
+                               stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=port).info("replication")["role"] == "slave":
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        result = tokenbench("worker", "--burst", "--redis-url", f"redis://127.0.0.1:{port}/0")
+    finally:
+        replica.terminate()
+        replica.wait(10)
+    assert_one_line_error(result, 1, "read-only replica")

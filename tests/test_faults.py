@@ -231,3 +231,40 @@ def test_two_runs_at_once_on_one_redis_never_mix(redis_url, tmp_path):
         assert (result["successful_runs"], result["complete"]) == (n, True)
         assert {r["output_tokens"] for r in result["results"]} == {tokens}
         assert len(result["workers"]) == 2
+
+
+@pytest.mark.integration
+def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
+    import uuid
+
+    from tests.helpers import clean_env
+
+    marker = uuid.uuid4().hex
+    out = tmp_path / "r.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "2", "--prompts", "20",
+         "--max-tokens", "100", "--mock-itl-ms", "50", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(TOKENBENCH_TEST_MARKER=marker))
+
+    def redis_pid() -> int | None:  # a child of run's (redis-server rewrites its environment: no marker)
+        for entry in Path("/proc").iterdir():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == run.pid and b"redis-server" in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except (OSError, ValueError, IndexError):
+                pass
+        return None
+
+    wait_for(lambda: redis_pid() is not None, "the embedded redis-server runs")
+    time.sleep(2.0)  # requests in flight
+    os.kill(redis_pid(), signal.SIGKILL)
+    killed_at = time.monotonic()
+    stdout, stderr = run.communicate(timeout=60)
+    took = time.monotonic() - killed_at
+    assert run.returncode == 1, stderr
+    assert "the embedded Redis stopped answering" in stderr and "Traceback" not in stderr
+    assert took < 30  # 5 s of silence, then the workers' warm shutdown (5 s at most), on a busy machine
+    report = load(out)
+    assert report["interrupted"] is True and "embedded Redis" in report["interrupted_reason"]
+    assert report["complete"] is False

@@ -46,6 +46,7 @@ from tokenbench.shared.config import (
 )
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.redis_conn import connect, default_redis_url
+from tokenbench.shared.terminal import terminal_safe
 
 if TYPE_CHECKING:
     from tokenbench.runner.local_run import RunOptions
@@ -274,6 +275,8 @@ def run(concurrency, output, csv_path, html_path, **flags) -> None:
 
     outcome = run_benchmark(run_options_from_flags(concurrency, flags))
     _emit(outcome.report, output, csv_path, html_path)
+    if outcome.redis_lost:
+        raise TokenbenchError(outcome.report["interrupted_reason"])
     if outcome.interrupted:
         click.echo("interrupted: the report covers the requests finished so far", err=True)
         sys.exit(130)
@@ -301,7 +304,7 @@ def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
     options = run_options_from_flags(levels[0], flags)
     outcome = run_sweep(options, levels, max_error_rate)
     document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early, options.config)
-    click.echo(format_sweep(document))
+    click.echo(terminal_safe(format_sweep(document)))
     if output is not None:
         _write(output, document_json(document))
     if csv_path is not None:
@@ -324,7 +327,7 @@ def runs(redis_url, limit) -> None:
     from tokenbench.aggregator.runs import format_runs, list_runs
 
     connection = connect(redis_url or default_redis_url(), "runs")
-    click.echo(format_runs(list_runs(connection, limit)))
+    click.echo(terminal_safe(format_runs(list_runs(connection, limit))))
 
 
 @cli.command()
@@ -344,7 +347,7 @@ def compare(results, output) -> None:
     for path in others:
         rows = compare_reports(baseline, _load_result(path))
         comparisons.append({"baseline": str(baseline_path), "other": str(path), "metrics": rows})
-        click.echo(format_comparison(baseline_path.name, path.name, rows))
+        click.echo(terminal_safe(format_comparison(baseline_path.name, path.name, rows)))
     if output is not None:
         _write(output, document_json(comparisons))
 
@@ -514,7 +517,7 @@ def _emit(result: dict, output: Path | None, csv_path: Path | None = None, html_
     from tokenbench.aggregator.html import render_report
     from tokenbench.aggregator.table import format_summary
 
-    click.echo(format_summary(result))
+    click.echo(terminal_safe(format_summary(result)))
     if output is not None:
         _write(output, document_json(result))
     if csv_path is not None:
@@ -545,12 +548,12 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"tokenbench: error: {exc.format_message()}", err=True)
+        click.echo(f"tokenbench: error: {terminal_safe(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _is_redis_error(exc):
             raise
-        click.echo(f"tokenbench: error: Redis: {exc}", err=True)
+        click.echo(f"tokenbench: error: Redis: {terminal_safe(str(exc))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -115,6 +115,7 @@ def build_report(
     *,
     cancelled: bool = False,
     interrupted: bool = False,
+    interrupted_reason: str | None = None,
     slo: dict[str, float] | None = None,
     warmup_records: list[RequestRecord] | None = None,
     worker_environment: dict[str, dict] | None = None,
@@ -165,7 +166,8 @@ def build_report(
         "duration_s": round(duration_s, 3),
         "complete": not missing,
         "cancelled": cancelled,  # by `tokenbench cancel`
-        "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM
+        "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM, or its embedded Redis died
+        "interrupted_reason": interrupted_reason,
         "request_rate": meta.request_rate,  # open loop (--request-rate); None: closed loop
         "arrival": meta.arrival,
         "burstiness": meta.burstiness,

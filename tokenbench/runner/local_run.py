@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import redis
 from redis import Redis
 from rq import Queue, Worker
 
@@ -86,6 +87,36 @@ class RunOptions:
 class RunOutcome:
     report: dict[str, Any]
     interrupted: bool
+    redis_lost: bool = False  # the embedded Redis died: the report holds nothing it had
+
+
+# `run` gives up on its embedded Redis once it has been unreachable this long: with it went the
+# run's jobs and records, so nothing is left to wait for.
+EMBEDDED_REDIS_LOSS_S = 5.0
+
+
+class EmbeddedRedisLost(Exception):
+    pass
+
+
+class RedisLossWatch:
+    """Raises EmbeddedRedisLost when an embedded Redis has been unreachable for EMBEDDED_REDIS_LOSS_S.
+    An external one is waited for (the workers keep their records until it is back)."""
+
+    def __init__(self, embedded: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self._embedded = embedded
+        self._clock = clock
+        self._unreachable_since: float | None = None
+
+    def saw(self, reachable: bool) -> None:
+        if reachable or not self._embedded:
+            self._unreachable_since = None
+            return
+        now = self._clock()
+        self._unreachable_since = self._unreachable_since or now
+        if now - self._unreachable_since >= EMBEDDED_REDIS_LOSS_S:
+            raise EmbeddedRedisLost(f"the embedded Redis stopped answering for {EMBEDDED_REDIS_LOSS_S:g} s: the run's "
+                                    "jobs and records went with it")
 
 
 @dataclass
@@ -116,6 +147,7 @@ class Services:
     """What every run of a `run` or `sweep` shares: the Redis, and the mock server when there is one."""
 
     def __init__(self, started: ExitStack, options: RunOptions) -> None:
+        self.embedded = options.redis_url is None
         self.redis_url = options.redis_url or started.enter_context(embedded_redis())
         self.connection = connect(self.redis_url, "run")
         self._endpoint = options.endpoint
@@ -197,31 +229,42 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
         cpu = CpuSampler()
+        redis_lost = RedisLossWatch(services.embedded)
 
-        def keep_waiting(_done: int | None) -> bool:
+        def keep_waiting(done: int | None) -> bool:
             progress.update()
+            redis_lost.saw(done is not None)
             return workers.poll() is None
 
-        interrupted = False
+        interrupted: str | None = None  # why the run ended before its last record
+        lost = False
         try:
             wait_for_records(connection, meta, wait_bound_s(options, concurrency), keep_waiting)
             progress.update()
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted = "Ctrl-C or SIGTERM"
+        except EmbeddedRedisLost as exc:
+            interrupted, lost = str(exc), True
         finally:
             progress.finish()
     finally:
         # Stopped before the records are read: a warm shutdown lets requests in flight finish
         # (within stop_child's grace) and their records count.
         stop_child(workers)
-    records = read_records(connection, meta)
-    report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted,
-                          slo=options.slo, warmup_records=read_warmup_records(connection, run_id),
-                          worker_environment=read_workers(connection, run_id),
-                          loop_lag=read_loop_lag(connection, run_id))
+    try:
+        records = read_records(connection, meta)
+        warmups, environment, loop_lag = (read_warmup_records(connection, run_id), read_workers(connection, run_id),
+                                          read_loop_lag(connection, run_id))
+    except (redis.ConnectionError, redis.TimeoutError):
+        if interrupted is None:
+            raise
+        records, warmups, environment, loop_lag = [], [], {}, {}  # gone with the Redis that held them
+    report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted is not None,
+                          interrupted_reason=interrupted, slo=options.slo, warmup_records=warmups,
+                          worker_environment=environment, loop_lag=loop_lag)
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
     report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
-    return RunOutcome(report=report, interrupted=interrupted)
+    return RunOutcome(report=report, interrupted=interrupted is not None, redis_lost=lost)
 
 
 def wait_for_workers(connection: Redis, queue: str, count: int, pool: subprocess.Popen,

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_URL_ENV = "REDIS_URL"
 CONNECT_TIMEOUT_S = 5.0
-# Long enough for a blocking dequeue (RQ's BLPOP waits up to its own timeout, which it bounds below this).
-SOCKET_TIMEOUT_S = 30.0
+# Every reply is waited for this long at most, so a Redis that accepts but never answers fails in
+# 5 s; the workers' blocking dequeue waits 1 s (stream_worker.DEQUEUE_BLOCK_S).
+SOCKET_TIMEOUT_S = 5.0
 ASYNC_POOL_CONNECTIONS = 16
 
 

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 from multiprocessing.context import ForkProcess
 
+import redis
+
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
-from tokenbench.shared.redis_conn import connect, connect_async
+from tokenbench.shared.redis_conn import connect, connect_async, redact_url
 from tokenbench.shared.signing import secret_from_env
 from tokenbench.worker.job import allowed_hosts
 from tokenbench.worker.stream_worker import StreamWorker
@@ -42,7 +44,7 @@ def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, b
                 logging_level: str = "INFO", allow_hosts: tuple[str, ...] = ()) -> int:
     """One process per entry of ``streams`` (its stream count) until stopped or, with ``burst``, until
     the queues are empty; the exit status (0, or 1 when the processes kept crashing)."""
-    connect(redis_url, "worker-pool").close()  # a one-line error now rather than N crashes later
+    check_writable(connect(redis_url, "worker-pool"), redis_url)  # one line now rather than N crashes later
     logging.basicConfig(level=logging_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ssl_context = ssl.create_default_context()  # ~50 ms of CPU: once here, inherited by every process
     security = WorkerSecurity(secret_from_env(), allowed_hosts(allow_hosts))
@@ -54,6 +56,16 @@ def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, b
 class WorkerSecurity:
     secret: bytes | None  # TOKENBENCH_SECRET: only jobs signed with it run
     key_hosts: frozenset[str]  # where the API key may go
+
+
+def check_writable(connection: redis.Redis, url: str) -> None:
+    """A replica cannot take the workers' writes: say so once, before any process starts."""
+    try:
+        role = connection.info("replication").get("role")
+    finally:
+        connection.close()
+    if role == "slave":
+        raise TokenbenchError(f"Redis at {redact_url(url)} is a read-only replica: point the workers at its primary")
 
 
 class _Pool:
@@ -124,6 +136,8 @@ def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, 
                               async_connection=connect_async(redis_url, "worker"), streams=streams,
                               ssl_context=ssl_context, secret=security.secret, key_hosts=security.key_hosts)
         worker.work(burst=burst, logging_level=logging_level)
+        if worker.gave_up:
+            sys.exit(1)
     except TokenbenchError as exc:
         print(f"tokenbench worker: error: {exc}", file=sys.stderr)
         sys.exit(1)

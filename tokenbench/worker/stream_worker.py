@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 # waits meanwhile (no job can be taken either).
 SAVE_RETRY_S = 900.0
 _RETRY_PAUSE_S = 0.5
+_MAX_RETRY_PAUSE_S = 8.0
+REDIS_GONE_S = 300.0  # a worker with nothing in flight stops after Redis has been away this long
 DEQUEUE_BLOCK_S = 1  # a blocking dequeue waits this long, then the loop looks at its state again
 _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a move: they are polled
 # Jobs started or saved in one round trip at most. A batch is Python work on the event loop (~0.1 ms
@@ -98,6 +100,10 @@ class StreamWorker(BaseWorker):
         self._stop_signalled_at: float | None = None
         self._loop_lag = LoopLagMonitor()
         self._saver = RecordSaver(self._save_batch)
+        self._unreachable_since: float | None = None
+        self._last_unreachable_log = 0.0
+        self._retry_pause_s = _RETRY_PAUSE_S
+        self.gave_up = False  # Redis was gone for REDIS_GONE_S: the process exits 1
         self._process: WorkerProcess | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:  # RQ's one-job-at-a-time entry; not ours
@@ -179,27 +185,54 @@ class StreamWorker(BaseWorker):
         in one round trip per queue."""
         taken: list[TakenJob] = []
         try:
-            for queue in self.queues:
-                reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key,
-                                                count - len(taken), Job.redis_job_namespace_prefix)
-                taken += [TakenJob(job_id.decode(), queue, _hash(fields))
-                          for job_id, fields in zip(reply[::2], reply[1::2])]
-                if len(taken) == count:
-                    return taken
-            if taken or not block:
-                return taken
-            if len(self.queues) > 1:
-                await asyncio.sleep(_MULTI_QUEUE_POLL_S)
-                return []
-            queue = self.queues[0]
-            job_id = await self._aredis.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_BLOCK_S)
-            if job_id is None:
-                return []
-            return [TakenJob(job_id.decode(), queue, await self._aredis.hgetall(Job.key_for(job_id.decode())))]
+            await self._take_into(taken, count, block)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            await self._redis_unreachable(exc)
+        else:
+            self._reached_redis()
+        return taken
+
+    async def _take_into(self, taken: list[TakenJob], count: int, block: bool) -> None:
+        for queue in self.queues:
+            reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key,
+                                            count - len(taken), Job.redis_job_namespace_prefix)
+            taken += [TakenJob(job_id.decode(), queue, _hash(fields))
+                      for job_id, fields in zip(reply[::2], reply[1::2])]
+            if len(taken) == count:
+                return
+        if taken or not block:
+            return
+        if len(self.queues) > 1:
+            await asyncio.sleep(_MULTI_QUEUE_POLL_S)
+            return
+        queue = self.queues[0]
+        job_id = await self._aredis.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_BLOCK_S)
+        if job_id is not None:
+            taken.append(TakenJob(job_id.decode(), queue, await self._aredis.hgetall(Job.key_for(job_id.decode()))))
+
+    async def _redis_unreachable(self, exc: Exception) -> None:
+        """Wait before the next try, longer each time (0.5 s to 8 s); one log line when Redis goes away
+        and one a minute after. Away for REDIS_GONE_S with nothing in flight: the worker stops (exit 1)."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = self._last_unreachable_log = now
             log.warning("worker %s: Redis unreachable (%s); retrying", self.name, exc)
-            await asyncio.sleep(_RETRY_PAUSE_S)
-            return taken
+        elif now - self._last_unreachable_log >= 60:
+            self._last_unreachable_log = now
+            log.warning("worker %s: Redis unreachable for %.0f s (%s); retrying", self.name,
+                        now - self._unreachable_since, exc)
+        if now - self._unreachable_since >= REDIS_GONE_S and not self._tasks:
+            log.error("worker %s: Redis unreachable for %.0f s: stopping", self.name, now - self._unreachable_since)
+            self.gave_up = True
+            self._stop_signalled_at = now
+        await asyncio.sleep(self._retry_pause_s)
+        self._retry_pause_s = min(self._retry_pause_s * 2, _MAX_RETRY_PAUSE_S)
+
+    def _reached_redis(self) -> None:
+        if self._unreachable_since is not None:
+            log.warning("worker %s: Redis reachable again", self.name)
+        self._unreachable_since = None
+        self._retry_pause_s = _RETRY_PAUSE_S
 
     async def _give_back(self, taken: list[TakenJob]) -> None:
         """Jobs taken as a stop came: back to the front of their queues, in order."""
