@@ -268,3 +268,27 @@ def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
     report = load(out)
     assert report["interrupted"] is True and "embedded Redis" in report["interrupted_reason"]
     assert report["complete"] is False
+
+
+def test_a_waiting_report_says_when_the_runs_data_is_gone():
+    import fakeredis
+
+    from tokenbench.aggregator.collect import wait_for_records
+    from tokenbench.shared import keys
+    from tokenbench.shared.errors import TokenbenchError
+    from tokenbench.shared.records import RunMeta
+
+    connection = fakeredis.FakeRedis()
+    meta = RunMeta(run_id="gone", mode="mock", model="m", base_url="http://h/v1", max_tokens=8, num_prompts=40,
+                   queue="q", created_at=0.0, prompt_ids=["p"] * 40, tokenbench_version="0")
+    connection.set(keys.run_meta("gone"), meta.to_json())
+    polls = []
+
+    def restarted_without_persistence(_seconds: float) -> None:
+        polls.append(1)
+        if len(polls) == 3:
+            connection.flushall()
+
+    with pytest.raises(TokenbenchError, match="the data of run gone is gone from Redis"):
+        wait_for_records(connection, meta, 60, sleep=restarted_without_persistence)
+    assert len(polls) == 3

@@ -198,3 +198,15 @@ def _pings(redis_py, url: str) -> bool:
         return bool(redis_py.Redis.from_url(url).ping())
     except redis_py.RedisError:
         return False
+
+
+@pytest.mark.integration
+def test_a_tokenbench_folder_in_the_working_directory_does_not_break_a_run(tmp_path):
+    """The children run the installed tokenbench, whatever the working directory holds."""
+    (tmp_path / "tokenbench").mkdir()
+    (tmp_path / "tokenbench" / "__init__.py").write_text("raise ImportError('the wrong tokenbench')\n")
+    result = subprocess.run([sys.executable, "-P", "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "2",
+                             "--prompts", "4", "--max-tokens", "8", "--output", str(tmp_path / "r.json")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "r.json")["successful_runs"] == 4

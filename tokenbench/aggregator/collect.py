@@ -55,8 +55,9 @@ def wait_for_records(
     when the run was cancelled and its last request in flight has ended.
 
     Meanwhile, requests whose worker died are rerun or recorded as failed (see lost_jobs.py), and a
-    Redis that goes away is waited for. ``keep_waiting`` is called after every poll with the number
-    of records (None while Redis is unreachable); False ends the wait.
+    Redis that goes away is waited for; one that comes back without the run is a TokenbenchError.
+    ``keep_waiting`` is called after every poll with the number of records (None while Redis is
+    unreachable); False ends the wait.
     """
     deadline = clock() + timeout_s
     lost_jobs = LostJobWatch(connection, meta, clock)
@@ -66,6 +67,9 @@ def wait_for_records(
             done = count_records(connection, meta.run_id)
             if done >= meta.num_prompts:
                 return True
+            if done == 0 and not connection.exists(keys.run_meta(meta.run_id)):
+                raise TokenbenchError(f"the data of run {meta.run_id} is gone from Redis (restarted without "
+                                      "persistence, flushed, or its keys expired): there is nothing left to report")
             if _cancelled_and_settled(connection, meta.run_id):
                 return False
             lost_jobs.check()

@@ -24,7 +24,8 @@ def start_child(args: list[str], env: dict[str, str] | None = None, **kwargs) ->
     scheduling group, and the whole worker pool would then share one group's CPU against the
     server's (run beside a real vLLM, requests waited ~11x longer for a CPU)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tokenbench", *args],
+        # -P: the installed tokenbench, never a `tokenbench/` folder in the working directory.
+        [sys.executable, "-P", "-m", "tokenbench", *args],
         stdin=subprocess.DEVNULL,
         env=env,
         process_group=0,
