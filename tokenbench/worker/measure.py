@@ -243,12 +243,12 @@ async def _stream(
         size = 0
         while data := await content.readany():
             received_ns = time.perf_counter_ns()
-            size += len(data)
+            for event in parser.feed(data, received_ns):
+                reader.on_event(event)
+            size += len(data)  # checked after the read is parsed (a read is at most 64 KiB): its tokens count
             if size > endpoint.max_response_bytes:
                 raise StreamFailure("response_too_large", f"the response passed --max-response-bytes "
                                                           f"({endpoint.max_response_bytes:,} bytes)")
-            for event in parser.feed(data, received_ns):
-                reader.on_event(event)
             if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline
                 deadline.data_received(received_ns)
             if len(opening) < _OPENING_BYTES:
