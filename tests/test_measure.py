@@ -33,7 +33,7 @@ def spec_for(base_url: str, max_tokens: int = 8, **endpoint) -> JobSpec:
 def measure(spec: JobSpec, api_key: str | None = None) -> RequestRecord:
     """Measure as a worker process does, with its HTTP client on an event loop."""
     async def one_request() -> RequestRecord:
-        async with new_session(None, 1) as session:
+        async with new_session(None) as session:
             return await measure_request(session, spec, api_key)
 
     return asyncio.run(one_request())

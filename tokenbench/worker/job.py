@@ -46,7 +46,7 @@ def execute(spec_data: dict) -> None:
     raise RuntimeError("tokenbench jobs are run by `tokenbench worker`, not by `rq worker`")
 
 
-def new_session(ssl_context: ssl.SSLContext | None, streams: int) -> aiohttp.ClientSession:
+def new_session(ssl_context: ssl.SSLContext | None) -> aiohttp.ClientSession:
     """One HTTP client for all of a process's streams: connections are kept and reused across jobs."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=ssl_context or True, ttl_dns_cache=300,
                                      keepalive_timeout=60)

@@ -23,7 +23,7 @@ import redis
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
 from tokenbench.shared.redis_conn import connect, connect_async, redact_url
-from tokenbench.shared.signing import secret_from_env
+from tokenbench.shared.signing import SECRET_ENV, secret_from_env
 from tokenbench.worker.job import allowed_hosts
 from tokenbench.worker.stream_worker import StreamWorker
 
@@ -48,6 +48,10 @@ def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, b
     logging.basicConfig(level=logging_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ssl_context = ssl.create_default_context()  # ~50 ms of CPU: once here, inherited by every process
     security = WorkerSecurity(secret_from_env(), allowed_hosts(allow_hosts))
+    if security.secret is None:
+        log.warning("tokenbench worker: no %s: its processes run unsigned jobs, so anyone who can write to this "
+                    "Redis can direct them (their API key goes only to %s)", SECRET_ENV,
+                    ", ".join(sorted(security.key_hosts)))
     pool = _Pool(redis_url, queue_names, ssl_context, security, burst, logging_level)
     return pool.run(streams)
 

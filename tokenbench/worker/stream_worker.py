@@ -121,12 +121,8 @@ class StreamWorker(BaseWorker):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        session = new_session(self._ssl_context, self.streams)
+        session = new_session(self._ssl_context)
         self._process = WorkerProcess(self._aredis, session, self.streams, self._secret, self._key_hosts)
-        if self._secret is None:
-            log.warning("worker %s: no %s: it runs unsigned jobs, so anyone who can write to this Redis can "
-                        "direct it (its API key goes only to %s)", self.name, SECRET_ENV,
-                        ", ".join(sorted(self._key_hosts)))
         await self._process.keep_clock_fresh()
         await self._beat()
         # Every object alive so far moves out of the garbage collector's sight: a full collection
