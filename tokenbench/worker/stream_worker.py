@@ -95,7 +95,7 @@ class StreamWorker(BaseWorker):
         self._aredis = async_connection
         self._ssl_context = ssl_context
         self._free_streams = list(range(streams))  # a heap: a job takes the lowest free stream
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._something_ended = asyncio.Event()
         self._stop_signalled_at: float | None = None
         self._loop_lag = LoopLagMonitor()
@@ -170,9 +170,7 @@ class StreamWorker(BaseWorker):
             worked = True
             for started in await self._start(taken):
                 stream = heapq.heappop(self._free_streams)
-                task = asyncio.create_task(self._perform(started, stream))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._track(asyncio.create_task(self._perform(started, stream)))
         return worked
 
     async def _take(self, count: int, block: bool) -> list[TakenJob]:
@@ -321,10 +319,19 @@ class StreamWorker(BaseWorker):
 
     def _background(self, awaitable: Awaitable[None]) -> None:
         """Run beside the streams; the feeder waits for it before a burst worker exits."""
-        task = asyncio.ensure_future(awaitable)
+        self._track(asyncio.ensure_future(awaitable))
+
+    def _track(self, task: asyncio.Future[None]) -> None:
+        """Keep ``task`` in ``_tasks`` until it is done, then wake the feeder. Both in one callback:
+        a feeder woken before the task has left ``_tasks`` would see it still running, go back to
+        sleep, and a burst worker would never exit."""
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _task: self._something_ended.set())
+
+        def done(_task: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            self._something_ended.set()
+
+        task.add_done_callback(done)
 
     async def _save_batch(self, batch: list[Finished]) -> None:
         """One round trip for a batch of finished jobs: each record (stored once, counted once) and
