@@ -168,7 +168,14 @@ class StreamWorker(BaseWorker):
                     await self._something_ended.wait()
                 continue
             worked = True
-            for started in await self._start(taken):
+            try:
+                batch = await self._start(taken)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis went away between taking and starting: the jobs stay in RQ's intermediate
+                # queue, unsent; their records are missing from the run (and say so).
+                await self._redis_unreachable(exc)
+                continue
+            for started in batch:
                 stream = heapq.heappop(self._free_streams)
                 self._track(asyncio.create_task(self._perform(started, stream)))
         return worked
@@ -230,12 +237,16 @@ class StreamWorker(BaseWorker):
 
     async def _give_back(self, taken: list[TakenJob]) -> None:
         """Jobs taken as a stop came: back to the front of their queues, in order."""
-        if taken:
+        if not taken:
+            return
+        try:
             async with self._aredis.pipeline(transaction=True) as pipe:
                 for job in reversed(taken):
                     pipe.lrem(job.queue.intermediate_queue_key, 1, job.job_id)
                     pipe.lpush(job.queue.key, job.job_id)
                 await pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # they stay in the intermediate queue
+            log.warning("worker %s: could not give %d job(s) back to the queue: %s", self.name, len(taken), exc)
 
     async def _start(self, taken: list[TakenJob]) -> list[StartedJob]:
         """One round trip for all the jobs taken: each one's in-flight mark in its run (unless the
