@@ -35,6 +35,8 @@ from pathlib import Path
 
 import orjson
 
+from tokenbench.aggregator.stats import percentile
+
 TTFT_MS, ITL_MS, TOKENS, ROUNDS = 200.0, 50.0, 64, 4
 REQUEST_S = (TTFT_MS + (TOKENS - 1) * ITL_MS) / 1000
 
@@ -81,14 +83,8 @@ class PeakMemory:
             time.sleep(0.5)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def percentile_of(values: list[float], q: float) -> float | None:
+    return percentile(sorted(values), q) if values else None
 
 
 def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms: list[float], tokens: int,
@@ -102,9 +98,9 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
     return {
         "delivered_share": tokens / (end - start) / truth,
         "middle_concurrency_share": busy / span / concurrency if span > 0 else None,
-        "ttft_p50_error_ms": percentile(ttfts_ms, 50) - TTFT_MS if ttfts_ms else None,
-        "itl_p50_ms": percentile(itls_ms, 50),
-        "itl_p99_ms": percentile(itls_ms, 99),
+        "ttft_p50_error_ms": percentile_of(ttfts_ms, 50) - TTFT_MS if ttfts_ms else None,
+        "itl_p50_ms": percentile_of(itls_ms, 50),
+        "itl_p99_ms": percentile_of(itls_ms, 99),
         "duration_s": end - start,
     }
 
