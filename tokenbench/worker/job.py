@@ -69,7 +69,7 @@ class WorkerProcess:
         self._hosts_warned: set[str] = set()
         self.name = worker_name()
         self.host = socket.gethostname()
-        self.runs_seen: set[str] = set()
+        self.runs_seen: set[str] = set()  # runs this process has registered in (and warmed up for)
         self._warmups: dict[str, asyncio.Task[list[RequestRecord]]] = {}
         self._schedule_starts: dict[str, asyncio.Task[float | None]] = {}
         self._synchronized_at = float("-inf")
@@ -101,13 +101,6 @@ class WorkerProcess:
             log.warning("not sending the API key to %s: not an allowed host (--allow-host %s, or "
                         "TOKENBENCH_ALLOW_HOSTS), and the job is not signed (TOKENBENCH_SECRET)", host, host)
         return None
-
-    def first_job_of(self, run_id: str) -> bool:
-        """True once per run: the first of its jobs this process takes."""
-        if run_id in self.runs_seen:
-            return False
-        self.runs_seen.add(run_id)
-        return True
 
     def warmup(self, spec: JobSpec) -> asyncio.Task[list[RequestRecord]]:
         """The run's warm-up in this process (started by its first job, awaited by all): ``spec.warmup``

@@ -254,6 +254,7 @@ class StreamWorker(BaseWorker):
         assert self._process is not None
         process = self._process
         starting: list[StartedJob] = []
+        new_runs: set[str] = set()  # runs whose first job in this process is in this batch
         # Not a MULTI transaction: each of its commands would then be answered twice (QUEUED, then the
         # reply), and nothing here needs isolation (a cancel that lands meanwhile lets the request run).
         async with self._aredis.pipeline(transaction=False) as pipe:
@@ -263,14 +264,14 @@ class StreamWorker(BaseWorker):
                     pipe.lrem(taken_job.queue.intermediate_queue_key, 1, taken_job.job_id)
                     continue
                 job.restore(taken_job.fields)
-                refusal = refusal_reason(job, self._secret)
-                if refusal is not None:
-                    log.warning("worker %s: refused job %s: %s", self.name, job.id, refusal)
+                spec = job_spec_or_refusal(job, self._secret)
+                if isinstance(spec, str):
+                    log.warning("worker %s: refused job %s: %s", self.name, job.id, spec)
                     self._background(asyncio.to_thread(self._fail_in_rq, job, taken_job.queue, None,
-                                                       f"refused by tokenbench worker: {refusal}"))
+                                                       f"refused by tokenbench worker: {spec}"))
                     continue
-                spec = JobSpec.from_dict(job.args[0])
-                first_of_run = process.first_job_of(spec.run_id)
+                first_of_run = spec.run_id not in process.runs_seen and spec.run_id not in new_runs
+                new_runs.add(spec.run_id)
                 cancelled_reply = len(pipe)  # queue_mark_in_flight's first reply: was the run cancelled?
                 queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, process.name, spec.attempt, job.id),
                                      spec.ttl_s)
@@ -281,6 +282,7 @@ class StreamWorker(BaseWorker):
                     queue_register_worker(pipe, spec.run_id, process.name, process.environment, spec.ttl_s)
                 starting.append(StartedJob(job, taken_job.queue, spec, execution, first_of_run, cancelled_reply))
             replies = await pipe.execute() if len(pipe) else []
+        process.runs_seen |= new_runs  # only now: a batch that never reached Redis registered nothing
         started = [job for job in starting if not replies[job.cancelled_reply]]
         cancelled = [job for job in starting if replies[job.cancelled_reply]]
         if cancelled:  # the run was cancelled while these waited on the queue: nothing is sent
@@ -497,9 +499,9 @@ def _hash(fields: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
-def refusal_reason(job: Job, secret: bytes | None = None) -> str | None:
-    """Why a job is not one of ours (None when it is), read from its data without importing anything;
-    with a ``secret``, a job not signed with it is not ours either."""
+def job_spec_or_refusal(job: Job, secret: bytes | None = None) -> JobSpec | str:
+    """The job's spec if the job is one of ours, else why it is not; read from its data without
+    importing anything. With a ``secret``, a job not signed with it is not ours either."""
     try:
         func_name, args, kwargs = job.func_name, job.args, job.kwargs
     except Exception as exc:  # undecodable data
@@ -509,11 +511,10 @@ def refusal_reason(job: Job, secret: bytes | None = None) -> str | None:
     if kwargs or len(args) != 1 or not isinstance(args[0], dict):
         return "its arguments are not one job spec"
     try:
-        JobSpec.from_dict(args[0])
+        spec = JobSpec.from_dict(args[0])
     except TypeError as exc:
         return f"its job spec is incomplete ({exc})"
     if secret is not None and not is_signed_by(args[0], secret):
         return f"it is not signed with this worker's {SECRET_ENV}" if args[0].get("signature") is None else \
             f"its signature does not match this worker's {SECRET_ENV}"
-    return None
-
+    return spec
