@@ -57,6 +57,20 @@ def processes_with_marker(marker: str) -> list[int]:
     return found
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids of the live children of ``pid`` (a scan of /proc: for processes without our marker, such
+    as redis-server, which rewrites its environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
 @contextmanager
 def worker_pool(redis_url: str, queue: str, n: int, streams: int = 1, **env: str) -> Iterator[subprocess.Popen]:
     """`tokenbench worker -n N --streams K` on ``queue``; stopped (and its workers with it) on the way out."""

@@ -237,7 +237,7 @@ def test_two_runs_at_once_on_one_redis_never_mix(redis_url, tmp_path):
 def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
     import uuid
 
-    from tests.helpers import clean_env
+    from tests.helpers import children_of, clean_env
 
     marker = uuid.uuid4().hex
     out = tmp_path / "r.json"
@@ -247,12 +247,11 @@ def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(TOKENBENCH_TEST_MARKER=marker))
 
     def redis_pid() -> int | None:  # a child of run's (redis-server rewrites its environment: no marker)
-        for entry in Path("/proc").iterdir():
+        for pid in children_of(run.pid):
             try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if parent == run.pid and b"redis-server" in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
-            except (OSError, ValueError, IndexError):
+                if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
                 pass
         return None
 

@@ -13,7 +13,7 @@ import uuid
 import orjson
 import pytest
 
-from tests.helpers import clean_env, load, processes_with_marker, tokenbench
+from tests.helpers import children_of, clean_env, load, processes_with_marker, tokenbench
 from tokenbench.aggregator.loop_lag import summarize_loop_lag
 from tokenbench.aggregator.table import format_summary
 from tokenbench.worker.loop_lag import LoopLagMonitor
@@ -68,19 +68,6 @@ def test_streams_and_concurrency_are_one_or_the_other():
     assert outcome.returncode == 2 and "not both" in outcome.stderr and "Traceback" not in outcome.stderr
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
 def _wait_for(condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -107,7 +94,7 @@ def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(tmp_p
         ours = [pid for pid in processes_with_marker(marker) if pid != run.pid]
         assert all(os.getsid(pid) == os.getsid(run.pid) for pid in ours)
         assert all(os.getpgid(pid) != os.getpgid(run.pid) for pid in ours)
-        everything = set(ours) | set(_children(run.pid))
+        everything = set(ours) | set(children_of(run.pid))
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait(10)
