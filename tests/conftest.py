@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import threading
@@ -17,6 +16,7 @@ import redis
 from aiohttp import web
 
 from tokenbench.mock.server import MockServer, MockSettings
+from tokenbench.runner.embedded_redis import find_redis_server
 
 # Copies of the provider transcripts in the project's shared/wire (see the README there).
 WIRE_DIR = Path(__file__).resolve().parent / "fixtures" / "wire"
@@ -34,10 +34,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[str]:
-    """A real redis-server on a free loopback port for the whole session; yields its URL."""
-    binary = shutil.which("redis-server")
+    """A real redis-server (or the bundled valkey-server) on a free loopback port for the whole
+    session; yields its URL."""
+    binary = find_redis_server()
     if binary is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.fail("no redis-server is installed (.ci/run installs it)")
     workdir = tmp_path_factory.mktemp("redis")
     for _attempt in range(5):
         port = free_port()

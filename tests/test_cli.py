@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.helpers import tokenbench
+from tokenbench.runner.embedded_redis import find_redis_server
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -196,14 +197,13 @@ def test_a_redis_that_accepts_but_never_answers_fails_within_its_timeout():
 
 @pytest.mark.integration
 def test_a_worker_pointed_at_a_read_only_replica_says_so_in_one_line(redis_server):
-    import shutil
     import subprocess
 
     import redis
 
     primary_port = redis_server.rsplit(":", 1)[1].split("/")[0]
     port = free_port()
-    replica = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    replica = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--replicaof", "127.0.0.1", primary_port],
                                stdout=subprocess.DEVNULL)
     try:

