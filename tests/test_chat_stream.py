@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tests.conftest import wire_file
@@ -140,3 +141,21 @@ def test_anthropic_error_event_fails_with_its_message():
                      received_ns=1)
     with pytest.raises(StreamFailure, match="Overloaded"):
         reader.on_event(event)
+
+
+def test_a_tool_call_only_answer_has_tokens_and_a_first_token():
+    """OpenAI's documented tool-call stream: the first delta names the function, later ones carry
+    its arguments in pieces, the finish reason is tool_calls; no content at all."""
+    pieces = ['{"loc', 'ation":', ' "Paris"}']
+    first = {"role": "assistant", "content": None, "tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}
+    deltas = [first] + [{"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in pieces]
+    chunks = [{"choices": [{"index": 0, "delta": delta}]} for delta in deltas]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    parser, reader = SSEParser(), ChatStreamReader()
+    for t, data in enumerate([orjson.dumps(chunk) for chunk in chunks] + [b"[DONE]"], 1):
+        for event in parser.feed(b"data: " + data + b"\n\n", received_ns=t):
+            reader.on_event(event)
+    assert [chunk.received_ns for chunk in reader.token_chunks] == [1, 2, 3, 4]  # TTFT: the function's name
+    assert [chunk.answer_chars for chunk in reader.token_chunks] == [len("get_weather")] + [len(p) for p in pieces]
+    assert reader.finish_reason == "tool_calls" and not any(chunk.reasoning for chunk in reader.token_chunks)

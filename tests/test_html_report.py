@@ -113,7 +113,7 @@ def test_chromium_draws_every_chart_of_real_runs(redis_url, tmp_path):
     for name, fault_rate in (("first", "0.25"), ("second", "0")):
         run = tokenbench("run", "--mode", "mock", "--prompts", "16", "--concurrency", "4", "--max-tokens", "24",
                          "--mock-ttft-ms", "15", "--mock-itl-ms", "4", "--mock-fault", "error",
-                         "--mock-fault-rate", fault_rate, "--redis-url", redis_url,
+                         "--mock-fault-rate", fault_rate, "--redis-url", redis_url, "--max-error-rate", "0.5",
                          "--output", str(tmp_path / f"{name}.json"), "--html", str(tmp_path / f"{name}.html"))
         assert run.returncode == 0, run.stderr
     assert load(tmp_path / "first.json")["failed_runs"] > 0

@@ -178,7 +178,8 @@ def test_api_key_reaches_the_server_but_never_redis_the_result_or_the_output(red
     out = tmp_path / "r.json"
     with serve_app(app) as url:
         result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "m", "--api-key", secret,
-                            "--prompts", "3", "--max-tokens", "4", "--redis-url", redis_url, "--output", str(out))
+                            "--prompts", "3", "--max-tokens", "4", "--redis-url", redis_url, "--output", str(out),
+                            "--no-preflight")
     assert result.returncode == 0, result.stderr
     assert seen_auth == [f"Bearer {secret}"] * 3
     assert secret not in out.read_text() + result.stdout + result.stderr
@@ -193,9 +194,10 @@ def test_failed_requests_are_records_and_a_run_with_no_success_exits_1(redis_url
     out = tmp_path / "r.json"
     nowhere = f"http://127.0.0.1:{free_port()}/v1"
     result = tokenbench("run", "--mode", "openai", "--base-url", nowhere, "--model", "m", "--prompts", "3",
-                        "--concurrency", "2", "--redis-url", redis_url, "--output", str(out))
+                        "--concurrency", "2", "--redis-url", redis_url, "--output", str(out), "--no-preflight")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "tokenbench: error: no request succeeded (see the errors above)"
+    assert result.stderr.strip().splitlines()[-1] == ("tokenbench: error: no request of 3 succeeded "
+                                                      "(see the errors above)")
     report = load(out)
     assert (report["complete"], report["failed_runs"], report["successful_runs"]) == (True, 3, 0)
     assert report["errors"]["connect_error"]["count"] == 3
@@ -221,7 +223,8 @@ def test_prompts_file_extra_body_headers_and_slo_reach_the_server_and_the_report
         result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "m", "--concurrency", "2",
                             "--prompts-file", str(prompts), "--prompts", "4", "--max-tokens", "5",
                             "--extra-body", '{"ignore_eos": true, "temperature": 0}', "--header", "X-Bench: yes",
-                            "--slo", "ttft=5000,e2el=10000", "--redis-url", redis_url, "--output", str(out))
+                            "--slo", "ttft=5000,e2el=10000", "--redis-url", redis_url, "--output", str(out),
+                            "--no-preflight")
     assert result.returncode == 0, result.stderr
     report = load(out)
     assert [(r["prompt_id"], r["category"], r["output_tokens"]) for r in report["results"]] == [

@@ -135,7 +135,8 @@ def test_an_error_inside_a_200_stream_is_a_failed_request_with_the_message(style
 
 
 def test_an_http_error_keeps_its_status_and_message(redis_url, tmp_path):
-    report = run_mock(redis_url, tmp_path, "--mock-fault", "http_error", "--mock-fault-rate", "0.5")
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "http_error", "--mock-fault-rate", "0.5",
+                      "--max-error-rate", "0.5")
     failed = [r for r in report["results"] if not r["success"]]
     assert [(r["error_type"], r["http_status"]) for r in failed] == [("http_error", 500)]
     assert "injected server error" in failed[0]["error"]
@@ -163,7 +164,8 @@ def test_503_with_retry_after_is_retried_but_not_counted_as_rate_limited(redis_u
 
 
 def test_429_without_retries_is_counted_apart_from_other_failures(redis_url, tmp_path):
-    report = run_mock(redis_url, tmp_path, "--mock-fault", "rate_limit", "--mock-fault-rate", "0.5", prompts=4)
+    report = run_mock(redis_url, tmp_path, "--mock-fault", "rate_limit", "--mock-fault-rate", "0.5", prompts=4,
+                      expect_rc=1)
     assert (report["successful_runs"], report["rate_limited_runs"]) == (2, 2)
     assert report["errors"]["rate_limited"]["count"] == 2
 
@@ -198,7 +200,8 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
     app = web.Application()
     app.router.add_post("/v1/chat/completions", capture)
     app.router.add_post("/v1/messages", capture)
-    common = ["--base-url", "{url}/v1", "--prompts", "1", "--max-tokens", "3", "--redis-url", redis_url]
+    common = ["--base-url", "{url}/v1", "--prompts", "1", "--max-tokens", "3", "--redis-url", redis_url,
+              "--no-preflight"]
     with serve_app(app) as url:
         for mode, extra in (("openrouter", ["--reasoning-effort", "high"]),
                             ("openai", ["--model", "m", "--reasoning-effort", "low", "--ignore-eos"]),

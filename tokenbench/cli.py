@@ -11,14 +11,15 @@ import orjson
 
 from tokenbench import __version__
 from tokenbench.aggregator.export import document_json
+from tokenbench.aggregator.verdict import failure_reason
 from tokenbench.cli_options import (
     MAX_TIMEOUT_S,
     FiniteFloatRange,
     base_url_option,
     config_option,
-    csv_option,
     endpoint_from_flags,
-    html_option,
+    force_option,
+    max_error_rate_option,
     max_tokens_option,
     mode_option,
     model_option,
@@ -35,6 +36,13 @@ from tokenbench.cli_options import (
     ttl_option,
     warmup_option,
     workload_from_flags,
+)
+from tokenbench.cli_outputs import (
+    ResultFiles,
+    check_writable,
+    result_file_options,
+    result_files_from_flags,
+    write_result_files,
 )
 from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.mock import PLACEHOLDER_BASE_URL
@@ -109,7 +117,8 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="Send the API key to this host too (repeatable; also TOKENBENCH_ALLOW_HOSTS). Without it the "
                    "key goes only to the presets' hosts and to the hosts of jobs signed with TOKENBENCH_SECRET.")
-def worker(processes, streams, concurrency, redis_url, queues, burst, log_level, allow_hosts) -> None:
+@force_option
+def worker(processes, streams, concurrency, redis_url, queues, burst, log_level, allow_hosts, force) -> None:
     """Start worker processes that run the benchmark's jobs: N processes x K streams requests in flight.
 
     Each process is an RQ worker that runs up to K jobs at once on one event loop. API keys come
@@ -122,6 +131,7 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
     if concurrency is not None and click.get_current_context().get_parameter_source("streams").name != "DEFAULT":
         raise click.UsageError("give --streams (per process) or --concurrency (in all), not both")
     shares = split_streams(concurrency, processes) if concurrency is not None else [streams] * processes
+    _check_capacity(sum(shares), len(shares), force)
     status = run_workers(redis_url or default_redis_url(), list(queues) or [keys.DEFAULT_QUEUE], shares,
                          burst=burst, logging_level=log_level, allow_hosts=allow_hosts)
     sys.exit(status)
@@ -130,20 +140,20 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
 @cli.command()
 @click.argument("run_id")
 @redis_url_option("default redis://localhost:6379/0")
-@output_option
+@result_file_options
 @click.option("--timeout", "timeout_s", type=FiniteFloatRange(min=0, max=MAX_TIMEOUT_S), default=600.0,
               show_default=True,
               help="Seconds to wait for missing records.")
 @slo_option
-@csv_option
-@html_option
-def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> None:
+@max_error_rate_option
+def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
-    Exits 1 when records are still missing after --timeout, or the run was cancelled (the JSON then
-    says which requests have no record).
+    Exits 1 when records are still missing after --timeout, the run was cancelled (the JSON then
+    says which requests have no record), or more requests failed than --max-error-rate allows.
     """
     from tokenbench.aggregator.collect import (
+        count_records,
         is_cancelled,
         load_meta,
         missing_indices,
@@ -151,23 +161,35 @@ def report(run_id, redis_url, output, timeout_s, slo, csv_path, html_path) -> No
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
+    from tokenbench.runner.progress import Progress
     from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 
+    files = result_files_from_flags(flags)
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
-    wait_for_records(connection, meta, timeout_s)
+    if count_records(connection, run_id) < meta.num_prompts:
+        progress = Progress(connection, run_id, meta.num_prompts, sys.stderr, queue=meta.queue)
+
+        def keep_waiting(_done: int | None) -> bool:
+            progress.update()
+            return True
+        try:
+            wait_for_records(connection, meta, timeout_s, keep_waiting)
+        finally:
+            progress.finish()
     records = read_records(connection, meta)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),
                           worker_environment=read_workers(connection, run_id),
                           loop_lag=read_loop_lag(connection, run_id))
-    _emit(result, output, csv_path, html_path)
+    _emit(result, files)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
                               "requests were not run")
     if not result["complete"]:
         raise TokenbenchError(f"{result['missing_runs']} of {meta.num_prompts} records missing after {timeout_s:g} s")
+    _exit_on_failures(result, max_error_rate)
 
 
 @cli.command()
@@ -206,14 +228,20 @@ processes_option = click.option(
          "event loop [default: one per core].")
 
 
+preflight_option = click.option(
+    "--preflight/--no-preflight", default=True, show_default=True,
+    help="Send one short unmeasured request first, and stop at once on 401/403/404 or no connection.")
+
+
 def benchmark_options(command: Any) -> Any:
     """The options `run` and `sweep` share: what to measure, how, and where the results go."""
     for option in reversed([
-        config_option, mode_option, prompts_options, output_option, csv_option, html_option,
+        config_option, mode_option, prompts_options, result_file_options, max_error_rate_option,
         click.option("--api-key", help="API key (default: TOKENBENCH_API_KEY or the mode's variable)."),
         base_url_option, model_option, max_tokens_option,
         redis_url_option("default: an embedded Redis for this run"),
         *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options, processes_option,
+        preflight_option, force_option,
     ]):
         command = option(command)
     return command
@@ -262,6 +290,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
         ttl_s=flags.pop("ttl_s"),
         schedule=schedule,
         processes=flags.pop("processes"),
+        preflight=flags.pop("preflight"),
     )
 
 
@@ -269,12 +298,15 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Requests in flight at most (streams, spread over --processes).")
 @benchmark_options
-def run(concurrency, output, csv_path, html_path, **flags) -> None:
+def run(concurrency, max_error_rate, force, **flags) -> None:
     """Enqueue, work and report in one command (the original harness's form)."""
     from tokenbench.runner.local_run import run_benchmark
 
-    outcome = run_benchmark(run_options_from_flags(concurrency, flags))
-    _emit(outcome.report, output, csv_path, html_path)
+    files = result_files_from_flags(flags)
+    options = run_options_from_flags(concurrency, flags)
+    _check_capacity(concurrency, options.worker_processes(concurrency), force)
+    outcome = run_benchmark(options)
+    _emit(outcome.report, files)
     if outcome.redis_lost:
         raise TokenbenchError(outcome.report["interrupted_reason"])
     if outcome.interrupted:
@@ -283,17 +315,14 @@ def run(concurrency, output, csv_path, html_path, **flags) -> None:
     report = outcome.report
     if not report["complete"]:
         raise TokenbenchError(f"{report['missing_runs']} of {report['num_prompts']} requests have no record")
-    if report["successful_runs"] == 0:
-        raise TokenbenchError("no request succeeded (see the errors above)")
+    _exit_on_failures(report, max_error_rate)
 
 
 @cli.command()
 @click.option("--concurrency", "levels", required=True, callback=parse_levels, metavar="N,N,...",
               help="Concurrency levels, one run each, in order, e.g. 1,5,10,20.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Stop after a level whose share of failed requests exceeds this.")
 @benchmark_options
-def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
+def sweep(levels, max_error_rate, force, **flags) -> None:
     """One run per concurrency level (the workers follow the level) on the same Redis and server:
     a table of throughput and latency per level, one JSON holding every run, and with --html the
     throughput-latency curve."""
@@ -301,22 +330,27 @@ def sweep(levels, max_error_rate, output, csv_path, html_path, **flags) -> None:
     from tokenbench.aggregator.sweep import format_sweep, sweep_document
     from tokenbench.runner.local_run import run_sweep
 
+    files = result_files_from_flags(flags)
     options = run_options_from_flags(levels[0], flags)
+    _check_capacity(max(levels), options.worker_processes(max(levels)), force)
     outcome = run_sweep(options, levels, max_error_rate)
     document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early, options.config)
     click.echo(terminal_safe(format_sweep(document)))
-    if output is not None:
-        _write(output, document_json(document))
-    if csv_path is not None:
-        _write(csv_path, results_csv(*outcome.reports).encode())
-    if html_path is not None:
+    first_run = outcome.reports[0]["run_id"] if outcome.reports else "none"
+
+    def html() -> bytes:
         from tokenbench.aggregator.html import render_sweep_report
 
-        _write(html_path, render_sweep_report(document).encode())
+        return render_sweep_report(document).encode()
+    write_result_files(_present([(files.json_path(f"sweep-{first_run}"), lambda: document_json(document)),
+                                 (files.csv, lambda: results_csv(*outcome.reports).encode()),
+                                 (files.html, html)]))
     if outcome.interrupted:
         sys.exit(130)
     if outcome.stopped_early:
         raise TokenbenchError(f"sweep stopped early: {outcome.stopped_early}")
+    if outcome.reports:
+        _exit_on_failures(outcome.reports[-1], max_error_rate)
 
 
 @cli.command()
@@ -341,6 +375,8 @@ def compare(results, output) -> None:
 
     if len(results) < 2:
         raise click.UsageError("give at least two result files: a baseline and one to compare with it")
+    if output is not None:
+        check_writable(output, "--output")
     baseline_path, *others = results
     baseline = _load_result(baseline_path)
     comparisons = []
@@ -366,6 +402,7 @@ def plot(results, output, labels) -> None:
 
     if len(labels) > len(results):
         raise click.BadParameter(f"{len(labels)} labels for {len(results)} results", param_hint="'--label'")
+    check_writable(output, "--output")
     names = list(labels) + [path.stem for path in results[len(labels):]]
     documents = [_load_result(path, sweep_ok=True) for path in results]
     if len(documents) == 1 and is_sweep(documents[0]):
@@ -414,6 +451,8 @@ def calibrate(levels, requests_per_worker, tokens, ttft_ms, itl_ms, output) -> N
     from tokenbench.runner.calibrate import CalibrationSettings, format_calibration
     from tokenbench.runner.calibrate import calibrate as run_calibration
 
+    if output is not None:
+        check_writable(output, "--output")
     settings = CalibrationSettings(tuple(levels), requests_per_worker, tokens, ttft_ms, itl_ms)
     levels_measured = run_calibration(settings)
     click.echo(format_calibration(levels_measured, settings))
@@ -512,26 +551,43 @@ def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(args)
 
 
-def _emit(result: dict, output: Path | None, csv_path: Path | None = None, html_path: Path | None = None) -> None:
+def _emit(result: dict, files: ResultFiles) -> None:
+    """The summary table, then every file asked for (and the JSON by default)."""
     from tokenbench.aggregator.export import results_csv
-    from tokenbench.aggregator.html import render_report
     from tokenbench.aggregator.table import format_summary
 
+    def html() -> bytes:
+        from tokenbench.aggregator.html import render_report
+
+        return render_report([(result["run_id"], result)]).encode()
     click.echo(terminal_safe(format_summary(result)))
-    if output is not None:
-        _write(output, document_json(result))
-    if csv_path is not None:
-        _write(csv_path, results_csv(result).encode())
-    if html_path is not None:
-        _write(html_path, render_report([(result["run_id"], result)]).encode())
+    write_result_files(_present([(files.json_path(result["run_id"]), lambda: document_json(result)),
+                                 (files.csv, lambda: results_csv(result).encode()),
+                                 (files.html, html)]))
+
+
+def _present(files: list[tuple[Path | None, Any]]) -> list[tuple[Path, Any]]:
+    return [(path, render) for path, render in files if path is not None]
+
+
+def _check_capacity(concurrency: int, processes: int, force: bool) -> None:
+    """Refuse streams this host cannot time (unless --force) or hold open (ever), before anything starts."""
+    from tokenbench.worker.capacity import per_process, too_few_open_files, too_many_streams
+
+    problem = too_few_open_files(per_process(concurrency, processes)) or (None if force else
+                                                                          too_many_streams(concurrency))
+    if problem:
+        raise click.UsageError(problem)
+
+
+def _exit_on_failures(report: dict, max_error_rate: float) -> None:
+    reason = failure_reason(report, max_error_rate)
+    if reason is not None:
+        raise TokenbenchError(reason)
 
 
 def _write(path: Path, content: bytes) -> None:
-    try:
-        path.write_bytes(content)
-    except OSError as exc:
-        raise TokenbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {path}", err=True)
+    write_result_files([(path, lambda: content)])
 
 
 def _is_redis_error(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from tokenbench.aggregator.verdict import DEFAULT_MAX_ERROR_RATE
 from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
 from tokenbench.producer.synthetic import LengthSpec
@@ -235,10 +236,16 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
 
 output_option = click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
                              help="Write the JSON here.")
-csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                          help="Also write one CSV row per request, every measured field.")
-html_option = click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                           help="Also write the self-contained HTML report (see `tokenbench plot`).")
+
+
+max_error_rate_option = click.option(
+    "--max-error-rate", type=click.FloatRange(0, 1), default=DEFAULT_MAX_ERROR_RATE, show_default=True,
+    help="Exit 1 when the share of failed requests exceeds this (always when none succeeded); a sweep also "
+         "stops after such a level.")
+
+
+force_option = click.option(
+    "--force", is_flag=True, help="Go on with more streams than this host can time at a server's pace.")
 
 
 def redis_url_option(default_help: str) -> Any:

@@ -6,12 +6,7 @@ import textwrap
 from typing import Any
 
 from tokenbench import __version__
-
-
-def error_rate(report: dict[str, Any]) -> float | None:
-    """Share of a run's requests without a successful record (failed or missing); None without requests."""
-    total = report["num_prompts"]
-    return (total - report["successful_runs"]) / total if total else None
+from tokenbench.aggregator.verdict import error_rate
 
 
 def level_summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ A run whose workers share a saturated machine measures part of its own delay as 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 _PROC_STAT = Path("/proc/stat")
@@ -34,7 +33,3 @@ class CpuSampler:
         if self._start is None or end is None or end[1] <= self._start[1]:
             return None
         return round((end[0] - self._start[0]) / (end[1] - self._start[1]), 3)
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

@@ -20,13 +20,14 @@ from rq import Queue, Worker
 
 from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
 from tokenbench.aggregator.metrics import build_report
-from tokenbench.aggregator.sweep import error_rate
+from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
-from tokenbench.runner.cpu import CpuSampler, cpu_count
+from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.embedded_redis import embedded_redis
+from tokenbench.runner.preflight import preflight
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
 from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
@@ -34,6 +35,8 @@ from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect
 from tokenbench.shared.signing import SECRET_ENV
+from tokenbench.shared.terminal import terminal_safe
+from tokenbench.worker.capacity import cpu_count
 
 # Margin on top of the longest a run can take when every request hits its own total timeout.
 WAIT_MARGIN_S = 60.0
@@ -78,6 +81,7 @@ class RunOptions:
     workload: dict[str, Any] | None = None  # where the prompts came from (see producer/workloads.py)
     worker_log_level: str = "WARNING"
     processes: int | None = None  # worker processes the concurrency is spread over; None: one per core
+    preflight: bool = True  # one unmeasured request to a server of the user's before the run
 
     def worker_processes(self, concurrency: int) -> int:
         return min(self.processes or cpu_count(), concurrency)
@@ -164,8 +168,18 @@ class Services:
         return self._endpoint
 
 
+def check_endpoint(options: RunOptions, progress_stream: TextIO) -> None:
+    """The pre-flight request (runner/preflight.py), to the user's server; the built-in mock needs none."""
+    if not options.preflight or options.mock is not None:
+        return
+    result = preflight(options.endpoint, options.prompts[0], options.api_key)
+    if result.warning:
+        progress_stream.write(f"warning: {terminal_safe(result.warning)}\n")
+
+
 def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> RunOutcome:
-    """Start what the run needs, enqueue, run the workers, collect; stop all it started."""
+    """Check the endpoint, start what the run needs, enqueue, run the workers, collect; stop all it started."""
+    check_endpoint(options, progress_stream)
     with ExitStack() as started, _sigterm_as_interrupt():
         return run_once(Services(started, options), options, options.concurrency, progress_stream)
 
@@ -175,6 +189,7 @@ def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
     """One run per concurrency level, in order, on the same Redis and mock; stops after a level whose
     share of failed requests exceeds ``max_error_rate``."""
     reports: list[dict[str, Any]] = []
+    check_endpoint(options, progress_stream)
     with ExitStack() as started, _sigterm_as_interrupt():
         services = Services(started, options)
         for number, level in enumerate(levels, 1):

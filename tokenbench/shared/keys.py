@@ -56,6 +56,12 @@ def run_loop_lag(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:loop_lag"
 
 
+def run_header_waits(run_id: str) -> str:
+    """Hash key: worker (host:pid) -> "N T": N of its requests of the run wait for their response's
+    headers, as of T (epoch seconds, Redis clock). For progress displays."""
+    return f"{PREFIX}:run:{run_id}:header_waits"
+
+
 def run_schedule_start(run_id: str) -> str:
     """String key, open-loop runs: epoch seconds (Redis clock) that every job's ``send_after_s`` counts from."""
     return f"{PREFIX}:run:{run_id}:schedule_start"

@@ -1,7 +1,8 @@
 """What the events of an OpenAI-compatible chat-completions stream mean for the measurement.
 
-A *token-carrying chunk* is one whose first choice's delta has non-empty ``content`` or reasoning
-text (``reasoning``, ``reasoning_content`` or ``reasoning_details``). A role-only chunk,
+A *token-carrying chunk* is one whose first choice's delta has non-empty ``content``, reasoning
+text (``reasoning``, ``reasoning_content`` or ``reasoning_details``) or a tool call's function
+name or arguments (``tool_calls``, counted as answer). A role-only chunk,
 ``content: ""`` and usage-only chunks carry no tokens. Reasoning is told apart from the answer by
 those fields, or by a ``<think>...</think>`` block at the start of ``content``.
 """
@@ -245,10 +246,23 @@ class ChatStreamReader(StreamReader):
         content = _text(delta, "content")
         think_reasoning, answer, saw_tag = self._think.feed(content) if content else ("", "", False)
         reasoning += think_reasoning
-        if not (reasoning or content):  # any content is a token, even one a think tag may still claim
+        tool_calls = delta.get("tool_calls")
+        tool_text = _tool_call_text(tool_calls) if isinstance(tool_calls, list) else ""
+        if not (reasoning or content or tool_text):  # any content is a token, even one a think tag may still claim
             return None
         return TokenChunk(received_ns=received_ns, reasoning=bool(reasoning) or saw_tag,
-                          answer_chars=len(answer), reasoning_chars=len(reasoning))
+                          answer_chars=len(answer) + len(tool_text), reasoning_chars=len(reasoning))
+
+
+def _tool_call_text(tool_calls: list[Any]) -> str:
+    """The generated text of ``delta.tool_calls``: each function's name and arguments (an answer the
+    model wrote as a tool call is generated tokens, and its first piece is the first token)."""
+    pieces = []
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            pieces += [_text(function, "name"), _text(function, "arguments")]
+    return "".join(pieces)
 
 
 def _text(delta: dict[str, Any], key: str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -30,6 +31,14 @@ _OPENING_BYTES = 200
 DEFAULT_RETRY_AFTER_S = 1.0  # a 429 that does not say how long to wait
 MAX_RETRY_AFTER_S = 300.0  # a longer wait is cut to this
 _NS_PER_MS = 1_000_000
+
+
+class HeaderWaits:
+    """How many requests of each run wait for their response's headers right now: what a progress
+    display shows while a server queues requests or a stream never answers."""
+
+    def __init__(self) -> None:
+        self.by_run: Counter[str] = Counter()
 
 
 def worker_name() -> str:
@@ -87,7 +96,8 @@ def redact(text: str | None, secret: str | None) -> str | None:
     return text
 
 
-async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None) -> RequestRecord:
+async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None,
+                          header_waits: HeaderWaits | None = None) -> RequestRecord:
     """Stream the request of ``spec`` and return its record; failures become records too.
 
     A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
@@ -98,7 +108,7 @@ async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key
     first_sent_ns = None
     retries: list[dict] = []
     while True:
-        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key)
+        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key, header_waits)
         first_sent_ns = first_sent_ns or sent_ns
         if retry_after_s is None or len(retries) >= endpoint.max_retries:
             break
@@ -112,7 +122,8 @@ async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key
 
 
 async def _attempt(
-    session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None
+    session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None,
+    header_waits: HeaderWaits | None,
 ) -> tuple[RequestRecord, float | None, int]:
     """One send: (its record, the wait the server asked for before a retry or None, send time)."""
     record = RequestRecord(
@@ -132,11 +143,14 @@ async def _attempt(
     record.started_at = clock.now()
     sent_ns = time.perf_counter_ns()
     deadline = StreamDeadline(endpoint, sent_ns)
+    waiting = header_waits.by_run if header_waits is not None else None
+    if waiting is not None:
+        waiting[spec.run_id] += 1
     try:
         with deadline:
             async with asyncio.timeout(None) as timer:
                 deadline.start(timer)
-                await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns)
+                await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns, waiting)
         record.success = True
     except StreamFailure as failure:
         record.error_type, record.error = failure.error_type, failure.message
@@ -146,6 +160,9 @@ async def _attempt(
         record.error_type, record.error = failure.error_type, failure.message
     except aiohttp.ClientError as exc:
         record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
+    finally:
+        if waiting is not None and record.headers_ms is None:  # it ended before the headers came
+            waiting[spec.run_id] -= 1
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns)
     offset = clock.current_offset()
@@ -229,11 +246,14 @@ async def _stream(
     reader: StreamReader,
     record: RequestRecord,
     sent_ns: int,
+    waiting: Counter[str] | None,
 ) -> None:
     connect = aiohttp.ClientTimeout(total=None, connect=endpoint.connect_timeout_s,
                                     sock_connect=endpoint.connect_timeout_s, sock_read=None)
     async with session.post(endpoint.request_url, data=body, headers=headers, timeout=connect) as response:
         record.headers_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
+        if waiting is not None:
+            waiting[record.run_id] -= 1
         record.http_status = response.status
         if response.status >= 300:
             raise await _http_failure(response)

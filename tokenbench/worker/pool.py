@@ -25,6 +25,7 @@ from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
 from tokenbench.shared.redis_conn import connect, connect_async, redact_url
 from tokenbench.shared.signing import SECRET_ENV, secret_from_env
+from tokenbench.worker.capacity import raise_open_file_limit
 from tokenbench.worker.job import allowed_hosts
 from tokenbench.worker.stream_worker import StreamWorker
 
@@ -46,6 +47,7 @@ def run_workers(redis_url: str, queue_names: list[str], streams: list[int], *, b
     """One process per entry of ``streams`` (its stream count) until stopped or, with ``burst``, until
     the queues are empty; the exit status (0, or 1 when the processes kept crashing)."""
     check_writable(connect(redis_url, "worker-pool"), redis_url)  # one line now rather than N crashes later
+    raise_open_file_limit(max(streams))
     logging.basicConfig(level=logging_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ssl_context = ssl.create_default_context()  # ~50 ms of CPU: once here, inherited by every process
     security = WorkerSecurity(secret_from_env(), allowed_hosts(allow_hosts))

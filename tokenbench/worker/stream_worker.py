@@ -45,9 +45,11 @@ from tokenbench.shared.record_store import (
 )
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.shared.signing import SECRET_ENV, is_signed_by
+from tokenbench.shared.terminal import terminal_safe
 from tokenbench.worker import clock
 from tokenbench.worker.job import PRESET_HOSTS, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
+from tokenbench.worker.measure import HeaderWaits
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ class StreamWorker(BaseWorker):
         self._something_ended = asyncio.Event()
         self._stop_signalled_at: float | None = None
         self._loop_lag = LoopLagMonitor()
+        self._header_waits = HeaderWaits()
+        self._shown_waits: set[str] = set()  # runs whose last published count of header waits was not 0
         self._saver = RecordSaver(self._save_batch)
         self._unreachable_since: float | None = None
         self._last_unreachable_log = 0.0
@@ -305,7 +309,7 @@ class StreamWorker(BaseWorker):
         warmups: list[RequestRecord] = []
         try:
             async with asyncio.timeout(job.timeout if job.timeout and job.timeout > 0 else None):
-                record = await run_job(self._process, spec)
+                record = await run_job(self._process, spec, self._header_waits)
             if started.first_of_run and spec.warmup:
                 warmups = self._process.warmup(spec).result()
         except TimeoutError:
@@ -323,8 +327,8 @@ class StreamWorker(BaseWorker):
             self._something_ended.set()
         record.stream = stream
         self._saver.save(started, record, warmups)
-        log.info("worker %s: %s #%d %s", self.name, spec.run_id, spec.index,
-                 "ok" if record.success else record.error_type)
+        if log.isEnabledFor(logging.INFO):
+            log.info("worker %s: %s #%d %s", self.name, spec.run_id, spec.index, outcome_line(record))
 
     def _interrupted(self, spec: JobSpec, error_type: str, message: str) -> RequestRecord:
         assert self._process is not None
@@ -397,6 +401,7 @@ class StreamWorker(BaseWorker):
             try:
                 await self._beat()
                 await self._save_loop_lag()
+                await self._save_header_waits()
                 await self._process.keep_clock_fresh()
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis away: try again next beat
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
@@ -421,6 +426,23 @@ class StreamWorker(BaseWorker):
                     pipe.hset(keys.run_loop_lag(run_id), self._process.name, histogram)
                     pipe.expire(keys.run_loop_lag(run_id), keys.RUN_TTL_S)
                 await pipe.execute()
+
+    async def _save_header_waits(self) -> None:
+        """Each run's count of this process's requests waiting for headers, and when (Redis clock)."""
+        assert self._process is not None
+        waiting = self._header_waits.by_run
+        runs = {run_id for run_id, count in waiting.items() if count > 0}
+        if not runs and not self._shown_waits:
+            return
+        at = clock.now()
+        async with self._aredis.pipeline(transaction=False) as pipe:
+            for run_id in runs | self._shown_waits:
+                pipe.hset(keys.run_header_waits(run_id), self._process.name, f"{waiting[run_id]} {at:.3f}")
+                pipe.expire(keys.run_header_waits(run_id), keys.RUN_TTL_S)
+            await pipe.execute()
+        for run_id in self._shown_waits - runs:
+            waiting.pop(run_id, None)
+        self._shown_waits = runs
 
     def _on_stop_signal(self) -> None:
         """First signal: a warm shutdown (take no more jobs, finish those in flight). A second, later
@@ -497,6 +519,14 @@ class RecordSaver:
 
 def _hash(fields: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(fields[::2], fields[1::2]))
+
+
+def outcome_line(record: RequestRecord) -> str:
+    """A request's outcome in a few words, for the worker's one log line per job."""
+    if record.success:
+        ttft = "-" if record.ttft_ms is None else f"{record.ttft_ms:,.1f} ms"
+        return f"ok: {record.output_tokens} tokens, TTFT {ttft}, E2E {record.elapsed_ms or 0:,.1f} ms"
+    return f"{record.error_type}: {terminal_safe(record.error or '')[:160]}"
 
 
 def job_spec_or_refusal(job: Job, secret: bytes | None = None) -> JobSpec | str:
