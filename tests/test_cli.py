@@ -64,6 +64,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
           for name in ("api_key", "X-Auth", "Ocp-Apim-Subscription-Key", "X-Access-Key", "x-goog-api-key")],
         (["run", "--mode", "openai", "--base-url", "http://user:sk-secret@h/v1", "--model", "m"],
          ["--base-url", "credentials in the URL"]),
+        (["run", "--goodput", "ttft:500"], ["no such option --goodput: goodput objectives are --slo"]),
+        (["run", "--save-result"], ["no such option --save-result: results are saved by default", "--output FILE"]),
+        (["sweep", "--result-dir", "x"], ["no such option --result-dir: --output FILE"]),
+        (["run", "--percentile-metrics", "ttft"], ["p50/p90/p95/p99 of TTFT, TPOT, ITL and E2EL"]),
+        (["report", "r", "--metric-percentiles", "99"], ["p50/p90/p95/p99"]),
+        (["run", "--num-prompts", "5"], ["use --prompts N"]),
+        (["run", "--max-concurrency", "5"], ["use --concurrency N"]),
+        (["run", "--mode", "mock", "--output", "/nonexistent/r.json"], ["--output", "/nonexistent does not exist"]),
+        (["run", "--mode", "mock", "--output", "r.json", "--no-save", "--max-error-rate", "2"], ["--max-error-rate"]),
+        (["run", "--mode", "mock", "--max-tokens-param", "max_output"], ["--max-tokens-param", "max_output"]),
     ],
 )
 def test_usage_errors(args, needles):

@@ -206,11 +206,13 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
         for mode, extra in (("openrouter", ["--reasoning-effort", "high"]),
                             ("openai", ["--model", "m", "--reasoning-effort", "low", "--ignore-eos"]),
                             ("openai", ["--model", "m", "--api", "anthropic"]),
-                            ("openai", ["--model", "m", "--api-key-header", "api-key"])):
+                            ("openai", ["--model", "m", "--api-key-header", "api-key"]),
+                            ("openai", ["--model", "m", "--max-tokens-param", "max_completion_tokens",
+                                        "--extra-body", '{"stream_options": null}'])):
             args = [a.replace("{url}", url) for a in common]
             result = tokenbench("run", "--mode", mode, "--api-key", "sk-test", *args, *extra)
             assert result.returncode == 0, result.stderr
-    (path1, body1, headers1), (path2, body2, _), (path3, body3, headers3), (_, _, headers4) = seen
+    (path1, body1, headers1), (path2, body2, _), (path3, body3, headers3), (_, _, headers4), (_, body5, _) = seen
     assert path1 == "/v1/chat/completions" and body1["reasoning"] == {"effort": "high"}
     assert headers1["X-OpenRouter-Title"] == headers1["X-Title"] == "tokenbench" and "HTTP-Referer" in headers1
     assert headers1["Authorization"] == "Bearer sk-test"
@@ -219,3 +221,4 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
     assert headers3["x-api-key"] == "sk-test" and headers3["anthropic-version"] == "2023-06-01"
     assert "Authorization" not in headers3 and "stream_options" not in body3
     assert headers4["api-key"] == "sk-test" and "Authorization" not in headers4
+    assert body5["max_completion_tokens"] == 3 and "max_tokens" not in body5 and "stream_options" not in body5

@@ -596,6 +596,33 @@ def _is_redis_error(exc: Exception) -> bool:
     return redis is not None and isinstance(exc, redis.RedisError)
 
 
+# Flags of vLLM's `bench serve` (and guidellm's) that people type out of habit: what to use here.
+FAMILIAR_FLAGS = {
+    "--goodput": "goodput objectives are --slo, e.g. --slo ttft=500,tpot=50 (ms)",
+    "--save-result": "results are saved by default (tokenbench-results/<run id>.json); --output FILE chooses the file",
+    "--result-dir": "--output FILE chooses where the result goes (default tokenbench-results/<run id>.json)",
+    "--result-filename": "--output FILE chooses where the result goes",
+    "--percentile-metrics": "every result has p50/p90/p95/p99 of TTFT, TPOT, ITL and E2EL (the JSON's "
+                            "*_ms objects; the table shows them all)",
+    "--metric-percentiles": "every result has p50/p90/p95/p99 of TTFT, TPOT, ITL and E2EL (the JSON's "
+                            "*_ms objects; the table shows them all)",
+    "--num-prompts": "use --prompts N",
+    "--max-concurrency": "use --concurrency N (requests in flight at most)",
+    "--random-input-len": "use --input-tokens N",
+    "--random-output-len": "use --output-tokens N",
+    "--dataset-name": "use --dataset (sharegpt) with --dataset-path, or --input-tokens/--output-tokens",
+    "--backend": "use --api openai|anthropic and --mode",
+    "--endpoint": "give the base URL with --base-url (e.g. http://host:8000/v1)",
+    "--tokenizer-mode": "--tokenizer takes a tokenizer.json",
+}
+
+
+def _usage_message(exc: click.ClickException) -> str:
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in FAMILIAR_FLAGS:
+        return f"no such option {exc.option_name}: {FAMILIAR_FLAGS[exc.option_name]}"
+    return exc.format_message()
+
+
 def main() -> None:
     """Console entry point: click's usage errors and ours exit with one line on stderr, never a traceback."""
     try:
@@ -604,7 +631,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"tokenbench: error: {terminal_safe(exc.format_message())}", err=True)
+        click.echo(f"tokenbench: error: {terminal_safe(_usage_message(exc))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _is_redis_error(exc):

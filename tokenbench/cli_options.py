@@ -25,6 +25,7 @@ from tokenbench.shared.config import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     DEFAULT_TTFT_TIMEOUT_S,
+    MAX_TOKENS_PARAMS,
     MODES,
     REASONING_EFFORTS,
     Endpoint,
@@ -202,7 +203,12 @@ def request_options(command: Any) -> Any:
         click.option("--header", "headers", multiple=True, callback=_parse_header, metavar="NAME:VALUE",
                      help="Extra HTTP header on every request (repeatable)."),
         click.option("--extra-body", callback=_parse_extra_body, metavar="JSON",
-                     help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'."),
+                     help="JSON object merged into every request body, e.g. '{\"ignore_eos\": true}'; a field set "
+                          "to null is left out (e.g. '{\"stream_options\": null}')."),
+        click.option("--max-tokens-param", type=click.Choice(MAX_TOKENS_PARAMS), default=MAX_TOKENS_PARAMS[0],
+                     show_default=True,
+                     help="The body field that carries --max-tokens (OpenAI's newer models want "
+                          "max_completion_tokens; the anthropic API always uses max_tokens)."),
         click.option("--api", type=click.Choice(APIS), default="openai", show_default=True,
                      help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages."),
         click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
@@ -231,7 +237,8 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
                             extra_body=flags["extra_body"], max_retries=flags["max_retries"], api=flags["api"],
                             reasoning_effort=flags["reasoning_effort"], ignore_eos=flags["ignore_eos"],
                             api_key_header=flags["api_key_header"],
-                            max_response_bytes=flags["max_response_bytes"], **kwargs)
+                            max_response_bytes=flags["max_response_bytes"],
+                            max_tokens_param=flags["max_tokens_param"], **kwargs)
 
 
 output_option = click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),

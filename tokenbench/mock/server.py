@@ -182,7 +182,8 @@ class MockServer:
             model=body.get("model") or self.settings.model,
             n_tokens=n_tokens,
             n_prompt=prompt_tokens(body),
-            finish_reason="length" if body.get("max_tokens") == n_tokens else "stop",
+            finish_reason="length" if (body.get("max_tokens") or body.get("max_completion_tokens")) == n_tokens
+            else "stop",
             ttft_s=self.settings.ttft_ms / 1000,
             itl_s=self.settings.itl_ms / 1000,
             include_usage=bool(stream_options.get("include_usage")),

@@ -22,6 +22,7 @@ GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
 DEFAULT_MAX_TOKENS = 256
 APIS = ("openai", "anthropic")  # OpenAI-compatible chat completions, or Anthropic Messages
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+MAX_TOKENS_PARAMS = ("max_tokens", "max_completion_tokens")  # the chat-completions field for --max-tokens
 ANTHROPIC_VERSION = "2023-06-01"
 # Header names that carry credentials. `--header` values travel through Redis with the jobs, so
 # these are refused there: the key goes in the workers' environment and --api-key-header names it.
@@ -97,6 +98,7 @@ class Endpoint:
     ignore_eos: bool = False  # vLLM/SGLang: generate max_tokens whatever the model says
     api_key_header: str | None = None  # send the API key as this header's whole value, not as a Bearer token
     max_response_bytes: int = 64 * 2**20  # a larger body fails the request (response_too_large)
+    max_tokens_param: str = "max_tokens"  # or max_completion_tokens (OpenAI's newer models accept only that)
 
     @property
     def request_url(self) -> str:
@@ -153,6 +155,7 @@ def resolve_endpoint(
     ignore_eos: bool = False,
     api_key_header: str | None = None,
     max_response_bytes: int = 64 * 2**20,
+    max_tokens_param: str = "max_tokens",
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -179,6 +182,7 @@ def resolve_endpoint(
         reasoning_effort=reasoning_effort,
         ignore_eos=ignore_eos,
         api_key_header=api_key_header,
+        max_tokens_param=max_tokens_param,
         max_response_bytes=max_response_bytes,
     )
 

@@ -47,7 +47,7 @@ def worker_name() -> str:
 
 def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
     """The request body for the endpoint's API: ``--extra-body`` may add or replace anything but the
-    messages and the stream itself."""
+    messages and the stream itself, and leaves out a field it sets to null."""
     max_tokens = spec.max_tokens or endpoint.max_tokens
     if endpoint.api == "anthropic":
         system = "\n\n".join(m["content"] for m in spec.messages if m.get("role") == "system")
@@ -55,7 +55,8 @@ def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
                       **endpoint.extra_body,
                       "messages": [m for m in spec.messages if m.get("role") != "system"]}
     else:
-        body = {"model": endpoint.model, "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+        body = {"model": endpoint.model, endpoint.max_tokens_param: max_tokens,
+                "stream_options": {"include_usage": True}}
         if endpoint.reasoning_effort:
             if endpoint.mode == "openrouter":
                 body["reasoning"] = {"effort": endpoint.reasoning_effort}
@@ -65,7 +66,7 @@ def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
             body["ignore_eos"] = True
         body = {**body, **endpoint.extra_body, "messages": spec.messages}
     body["stream"] = True
-    return body
+    return {name: value for name, value in body.items() if value is not None}
 
 
 def build_headers(endpoint: Endpoint, api_key: str | None) -> dict[str, str]:
