@@ -89,6 +89,32 @@ def test_page_is_self_contained_and_escapes_what_it_shows():
     assert page.count('class="series"') == 2 * 4  # both results in each distribution and the tokens/s chart
 
 
+def test_an_incomplete_run_has_a_banner_and_every_page_with_failures_lists_its_errors():
+    records = [record(i, 1000.0 + i * 0.05, [20.0 + i, 30.0 + i], 2) for i in range(6)]
+    records.append(record(6, 1000.4, [], 0, success=False))
+    records[6].error = "HTTP 500: <b>boom</b>"
+    meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=16, num_prompts=10,
+                   queue="q", created_at=0.0, prompt_ids=[f"p{i}" for i in range(10)], tokenbench_version="t")
+    result = build_report(meta, records, missing=[7, 8, 9], interrupted=True, interrupted_reason="Ctrl-C or SIGTERM")
+    page = render_report([("cut", result)])
+    assert ('<p class="banner"><b>cut: incomplete run</b>: 3 of 10 requests have no record (Ctrl-C or SIGTERM). '
+            "Every figure covers only the requests that finished.</p>") in page
+    assert "<h2>Errors</h2>" in page
+    assert ('<td>cut</td><td>http_error</td><td class="num">1</td>'
+            '<td class="text">HTTP 500: &lt;b&gt;boom&lt;/b&gt;') in page
+    assert page.count("<svg ") == 5  # the distributions and the timeline are still drawn
+    complete = render_report([("whole", report(records[:6]))])
+    assert 'class="banner' not in complete and "<h2>Errors</h2>" not in complete
+
+
+def test_an_all_failed_run_shows_its_errors_instead_of_empty_charts():
+    failed = [record(i, 1000.0 + i * 0.1, [], 0, success=False) for i in range(4)]
+    page = render_report([("down", report(failed))])
+    assert '<p class="banner failed"><b>down: no request succeeded</b> (4 failed or have no record)' in page
+    assert '<td>down</td><td>http_error</td><td class="num">4</td>' in page
+    assert page.count("<svg ") == 1  # only the timeline of the failed requests: no empty distributions
+
+
 def test_plot_rejects_what_is_not_a_result(tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     outcome = tokenbench("plot", str(tmp_path / "x.json"), "-o", str(tmp_path / "x.html"))

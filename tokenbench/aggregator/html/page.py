@@ -31,6 +31,9 @@ svg .grid { stroke: #e4e4e4; }
 svg text { font: 11px system-ui, sans-serif; fill: #444; }
 svg text.title { font-size: 14px; font-weight: 600; fill: #222; }
 svg text.note { fill: #888; }
+p.banner { background: #fff3cd; border: 1px solid #e0c36c; padding: 8px 12px; margin: 0 0 12px; }
+p.banner.failed { background: #f8d7da; border-color: #d98a92; }
+td.text { text-align: left; max-width: 60em; overflow-wrap: anywhere; }
 """
 
 # (column heading, key in the result, distribution key or None, decimals)
@@ -63,7 +66,8 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
     if not named_results:
         raise ValueError("no results to plot")
     named_records = [(label, request_records(result)) for label, result in named_results]  # parsed once
-    charts = [
+    any_success = any(result.get("successful_runs") for _, result in named_results)
+    distributions = [
         cdf_chart("TTFT distribution", "time to first token (ms)",
                   [ttft_series(label, records) for label, records in named_records]),
         cdf_chart("ITL distribution", "inter-token latency (ms)",
@@ -71,18 +75,54 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
         cdf_chart("End-to-end latency distribution", "E2EL (ms)",
                   [e2el_series(label, records) for label, records in named_records]),
         token_rate_chart(named_records),
-        *(timeline_chart(label, records) for label, records in named_records),
-    ]
+    ] if any_success else []
+    timelines = [timeline_chart(label, records) for label, records in named_records]
     body = [
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">{escape(_subtitle(named_results))}</p>',
+        *_banners(named_results),
         _summary_table(named_results),
+        _errors_table(named_results),
         *(lead_charts or []),
-        *(chart.render() for chart in charts),
+        *(chart.render() for chart in distributions + timelines),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _banners(named_results: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """What a reader must know before any figure: a run that did not finish, or in which nothing succeeded."""
+    banners = []
+    for label, result in named_results:
+        total, ok = result.get("num_prompts") or 0, result.get("successful_runs") or 0
+        if total and not ok:
+            banners.append(f'<p class="banner failed"><b>{escape(label)}: no request succeeded</b> ({total} '
+                           "failed or have no record): there are no latency figures to draw; the errors are "
+                           "below.</p>")
+        if result.get("complete") is False:
+            why = result.get("interrupted_reason") or ("interrupted" if result.get("interrupted") else
+                                                       "records missing when the report was made")
+            missing = result.get("missing_runs") or 0
+            banners.append(f'<p class="banner"><b>{escape(label)}: incomplete run</b>: {missing} of {total} requests '
+                           f"have no record ({escape(str(why))}). Every figure covers only the requests that "
+                           "finished.</p>")
+    return banners
+
+
+def _errors_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+    """Every kind of failure: how many, and one example (types defined in docs/failure-semantics.md)."""
+    rows = []
+    for label, result in named_results:
+        errors = result.get("errors") or {}
+        for error_type, summary in sorted(errors.items(), key=lambda item: -(item[1].get("count") or 0)):
+            rows.append(f"<tr><td>{escape(label)}</td><td>{escape(error_type)}</td>"
+                        f'<td class="num">{summary.get("count", 0):,}</td>'
+                        f'<td class="text">{escape(str(summary.get("example") or ""))}</td></tr>')
+    if not rows:
+        return ""
+    return ("<h2>Errors</h2>\n<table>\n<tr><th>result</th><th>type</th><th>count</th><th>example</th></tr>\n"
+            + "\n".join(rows) + "\n</table>")
 
 
 def _subtitle(named_results: list[tuple[str, dict[str, Any]]]) -> str:
