@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from tests.helpers import load, tokenbench
-from tokenbench.aggregator.compare import bootstrap_interval, compare, verdict
+from tokenbench.aggregator.compare import (
+    bootstrap_interval,
+    compare,
+    comparison_warnings,
+    regressions,
+    verdict,
+    worse_by_at_least_pct,
+)
 from tokenbench.aggregator.concurrency import achieved_concurrency
 from tokenbench.aggregator.export import results_csv
 from tokenbench.aggregator.metrics import build_report, category_breakdown
@@ -102,6 +109,33 @@ def test_compare_rows_from_two_reports():
     assert {row["verdict"] for row in compare(fast, fast)} <= {"within noise", "one value per run: no test"}
 
 
+def test_how_much_worse_at_the_least_and_the_regression_gate():
+    assert worse_by_at_least_pct((20.0, 40.0), 100.0, higher_is_better=False) == 20.0  # latency up 20-40 ms
+    assert worse_by_at_least_pct((-5.0, 40.0), 100.0, higher_is_better=False) == 0.0  # could be no change
+    assert worse_by_at_least_pct((-30.0, -10.0), 100.0, higher_is_better=True) == 10.0  # tokens/s down 10-30
+    assert worse_by_at_least_pct((-30.0, -10.0), 100.0, higher_is_better=False) == 0.0  # latency down: better
+    fast = build_report(meta(40), [record(i, 0, 100 + i % 5, ttft=50 + i % 3) for i in range(40)])
+    slow = build_report(meta(40), [record(i, 0, 130 + i % 5, ttft=80 + i % 3) for i in range(40)])
+    rows = compare(fast, slow)
+    assert {row["metric"] for row in regressions(rows, 20)} >= {"TTFT p50 (ms)", "E2E p50 (ms)"}
+    assert regressions(rows, 100) == [] and regressions(compare(fast, fast), 0) == []
+
+
+def test_compare_warns_about_different_workloads_and_unfinished_runs_and_keeps_the_baseline():
+    base = build_report(meta(40, concurrency=4), [record(i, 0, 100 + i % 5) for i in range(40)])
+    down = build_report(meta(40, concurrency=8), [record(i, 0, 100, success=False) for i in range(30)],
+                        missing=list(range(30, 40)), interrupted=True, interrupted_reason="Ctrl-C or SIGTERM")
+    assert comparison_warnings(base, down) == [
+        "the runs differ in concurrency: 4 vs 8",
+        "the other run is incomplete: 10 of 40 requests have no record (Ctrl-C or SIGTERM)",
+        "the other run has no successful request",
+    ]
+    assert comparison_warnings(base, base) == []
+    rows = {row["metric"]: row for row in compare(base, down)}
+    assert rows["TTFT p50 (ms)"]["baseline"] == 50.0 and rows["TTFT p50 (ms)"]["other"] is None
+    assert rows["TTFT p50 (ms)"]["verdict"] == "no data"
+
+
 @pytest.mark.integration
 def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
     def run(name: str, ttft: str) -> dict:
@@ -127,3 +161,10 @@ def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
     assert max(len(line) for line in compared.stdout.splitlines()) <= 80
     rows = {row["metric"]: row for row in load(tmp_path / "c.json")[0]["metrics"]}
     assert rows["TTFT p50 (ms)"]["verdict"] == "slower"  # 40 ms against 20 ms
+    assert load(tmp_path / "c.json")[0]["warnings"] == [] and "warning" not in compared.stderr
+    gate = tokenbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--fail-on-regression", "10")
+    assert gate.returncode == 1
+    assert gate.stderr.startswith("tokenbench: error: regression beyond 10% (--fail-on-regression): TTFT p50 (ms) "
+                                  "of b.json is worse by at least ")
+    assert tokenbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                      "--fail-on-regression", "900").returncode == 0

@@ -368,10 +368,14 @@ def runs(redis_url, limit) -> None:
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write the comparison as JSON here.")
-def compare(results, output) -> None:
-    """Compare result files with the first: headline metrics, ratios, and a bootstrap verdict for each."""
+@click.option("--fail-on-regression", "threshold_pct", type=FiniteFloatRange(min=0, max=1000), metavar="PCT",
+              help="Exit 1 when a metric of a run is worse than the baseline's beyond noise by more than PCT "
+                   "percent (the whole 95%% interval of the difference lies beyond it): a CI regression gate.")
+def compare(results, output, threshold_pct) -> None:
+    """Compare result files with the first: headline metrics, ratios, and a bootstrap verdict for each.
+    Warns when the runs' workloads differ or one of them is incomplete."""
     from tokenbench.aggregator.compare import compare as compare_reports
-    from tokenbench.aggregator.compare import format_comparison
+    from tokenbench.aggregator.compare import comparison_warnings, format_comparison, regressions
 
     if len(results) < 2:
         raise click.UsageError("give at least two result files: a baseline and one to compare with it")
@@ -380,12 +384,22 @@ def compare(results, output) -> None:
     baseline_path, *others = results
     baseline = _load_result(baseline_path)
     comparisons = []
+    regressed = []
     for path in others:
-        rows = compare_reports(baseline, _load_result(path))
-        comparisons.append({"baseline": str(baseline_path), "other": str(path), "metrics": rows})
+        other = _load_result(path)
+        rows = compare_reports(baseline, other)
+        warnings = comparison_warnings(baseline, other)
+        comparisons.append({"baseline": str(baseline_path), "other": str(path), "warnings": warnings, "metrics": rows})
+        for warning in warnings:
+            click.echo(terminal_safe(f"warning: {path.name} vs {baseline_path.name}: {warning}"), err=True)
         click.echo(terminal_safe(format_comparison(baseline_path.name, path.name, rows)))
+        if threshold_pct is not None:
+            regressed += [f"{row['metric']} of {path.name} is worse by at least {row['worse_by_at_least_pct']:g}%"
+                          for row in regressions(rows, threshold_pct)]
     if output is not None:
         _write(output, document_json(comparisons))
+    if regressed:
+        raise TokenbenchError(f"regression beyond {threshold_pct:g}% (--fail-on-regression): " + "; ".join(regressed))
 
 
 @cli.command()

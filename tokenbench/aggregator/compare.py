@@ -82,28 +82,67 @@ def verdict(interval: tuple[float, float], baseline: float, higher_is_better: bo
     return "faster" if better else "slower"
 
 
+def worse_by_at_least_pct(interval: tuple[float, float], baseline: float, higher_is_better: bool) -> float:
+    """How much worse than the baseline, in percent, the other run is at the least (the interval's
+    end nearest "no change"); 0 when the interval allows no change or better."""
+    low, high = interval
+    worse = -high if higher_is_better else low
+    return round(max(worse, 0.0) / abs(baseline) * 100, 2) if baseline else 0.0
+
+
 def compare(baseline: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per metric: both values, their ratio, the interval of the difference and the verdict."""
+    """One row per metric: both values, their ratio, the interval of the difference, the verdict,
+    and by how much the other run is worse at the least."""
     rng = random.Random(SEED)
     rows = []
     for metric in METRICS:
         a, b = samples(baseline, metric), samples(other, metric)
-        row: dict[str, Any] = {"metric": metric.label, "baseline": None, "other": None, "ratio": None,
-                               "difference_ci": None, "verdict": "no data"}
-        if a and b:
-            value_a, value_b = _statistic(a, metric.statistic), _statistic(b, metric.statistic)
+        value_a = _statistic(a, metric.statistic) if a else None
+        value_b = _statistic(b, metric.statistic) if b else None
+        row: dict[str, Any] = {"metric": metric.label, "baseline": None if value_a is None else round(value_a, 3),
+                               "other": None if value_b is None else round(value_b, 3), "ratio": None,
+                               "difference_ci": None, "verdict": "no data", "worse_by_at_least_pct": None}
+        if value_a is not None and value_b is not None:
             interval = bootstrap_interval(a, b, metric.statistic, rng)
-            row.update(baseline=round(value_a, 3), other=round(value_b, 3),
-                       ratio=round(value_b / value_a, 3) if value_a else None,
+            row.update(ratio=round(value_b / value_a, 3) if value_a else None,
                        difference_ci=[round(interval[0], 3), round(interval[1], 3)],
-                       verdict=verdict(interval, value_a, metric.higher_is_better))
+                       verdict=verdict(interval, value_a, metric.higher_is_better),
+                       worse_by_at_least_pct=worse_by_at_least_pct(interval, value_a, metric.higher_is_better))
         rows.append(row)
     throughput = ("output_throughput_tokens_per_s", "request_throughput_per_s")
     for key in throughput:  # one figure per run: a ratio, but no test
         a, b = baseline.get(key), other.get(key)
         rows.append({"metric": key, "baseline": a, "other": b, "ratio": round(b / a, 3) if a and b else None,
-                     "difference_ci": None, "verdict": "one value per run: no test"})
+                     "difference_ci": None, "verdict": "one value per run: no test", "worse_by_at_least_pct": None})
     return rows
+
+
+# What makes two runs the same experiment: a comparison across any of these compares workloads too.
+WORKLOAD_FIELDS = ("mode", "model", "num_prompts", "max_tokens", "concurrency", "request_rate", "arrival",
+                   "burstiness", "workload")
+
+
+def comparison_warnings(baseline: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """Why the two runs may not be comparable: a different workload, or a run that did not finish."""
+    warnings = [f"the runs differ in {field}: {_shown(baseline.get(field))} vs {_shown(other.get(field))}"
+                for field in WORKLOAD_FIELDS if baseline.get(field) != other.get(field)]
+    for name, result in (("the baseline", baseline), ("the other run", other)):
+        if result.get("complete") is False:
+            why = result.get("interrupted_reason") or ("interrupted" if result.get("interrupted") else "incomplete")
+            warnings.append(f"{name} is incomplete: {result.get('missing_runs')} of {result.get('num_prompts')} "
+                            f"requests have no record ({why})")
+        if result.get("num_prompts") and not result.get("successful_runs"):
+            warnings.append(f"{name} has no successful request")
+    return warnings
+
+
+def regressions(rows: list[dict[str, Any]], threshold_pct: float) -> list[dict[str, Any]]:
+    """The rows whose other run is worse than the baseline beyond noise by more than ``threshold_pct``."""
+    return [row for row in rows if (row["worse_by_at_least_pct"] or 0) > threshold_pct]
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def format_comparison(baseline_name: str, other_name: str, rows: list[dict[str, Any]]) -> str:
