@@ -190,6 +190,7 @@ def test_escape_codes_in_a_servers_error_never_reach_the_terminal(redis_url, tmp
     assert "\x1b" in (tmp_path / "r.json").read_text(encoding="utf-8").encode().decode("unicode_escape")
 
 
+@pytest.mark.integration
 def test_a_redis_that_accepts_but_never_answers_fails_within_its_timeout():
     import socket
 

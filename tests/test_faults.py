@@ -50,11 +50,11 @@ def test_each_server_fault_is_a_failed_record_of_its_own_type(fault, redis_url, 
     assert report["errors"][error_type]["count"] == 2
     for record in failed:
         if fault == "hang":  # nothing at all: the TTFT deadline, not the 0.5 s idle one
-            assert record["output_tokens"] == 0 and 1000 <= record["elapsed_ms"] < 1500
+            assert record["output_tokens"] == 0 and 1000 <= record["elapsed_ms"] < 1000 + 4000
         else:  # the fault came after two tokens, which are still recorded
             assert record["output_tokens"] == 2
         if fault == "stall":
-            assert 500 <= record["elapsed_ms"] - record["latency_ms"] < 1000
+            assert 500 <= record["elapsed_ms"] - record["latency_ms"] < 5000  # the idle deadline, not the TTFT one
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:

@@ -52,12 +52,11 @@ def test_mock_timing_and_tokens_are_measured(mock_server):
     assert record.http_status == 200
     assert record.output_tokens == 10 and record.output_tokens_source == TOKENS_FROM_USAGE
     assert len(record.chunk_offsets_ms) == 10
-    # The server shares this process (and its GIL) here, so the bounds are looser than in
-    # test_integration.py, where it runs in a process of its own.
-    assert 40 <= record.ttft_ms < 50, (record.headers_ms, record.chunk_offsets_ms)
-    gaps = [b - a for a, b in zip(record.chunk_offsets_ms, record.chunk_offsets_ms[1:])]
-    assert all(8 < g < 22 for g in gaps)
-    assert 40 + 9 * 15 <= record.latency_ms < 40 + 9 * 15 + 10
+    # Never before the server sent it; the upper bounds only catch a gross error (a loaded machine
+    # may delay any read: accuracy is measured in benchmarks/ and by `tokenbench calibrate`).
+    assert 40 <= record.ttft_ms == record.chunk_offsets_ms[0] < 40 + 500, (record.headers_ms, record.chunk_offsets_ms)
+    assert list(record.chunk_offsets_ms) == sorted(record.chunk_offsets_ms)
+    assert 40 + 9 * 15 <= record.latency_ms == record.chunk_offsets_ms[-1] < 40 + 9 * 15 + 500
     assert record.finish_reason == "length"
     assert record.input_tokens == 2
     assert record.chunk_lag_ms is None  # only a mock that stamps its send times gives the harness's lag
@@ -130,7 +129,7 @@ def test_server_that_sends_no_headers_fails_on_the_ttft_timeout():
     with serve_app(app_with(handler)) as url:
         record = measure(spec_for(url, ttft_timeout_s=0.3, idle_timeout_s=0.2))
     assert (record.success, record.error_type) == (False, "ttft_timeout")
-    assert 300 <= record.elapsed_ms < 1000
+    assert 300 <= record.elapsed_ms < 3000  # the deadline ended it, not the server's answer at 3 s
 
 
 def test_keep_alives_do_not_hold_off_the_ttft_timeout():
@@ -145,7 +144,7 @@ def test_keep_alives_do_not_hold_off_the_ttft_timeout():
         record = measure(spec_for(url, ttft_timeout_s=0.4, idle_timeout_s=5))
     assert (record.success, record.error_type) == (False, "ttft_timeout")
     assert "0.4 s" in record.error
-    assert 400 <= record.elapsed_ms < 700
+    assert 400 <= record.elapsed_ms < 2000  # the deadline ended it, not the comments' end at 2 s
 
 
 def test_stall_after_the_first_tokens_fails_on_the_idle_timeout():
@@ -159,7 +158,7 @@ def test_stall_after_the_first_tokens_fails_on_the_idle_timeout():
         record = measure(spec_for(url, ttft_timeout_s=5, idle_timeout_s=0.3))
     assert (record.success, record.error_type) == (False, "idle_timeout")
     assert record.output_tokens == 2
-    assert 300 <= record.elapsed_ms - record.latency_ms < 700
+    assert 300 <= record.elapsed_ms - record.latency_ms < 3000  # not the stall's end at 3 s
 
 
 def test_a_stream_that_keeps_going_fails_on_the_total_timeout():
@@ -173,7 +172,7 @@ def test_a_stream_that_keeps_going_fails_on_the_total_timeout():
     with serve_app(app_with(handler)) as url:
         record = measure(spec_for(url, idle_timeout_s=1, total_timeout_s=0.5))
     assert (record.success, record.error_type) == (False, "total_timeout")
-    assert 500 <= record.elapsed_ms < 800
+    assert 500 <= record.elapsed_ms < 2000  # not the stream's end at 2 s
 
 
 def test_connection_dropped_mid_stream_is_connection_closed():

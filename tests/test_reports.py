@@ -153,7 +153,7 @@ def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
     assert len(rows) == 26 and sum(row["warmup"] == "True" for row in rows) == 2
     assert sum(entry["requests"] for entry in report["categories"].values()) == 24
     # ~100 ms requests: the few ms RQ spends between jobs show up here.
-    assert 1.2 <= report["mean_concurrency"] <= 2 and report["max_concurrency"] == 2
+    assert 1.0 < report["mean_concurrency"] <= 2 and report["max_concurrency"] == 2
     run("b", "40")
     compared = tokenbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                           "--output", str(tmp_path / "c.json"))

@@ -87,7 +87,7 @@ def test_a_worker_host_with_a_skewed_clock_does_not_skew_the_report(redis_url, t
     skewed = [o for o in offsets if abs(o + hour_ms) < 100]
     plain = [o for o in offsets if abs(o) < 100]
     assert skewed and plain and len(skewed) + len(plain) == 16  # both hosts' workers served the run
-    assert all(r["clock_rtt_ms"] < 50 for r in result["results"])
+    assert all(r["clock_rtt_ms"] < 1000 for r in result["results"])
     # On one clock the 16 requests (4 at a time, ~0.2 s each) span about a second, not an hour.
     assert result["duration_s"] < 10
     assert result["mean_concurrency"] <= result["max_concurrency"] <= 4

@@ -90,6 +90,7 @@ def test_a_job_of_a_cancelled_run_is_skipped(redis_url, mock_server):
     assert StartedJobRegistry(QUEUE, connection=connection).count == 0
 
 
+@pytest.mark.integration
 def test_rqs_job_timeout_ends_the_request_with_a_record_saying_so(redis_url, mock_server, monkeypatch):
     connection = redis.Redis.from_url(redis_url)
     with mock_server(ttft_ms=1, itl_ms=1, fault="hang") as url:
