@@ -21,6 +21,7 @@ from tokenbench.cli_options import (
     force_option,
     max_error_rate_option,
     max_tokens_option,
+    metrics_source_from_flags,
     mode_option,
     model_option,
     output_option,
@@ -32,6 +33,7 @@ from tokenbench.cli_options import (
     resolved_config,
     schedule_from_flags,
     schedule_options,
+    server_metrics_options,
     slo_option,
     ttl_option,
     warmup_option,
@@ -146,6 +148,7 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
               help="Seconds to wait for missing records.")
 @slo_option
 @max_error_rate_option
+@server_metrics_options
 def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
@@ -161,13 +164,18 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
+    from tokenbench.runner.metrics_scraper import start_scraper
     from tokenbench.runner.progress import Progress
     from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 
     files = result_files_from_flags(flags)
+    metrics_source = metrics_source_from_flags(flags)
     connection = connect(redis_url or default_redis_url(), "report")
     meta = load_meta(connection, run_id)
+    server = None
     if count_records(connection, run_id) < meta.num_prompts:
+        # The server's metrics cover what is left of the run: the scraping starts with the wait.
+        scraper = start_scraper(metrics_source, meta.mode, meta.base_url, lambda line: click.echo(line, err=True))
         progress = Progress(connection, run_id, meta.num_prompts, sys.stderr, queue=meta.queue)
 
         def keep_waiting(_done: int | None) -> bool:
@@ -177,12 +185,13 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
             wait_for_records(connection, meta, timeout_s, keep_waiting)
         finally:
             progress.finish()
+            server = scraper.finish() if scraper is not None else None
     records = read_records(connection, meta)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),
                           worker_environment=read_workers(connection, run_id),
-                          loop_lag=read_loop_lag(connection, run_id))
+                          loop_lag=read_loop_lag(connection, run_id), server_metrics=server)
     _emit(result, files)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
@@ -241,7 +250,7 @@ def benchmark_options(command: Any) -> Any:
         base_url_option, model_option, max_tokens_option,
         redis_url_option("default: an embedded Redis for this run"),
         *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options, processes_option,
-        preflight_option, force_option,
+        preflight_option, force_option, server_metrics_options,
     ]):
         command = option(command)
     return command
@@ -291,6 +300,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
         schedule=schedule,
         processes=flags.pop("processes"),
         preflight=flags.pop("preflight"),
+        server_metrics=metrics_source_from_flags(flags),
     )
 
 

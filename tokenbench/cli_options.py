@@ -9,6 +9,7 @@ import math
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 import orjson
@@ -18,6 +19,7 @@ from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
 from tokenbench.producer.synthetic import LengthSpec
 from tokenbench.producer.workloads import DATASETS, WorkloadSpec, build_workload
+from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
     APIS,
@@ -253,6 +255,33 @@ max_error_rate_option = click.option(
 
 force_option = click.option(
     "--force", is_flag=True, help="Go on with more streams than this host can time at a server's pace.")
+
+
+def server_metrics_options(command: Any) -> Any:
+    """--server-metrics URL, --no-server-metrics."""
+    for option in reversed([
+        click.option("--server-metrics", "server_metrics_url", metavar="URL",
+                     help="Scrape this Prometheus /metrics every second during the run [default: the base URL's "
+                          "origin + /metrics (vLLM, SGLang, the mock), off quietly when there is none there]."),
+        click.option("--no-server-metrics", is_flag=True, help="Scrape no server metrics."),
+    ]):
+        command = option(command)
+    return command
+
+
+def metrics_source_from_flags(flags: dict[str, Any]) -> MetricsSource | None:
+    """Pops the options of ``server_metrics_options``: where to scrape, or None for nowhere."""
+    url, off = flags.pop("server_metrics_url"), flags.pop("no_server_metrics")
+    if url and off:
+        raise click.UsageError("give --server-metrics URL or --no-server-metrics, not both")
+    if off:
+        return None
+    if url is None:
+        return MetricsSource()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL with a host", param_hint="'--server-metrics'")
+    return MetricsSource(url, explicit=True)
 
 
 def redis_url_option(default_help: str) -> Any:

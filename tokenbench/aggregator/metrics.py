@@ -19,13 +19,17 @@ from tokenbench.aggregator.request_metrics import (
     tokens_per_second,
     tpot_ms,
 )
+from tokenbench.aggregator.server_metrics import decomposition
 from tokenbench.aggregator.stats import mean, summarize
 from tokenbench.shared.gc_pause import gc_paused
-from tokenbench.shared.records import RATE_LIMITED, RequestRecord, RunMeta
+from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, RequestRecord, RunMeta
 
 # An open-loop run whose p99 dispatch lag exceeds this did not keep its schedule: its workers were
 # too few (or too busy) to send each request when it was due.
 LATE_DISPATCH_MS = 50.0
+# What rests on the output token count: approximate where a server sent no usage.
+TOKEN_COUNT_FIGURES = ("total_output_tokens", "output_throughput_tokens_per_s", "avg_tokens_per_second", "tpot_ms",
+                       "mean_tokens_per_chunk")
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -120,10 +124,12 @@ def build_report(
     warmup_records: list[RequestRecord] | None = None,
     worker_environment: dict[str, dict] | None = None,
     loop_lag: dict[str, dict] | None = None,
+    server_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record;
     ``worker_environment``: worker -> where and on what it ran (record_store.read_workers); ``loop_lag``:
-    worker -> its event loop's lag histogram (record_store.read_loop_lag)."""
+    worker -> its event loop's lag histogram (record_store.read_loop_lag); ``server_metrics``: the
+    server's `/metrics` over the run (server_metrics.summarize)."""
     records = sorted(records, key=lambda r: r.index)
     missing = missing or []
     ok = [r for r in records if r.success]
@@ -148,6 +154,7 @@ def build_report(
     # Without per-chunk token counts, ITL samples are the inter-chunk gaps: summarised once, not twice.
     itl_summary = (inter_chunk_summary if all(r.chunk_tokens is None for r in ok)
                    else summarize(pooled_inter_token_latencies_ms(ok)))
+    ttft = summarize(r.ttft_ms for r in ok if r.ttft_ms is not None)
 
     return {
         "mode": meta.mode,
@@ -186,6 +193,9 @@ def build_report(
         "total_input_tokens": sum(r.input_tokens or 0 for r in ok),
         "total_output_tokens": total_output,
         "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
+        # A server that sends no usage (llama.cpp): its tokens are counted as chunks, a few short of the truth.
+        "estimated_figures": list(TOKEN_COUNT_FIGURES) if any(r.output_tokens_source == TOKENS_FROM_CHUNKS
+                                                              for r in ok) else [],
         "output_throughput_tokens_per_s": _round(total_output / duration_s if duration_s > 0 else None),
         "request_throughput_per_s": _round(len(ok) / duration_s if duration_s > 0 else None),
         "slo_ms": slo or None,  # --slo: the objectives goodput counts against
@@ -199,7 +209,7 @@ def build_report(
         "itl_source": dict(Counter(itl_source(r) for r in ok)),
         "total_cost": _round(sum(costs), 8) if costs else None,
         "providers": dict(Counter(r.provider for r in ok if r.provider)),
-        "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
+        "ttft_ms": ttft,
         "ttfat_ms": summarize(r.ttfat_ms for r in ok if r.ttfat_ms is not None),
         "itl_ms": itl_summary,
         "inter_chunk_ms": inter_chunk_summary,
@@ -210,6 +220,9 @@ def build_report(
         "rate_limited_runs": sum(r.error_type == RATE_LIMITED for r in records),
         "retried_runs": sum(bool(r.retries) for r in records),
         "errors": error_breakdown(records),
+        # The server's own /metrics over the run (aggregator/server_metrics.py), and the client's figures beside it.
+        "server_metrics": server_metrics,
+        "server_decomposition": decomposition(ttft["mean"], e2e["mean"], total_output, server_metrics),
         "categories": category_breakdown(records),
         "workers": workers,
         "hosts": sorted({r.host for r in records}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
@@ -32,8 +33,8 @@ def _shortfall_lines(report: dict[str, Any]) -> list[str]:
     achieved, workers = report["mean_concurrency"], report["concurrency"]
     if report.get("request_rate"):  # open loop: the schedule, not the workers, sets what is in flight
         return _schedule_lines(report)
-    if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers:
-        return []
+    if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers or not report["successful_runs"]:
+        return []  # (with no success, the errors below say what held the requests up)
     return [f"  warning      only {achieved:.1f} of {workers} requests were in flight on average:",
             "               the workers, not the server, may be the limit"]
 
@@ -84,6 +85,46 @@ def _goodput_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _estimate_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("estimated_figures"):
+        return []
+    chunks = report["output_tokens_source"].get("chunks", 0)
+    return [f"  estimated    {chunks} request(s) sent no usage: their tokens are chunks counted, and the",
+            "               token count, tok/s and TPOT are approximate (low where a chunk holds several)"]
+
+
+def _server_lines(report: dict[str, Any]) -> list[str]:
+    """The server's own TTFT beside the client's: what the server spent (queue, prefill) and what
+    is left for the network and the client."""
+    server, parts = report.get("server_metrics"), report.get("server_decomposition")
+    if not server or not parts:
+        return []
+    failed = f", {server['failed_scrapes']} failed" if server["failed_scrapes"] else ""
+    lines = ["", f"  server       {server['url']} ({server['server']}): {server['scrapes']} scrapes{failed}"]
+    if parts["server_ttft_mean_ms"] is not None:
+        queue, prefill = _number(parts["server_queue_time_mean_ms"]), _number(parts["server_prefill_time_mean_ms"])
+        lines.append(f"               TTFT mean {_number(parts['server_ttft_mean_ms'])} ms (queue {queue}, prefill "
+                     f"{prefill}); client {_number(parts['client_ttft_mean_ms'])}")
+        lines.append(f"               client - server: {_number(parts['network_and_client_ms'])} ms of network and "
+                     "client")
+    if parts["server_generation_tokens"] is not None:
+        lines.append(f"               tokens generated {parts['server_generation_tokens']:,.0f} "
+                     f"(client counted {parts['client_output_tokens']:,}), requests {parts['server_requests']}")
+    return lines
+
+
+def _error_lines(report: dict[str, Any]) -> list[str]:
+    """Each kind of failure, its count, and its example whole (wrapped, three lines at most)."""
+    if not report["errors"]:
+        return []
+    lines = ["", "  errors"]
+    for error_type, entry in report["errors"].items():
+        lines.append(f"    {error_type:<20}{entry['count']:>6}")
+        lines += textwrap.wrap(entry["example"] or "", width=78, initial_indent="      ", subsequent_indent="      ",
+                               max_lines=3, placeholder=" ...")
+    return lines
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
@@ -101,6 +142,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  output       {report['total_output_tokens']:,} tokens, "
         f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "
         f"{_number(report['avg_tokens_per_second'])} tok/s per request",
+        *_estimate_lines(report),
         f"  requests/s   {_number(report['request_throughput_per_s'], 2)}",
         *_goodput_lines(report),
         "",
@@ -109,18 +151,14 @@ def format_summary(report: dict[str, Any]) -> str:
     for label, key in _DISTRIBUTIONS:
         dist = report[key]
         lines.append(f"  {label:<12}" + "".join(f"{_number(dist[c]):>10}" for c in _COLUMNS))
+    lines += _server_lines(report)
     if len(report["categories"]) > 1:
         lines += ["", f"  {'category':<22}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'tok/s':>9}  (ms)"]
         for name, entry in report["categories"].items():
             ratio = f"{entry['successful']}/{entry['requests']}"
             lines.append(f"  {name[:22]:<22}{ratio:>9}{_number(entry['ttft_p50_ms']):>10}"
                          f"{_number(entry['ttft_p95_ms']):>10}{_number(entry['tokens_per_second']):>9}")
-    if report["errors"]:
-        lines.append("")
-        lines.append("  errors")
-        for error_type, entry in report["errors"].items():
-            example = (entry["example"] or "")[:40]
-            lines.append(f"    {error_type:<20}{entry['count']:>6}  {example}")
+    lines += _error_lines(report)
     if report["missing"]:
         shown = ", ".join(f"#{m['index']} {m['prompt_id']}" for m in report["missing"][:5])
         more = f" and {len(report['missing']) - 5} more" if len(report["missing"]) > 5 else ""

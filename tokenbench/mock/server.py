@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tokenbench.mock.metrics import MockMetrics
 from tokenbench.mock.replay import TimedReads
 from tokenbench.mock.shapes import (
     Completion,
@@ -111,13 +112,19 @@ class MockServer:
     def __init__(self, settings: MockSettings) -> None:
         self.settings = settings
         self._streams_started = 0
+        self.metrics = MockMetrics(settings.model)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.prometheus_metrics)
         return app
+
+    async def prometheus_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -162,6 +169,7 @@ class MockServer:
             return _error(503, "mock: overloaded", "overloaded",
                           headers={"Retry-After": str(self.settings.retry_after_s)})
         response = await self._start_stream(request)
+        self.metrics.running.inc()
         try:
             if self.settings.replay is not None:
                 await self._replay(response, arrived)
@@ -169,9 +177,13 @@ class MockServer:
                 events = plan(self.settings.shape, answer)
                 error_event = (anthropic_error() if plan is plan_anthropic_stream
                                else midstream_error(self.settings.shape.error_style))
-                await self._stream(request, response, events, arrived, fault, error_event)
+                token_sends = await self._stream(request, response, events, arrived, fault, error_event)
+                if token_sends is not None:
+                    self.metrics.finished(arrived, token_sends, answer.n_prompt, answer.finish_reason, loop.time())
         except ConnectionResetError:  # the client went away (a timeout, a killed worker): nothing to do
             pass
+        finally:
+            self.metrics.running.dec()
         return response
 
     def _answer(self, body: dict[str, Any]) -> Completion:
@@ -197,8 +209,12 @@ class MockServer:
         await response.write_eof()
 
     async def _stream(self, request: web.Request, response: web.StreamResponse, events: list, arrived: float,
-                      fault: str | None, error_event: bytes) -> None:
+                      fault: str | None, error_event: bytes) -> list[tuple[float, int]] | None:
+        """Send the planned events at their times; (send time, tokens) of each token chunk, or None
+        for a stream a fault cut short."""
         loop = asyncio.get_running_loop()
+        token_sends: list[tuple[float, int]] = []
+        pending_tokens = 0
         shape = self.settings.shape
         split = shape.sse_number("split")
         batch = shape.sse_number("batch") or 1
@@ -209,14 +225,15 @@ class MockServer:
                     await asyncio.sleep(3600)
                 elif fault == "drop":
                     request.transport.abort()
-                    return
+                    return None
                 elif fault == "garbage":
                     await response.write(b"data: {this is not json\n\n")
                 elif fault == "error":  # the API's mid-stream error event, then the connection closes
                     await response.write(error_event)
-                    return
+                    return None
                 fault = None
             pending += frame(event.data, shape.sse, number)
+            pending_tokens += event.tokens
             if (number + 1) % batch and number + 1 < len(events):
                 continue  # batch=N: N events in one write
             await _sleep_until(loop, arrived + event.at_s)
@@ -226,8 +243,11 @@ class MockServer:
                 if split and start:
                     await asyncio.sleep(_SPLIT_PAUSE_S)
                 await response.write(pending[start:start + split] if split else pending)
-            pending = b""
+            if pending_tokens:
+                token_sends.append((loop.time(), pending_tokens))
+            pending, pending_tokens = b"", 0
         await response.write_eof()
+        return token_sends
 
     @staticmethod
     async def _start_stream(request: web.Request) -> web.StreamResponse:

@@ -27,6 +27,7 @@ from tokenbench.producer.prompts import Prompt
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.embedded_redis import embedded_redis
+from tokenbench.runner.metrics_scraper import MetricsSource, start_scraper
 from tokenbench.runner.preflight import preflight
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
@@ -82,6 +83,7 @@ class RunOptions:
     worker_log_level: str = "WARNING"
     processes: int | None = None  # worker processes the concurrency is spread over; None: one per core
     preflight: bool = True  # one unmeasured request to a server of the user's before the run
+    server_metrics: MetricsSource | None = MetricsSource()  # None: --no-server-metrics
 
     def worker_processes(self, concurrency: int) -> int:
         return min(self.processes or cpu_count(), concurrency)
@@ -226,6 +228,9 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     )
     try:
         endpoint = services.endpoint()
+        # The first scrape is the baseline: before any request of the run goes out.
+        scraper = start_scraper(options.server_metrics, endpoint.mode, endpoint.base_url,
+                                lambda line: progress_stream.write(terminal_safe(line) + "\n"))
         if options.schedule is not None:  # a schedule starts when every worker can keep it
             wait_for_workers(connection, queue, processes, workers)
         meta = enqueue_run(
@@ -266,6 +271,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         # Stopped before the records are read: a warm shutdown lets requests in flight finish
         # (within stop_child's grace) and their records count.
         stop_child(workers)
+    server = scraper.finish() if scraper is not None else None
     try:
         records = read_records(connection, meta)
         warmups, environment, loop_lag = (read_warmup_records(connection, run_id), read_workers(connection, run_id),
@@ -276,7 +282,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         records, warmups, environment, loop_lag = [], [], {}, {}  # gone with the Redis that held them
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted is not None,
                           interrupted_reason=interrupted, slo=options.slo, warmup_records=warmups,
-                          worker_environment=environment, loop_lag=loop_lag)
+                          worker_environment=environment, loop_lag=loop_lag, server_metrics=server)
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
     report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
     return RunOutcome(report=report, interrupted=interrupted is not None, redis_lost=lost)

@@ -377,8 +377,12 @@ def count_reasoning_tokens(
     chunks: list[TokenChunk], chunk_tokens: list[int] | None, output_tokens: int, reported: int | None
 ) -> tuple[int, str | None]:
     """Reasoning tokens: the server's count, else the tokens of reasoning chunks, else an estimate
-    from the share of reasoning characters. A chunk carrying both is split by its characters."""
-    if reported is not None:
+    from the share of reasoning characters. A chunk carrying both is split by its characters.
+
+    The stream wins where the server's count contradicts it: vLLM's ``minimax_m2_append_think``
+    parser streams the whole answer inside an unclosed ``<think>`` and reports 0 reasoning tokens.
+    (A count above 0 with no reasoning streamed is believed: some APIs keep their reasoning hidden.)"""
+    if reported is not None and not _contradicts(reported, chunks, output_tokens):
         return reported, "usage"
     if not any(c.reasoning for c in chunks):
         return 0, None
@@ -388,6 +392,14 @@ def count_reasoning_tokens(
     reasoning_chars = sum(c.reasoning_chars for c in chunks)
     total_chars = reasoning_chars + sum(c.answer_chars for c in chunks)
     return (round(output_tokens * reasoning_chars / total_chars) if total_chars else 0), "estimate"
+
+
+def _contradicts(reported: int, chunks: list[TokenChunk], output_tokens: int) -> bool:
+    """Whether a server's reasoning count is impossible given what it streamed: none, though text
+    came as reasoning; or all of the output, though answer text came."""
+    if reported == 0:
+        return any(c.reasoning_chars for c in chunks)
+    return reported >= output_tokens > 0 and any(c.answer_chars for c in chunks)
 
 
 def _reasoning_share(chunk: TokenChunk) -> float:

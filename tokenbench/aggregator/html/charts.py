@@ -128,6 +128,32 @@ def token_rate_chart(named_records: list[NamedRecords]) -> Chart:
     return chart
 
 
+SERVER_GAUGES = (("requests_waiting", "waiting (queued)"), ("requests_running", "running"))
+
+
+def server_gauges_chart(label: str, result: dict[str, Any], records: list[RequestRecord]) -> Chart | None:
+    """The server's queue and running requests over time (its /metrics), on the axis of the tokens/s
+    chart (seconds since the run's first request), with KV-cache use as a share of the peak count."""
+    series = ((result.get("server_metrics") or {}).get("series")) or {}
+    answered = series.get("answered_at") or []
+    if not answered:
+        return None
+    start = min((r.started_at for r in records if r.elapsed_ms is not None), default=answered[0])
+    lines = [(name, [(t - start, v) for t, v in zip(answered, series[key]) if v is not None])
+             for key, name in SERVER_GAUGES if key in series]
+    peak = max((v for _, points in lines for _, v in points), default=1.0) or 1.0
+    if "kv_cache_usage" in series:
+        lines.append((f"KV cache use (x {peak:g} = full)",
+                      [(t - start, v * peak) for t, v in zip(answered, series["kv_cache_usage"]) if v is not None]))
+    longest = max(answered[-1] - start, 1.0)
+    chart = Chart(f"Server: {label}'s queue, requests running and KV cache (its /metrics, when each scrape answered)",
+                  "seconds since the first request", "requests", (0, nice_ticks(0, longest)[-1]),
+                  (0, nice_ticks(0, peak)[-1]))
+    for index, (name, points) in enumerate(lines):
+        chart.line(points, color(index), name)
+    return chart
+
+
 def timeline_chart(label: str, records: list[RequestRecord]) -> Chart:
     """One bar per request in its worker's lane: waiting for the first token (light), streaming (dark),
     failed (red)."""

@@ -11,6 +11,7 @@ from tokenbench.aggregator.html.charts import (
     e2el_series,
     itl_series,
     request_records,
+    server_gauges_chart,
     sweep_curve_chart,
     timeline_chart,
     token_rate_chart,
@@ -76,6 +77,8 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
                   [e2el_series(label, records) for label, records in named_records]),
         token_rate_chart(named_records),
     ] if any_success else []
+    servers = [chart for (label, result), (_, records) in zip(named_results, named_records)
+               if (chart := server_gauges_chart(label, result, records)) is not None]
     timelines = [timeline_chart(label, records) for label, records in named_records]
     body = [
         f"<h1>{escape(title)}</h1>",
@@ -84,7 +87,7 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
         _summary_table(named_results),
         _errors_table(named_results),
         *(lead_charts or []),
-        *(chart.render() for chart in distributions + timelines),
+        *(chart.render() for chart in distributions + servers + timelines),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
