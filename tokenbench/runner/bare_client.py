@@ -18,7 +18,8 @@ import orjson
 
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
 
-_CONTENT = b'"content":"'
+_CONTENTS = (b'"content":"', b'"content": "')  # compact JSON, or with spaces (llama.cpp's server)
+_EMPTY_CONTENTS = (b'"content":""', b'"content": ""')
 _STAMP = b'"' + SEND_STAMP_FIELD.encode() + b'":'
 
 
@@ -33,9 +34,15 @@ class BareRequest:
     token_sent_ns: list[int] = field(default_factory=list)
 
 
-async def bare_requests(url: str, concurrency: int, requests_each: int, max_tokens: int) -> list[BareRequest]:
-    body = orjson.dumps({"model": "mock-model", "stream": True, "max_tokens": max_tokens,
-                         "messages": [{"role": "user", "content": "calibrate"}]})
+def carries_content(event: bytes) -> bool:
+    """Whether an SSE event's delta has non-empty content (a token), without parsing its JSON."""
+    return any(c in event for c in _CONTENTS) and not any(e in event for e in _EMPTY_CONTENTS)
+
+
+async def bare_requests(url: str, concurrency: int, requests_each: int, max_tokens: int, model: str = "mock-model",
+                        prompt: str = "calibrate") -> list[BareRequest]:
+    body = orjson.dumps({"model": model, "stream": True, "max_tokens": max_tokens,
+                         "messages": [{"role": "user", "content": prompt}]})
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     measured: list[BareRequest] = []
 
@@ -46,7 +53,7 @@ async def bare_requests(url: str, concurrency: int, requests_each: int, max_toke
                 while data := await response.content.readany():
                     received = time.perf_counter_ns()
                     for event in data.split(b"\n\n"):
-                        if _CONTENT in event and b'"content":""' not in event:
+                        if carries_content(event):
                             request.token_received_ns.append(received)
                             at = event.find(_STAMP)
                             if at >= 0:
