@@ -113,3 +113,13 @@ def test_the_report_is_made_whatever_redis_holds(edits, garbage):
     results_csv(report)
     unreadable = report["errors"].get("unreadable_record", {}).get("count", 0)
     assert report["successful_runs"] + report["failed_runs"] == len(stored) and unreadable <= len(stored)
+
+
+def test_every_error_type_is_defined_in_the_failure_docs():
+    from pathlib import Path
+
+    from tokenbench.shared.records import ErrorType
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "failure-semantics.md").read_text()
+    assert [member.value for member in ErrorType if f"`{member.value}`" not in docs] == []
+    assert orjson.loads(orjson.dumps({"error_type": ErrorType.HTTP_ERROR})) == {"error_type": "http_error"}

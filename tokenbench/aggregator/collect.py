@@ -11,7 +11,7 @@ from tokenbench.aggregator.lost_jobs import LostJobWatch
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import (
-    UNREADABLE_RECORD,
+    ErrorType,
     JobSpec,
     RequestRecord,
     RunMeta,
@@ -113,7 +113,7 @@ def _usable_record(meta: RunMeta, field: bytes, record: RequestRecord | str) -> 
     prompt_id = meta.prompt_ids[index] if 0 <= index < len(meta.prompt_ids) else "?"
     spec = JobSpec(run_id=meta.run_id, index=index, prompt_id=prompt_id, category="unknown", messages=[],
                    endpoint={})
-    return RequestRecord.failure(spec, "?", "?", UNREADABLE_RECORD, f"record of job {index}: {problem}",
+    return RequestRecord.failure(spec, "?", "?", ErrorType.UNREADABLE_RECORD, f"record of job {index}: {problem}",
                                  meta.created_at)
 
 

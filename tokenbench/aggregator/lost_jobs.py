@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from tokenbench.shared import keys
 from tokenbench.shared.record_store import InFlight, read_in_flight, save_record
-from tokenbench.shared.records import JobSpec, RequestRecord, RunMeta
+from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord, RunMeta
 
 CHECK_INTERVAL_S = 1.0
 
@@ -79,7 +79,8 @@ class LostJobWatch:
         message = (f"worker {entry.worker} died during the request (no heartbeat for "
                    f"{keys.WORKER_ALIVE_TTL_S} s); attempt {spec.attempt + 1} of {self._meta.max_retries + 1}")
         seconds, microseconds = self._connection.time()
-        died = RequestRecord.failure(spec, entry.worker, host, "worker_died", message, seconds + microseconds / 1e6)
+        died = RequestRecord.failure(spec, entry.worker, host, ErrorType.WORKER_DIED, message,
+                                     seconds + microseconds / 1e6)
         save_record(self._connection, died, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 

@@ -22,7 +22,7 @@ from tokenbench.aggregator.request_metrics import (
 from tokenbench.aggregator.server_metrics import decomposition
 from tokenbench.aggregator.stats import mean, summarize
 from tokenbench.shared.gc_pause import gc_paused
-from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, RequestRecord, RunMeta
+from tokenbench.shared.records import TOKENS_FROM_CHUNKS, ErrorType, RequestRecord, RunMeta
 
 # An open-loop run whose p99 dispatch lag exceeds this did not keep its schedule: its workers were
 # too few (or too busy) to send each request when it was due.
@@ -217,7 +217,7 @@ def build_report(
         # Only against a mock that stamps its send times (calibrate): what the harness adds to each chunk.
         "harness_lag_ms": summarize(lag for r in lagged for lag in r.chunk_lag_ms) if lagged else None,
         "e2e_latency_ms": e2e,
-        "rate_limited_runs": sum(r.error_type == RATE_LIMITED for r in records),
+        "rate_limited_runs": sum(r.error_type == ErrorType.RATE_LIMITED for r in records),
         "retried_runs": sum(bool(r.retries) for r in records),
         "errors": error_breakdown(records),
         # The server's own /metrics over the run (aggregator/server_metrics.py), and the client's figures beside it.

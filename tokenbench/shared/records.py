@@ -10,6 +10,7 @@ import sys
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -22,7 +23,32 @@ from tokenbench.shared.gc_pause import gc_paused
 # Where a record's output_tokens came from.
 TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
-RATE_LIMITED = "rate_limited"  # error_type of a request the server refused with 429 (after any retries)
+
+
+class ErrorType(StrEnum):
+    """Every ``error_type`` a record can carry (docs/failure-semantics.md defines each; a test checks
+    that it lists them all). A record holds the plain string (``str(member)``): JSON keys and
+    Redis need no enum, and records read back compare equal either way."""
+
+    CONNECT_ERROR = "connect_error"
+    CONNECT_TIMEOUT = "connect_timeout"
+    TTFT_TIMEOUT = "ttft_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
+    CONNECTION_CLOSED = "connection_closed"
+    TRANSPORT_ERROR = "transport_error"  # any other client-side transport failure (aiohttp.ClientError)
+    MALFORMED_CHUNK = "malformed_chunk"
+    TRUNCATED_STREAM = "truncated_stream"
+    NOT_EVENT_STREAM = "not_event_stream"
+    RESPONSE_TOO_LARGE = "response_too_large"
+    LINE_TOO_LONG = "line_too_long"
+    HTTP_ERROR = "http_error"
+    RATE_LIMITED = "rate_limited"  # 429, after any retries
+    STREAM_ERROR = "stream_error"
+    WORKER_DIED = "worker_died"
+    WORKER_STOPPED = "worker_stopped"
+    JOB_TIMEOUT = "job_timeout"
+    UNREADABLE_RECORD = "unreadable_record"  # a stored record the aggregator could not use
 
 
 def from_known_fields(cls, data: dict[str, Any]):
@@ -145,7 +171,7 @@ class RequestRecord:
         counts in no duration or throughput window.
         """
         return cls(run_id=spec.run_id, index=spec.index, prompt_id=spec.prompt_id, category=spec.category,
-                   worker=worker, host=host, started_at=at, error_type=error_type, error=error,
+                   worker=worker, host=host, started_at=at, error_type=str(error_type), error=error,
                    attempt=spec.attempt)
 
 
@@ -189,9 +215,6 @@ def parse_stored_records(raws: list[bytes]) -> list[RequestRecord]:
     offsets = np.frombuffer(b"".join(packed for _, packed in parts), dtype="<f8")
     return [_record_from_stored_json(orjson.loads(data), chunk_offsets if length else None)
             for (data, _), length, chunk_offsets in zip(parts, lengths, np.split(offsets, np.cumsum(lengths)[:-1]))]
-
-
-UNREADABLE_RECORD = "unreadable_record"  # error_type of a stored record the aggregator could not use
 
 
 def _is_number(value: Any) -> bool:

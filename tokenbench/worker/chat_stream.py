@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
+from tokenbench.shared.records import ErrorType
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_failure import MESSAGE_LIMIT, StreamFailure
 
@@ -147,7 +148,7 @@ class StreamReader:
     def check_complete(self) -> None:
         """Raise unless the stream ended properly: with its end marker or a finish reason."""
         if not self.done and self.finish_reason is None:
-            raise StreamFailure("truncated_stream", "the stream ended without an end marker or a finish reason")
+            raise StreamFailure(ErrorType.TRUNCATED_STREAM, "the stream ended without an end marker or a finish reason")
 
 
 def text_field(value: Any) -> str | None:
@@ -168,12 +169,12 @@ def json_object(event: SSEEvent) -> dict[str, Any]:
         data = orjson.loads(event.data)
     except orjson.JSONDecodeError:
         if event.event == "error":
-            raise StreamFailure("stream_error", event.data) from None
-        raise StreamFailure("malformed_chunk", f"not JSON: {event.data[:200]!r}") from None
+            raise StreamFailure(ErrorType.STREAM_ERROR, event.data) from None
+        raise StreamFailure(ErrorType.MALFORMED_CHUNK, f"not JSON: {event.data[:200]!r}") from None
     if not isinstance(data, dict):
-        raise StreamFailure("malformed_chunk", f"not a JSON object: {event.data[:200]!r}")
+        raise StreamFailure(ErrorType.MALFORMED_CHUNK, f"not a JSON object: {event.data[:200]!r}")
     if event.event == "error" or data.get("error") or data.get("object") == "error" or data.get("type") == "error":
-        raise StreamFailure("stream_error", error_message(data))
+        raise StreamFailure(ErrorType.STREAM_ERROR, error_message(data))
     return data
 
 
@@ -224,7 +225,7 @@ class ChatStreamReader(StreamReader):
     def _read_choice(self, choice: dict[str, Any], received_ns: int) -> TokenChunk | None:
         finish_reason = choice.get("finish_reason")
         if finish_reason == "error":
-            raise StreamFailure("stream_error", f"finish_reason 'error': {orjson.dumps(choice).decode()}")
+            raise StreamFailure(ErrorType.STREAM_ERROR, f"finish_reason 'error': {orjson.dumps(choice).decode()}")
         token_chunk = None
         delta = choice.get("delta")
         if isinstance(delta, dict):

@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
-from tokenbench.shared.records import RATE_LIMITED, TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
+from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, ErrorType, JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.anthropic_stream import AnthropicStreamReader
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamReader, TokenChunk, error_message
@@ -187,7 +187,7 @@ class StreamDeadline:
         self._sent_ns = sent_ns
         self._total_ns = sent_ns + int(endpoint.total_timeout_s * 1e9)
         self._last_data_ns: int | None = None  # the last read since the first token
-        self.reason = "ttft_timeout"
+        self.reason = ErrorType.TTFT_TIMEOUT
         self._timer: asyncio.Timeout | None = None
         self._handle: asyncio.TimerHandle | None = None
 
@@ -214,10 +214,10 @@ class StreamDeadline:
 
     def _due(self) -> tuple[int, str]:
         if self._last_data_ns is None:
-            due, reason = self._sent_ns + int(self._endpoint.ttft_timeout_s * 1e9), "ttft_timeout"
+            due, reason = self._sent_ns + int(self._endpoint.ttft_timeout_s * 1e9), ErrorType.TTFT_TIMEOUT
         else:
-            due, reason = self._last_data_ns + int(self._endpoint.idle_timeout_s * 1e9), "idle_timeout"
-        return (due, reason) if due < self._total_ns else (self._total_ns, "total_timeout")
+            due, reason = self._last_data_ns + int(self._endpoint.idle_timeout_s * 1e9), ErrorType.IDLE_TIMEOUT
+        return (due, reason) if due < self._total_ns else (self._total_ns, ErrorType.TOTAL_TIMEOUT)
 
     def _check(self) -> None:
         due_ns, self.reason = self._due()
@@ -231,9 +231,9 @@ class StreamDeadline:
 
     def failure(self) -> StreamFailure:
         limits = {
-            "ttft_timeout": f"no token within {self._endpoint.ttft_timeout_s:g} s of sending",
-            "idle_timeout": f"no data for {self._endpoint.idle_timeout_s:g} s after the first token",
-            "total_timeout": f"stream not finished {self._endpoint.total_timeout_s:g} s after sending",
+            ErrorType.TTFT_TIMEOUT: f"no token within {self._endpoint.ttft_timeout_s:g} s of sending",
+            ErrorType.IDLE_TIMEOUT: f"no data for {self._endpoint.idle_timeout_s:g} s after the first token",
+            ErrorType.TOTAL_TIMEOUT: f"stream not finished {self._endpoint.total_timeout_s:g} s after sending",
         }
         return StreamFailure(self.reason, limits[self.reason])
 
@@ -268,7 +268,7 @@ async def _stream(
                 reader.on_event(event)
             size += len(data)  # checked after the read is parsed (a read is at most 64 KiB): its tokens count
             if size > endpoint.max_response_bytes:
-                raise StreamFailure("response_too_large", f"the response passed --max-response-bytes "
+                raise StreamFailure(ErrorType.RESPONSE_TOO_LARGE, f"the response passed --max-response-bytes "
                                                           f"({endpoint.max_response_bytes:,} bytes)")
             if reader.token_chunks:  # keep-alive comments and role chunks do not move the first-token deadline
                 deadline.data_received(received_ns)
@@ -277,7 +277,7 @@ async def _stream(
         if not parser.events_seen and not _is_event_stream(response):
             raise _not_event_stream(response, opening)
         if parser.has_partial_event:
-            raise StreamFailure("truncated_stream", "the stream ended inside an event")
+            raise StreamFailure(ErrorType.TRUNCATED_STREAM, "the stream ended inside an event")
         reader.check_complete()
 
 
@@ -285,7 +285,7 @@ def _not_event_stream(response: aiohttp.ClientResponse, opening: bytes) -> Strea
     kind = response.headers.get("Content-Type") or "no Content-Type"
     if "Content-Encoding" in response.headers:
         kind += f", Content-Encoding {response.headers['Content-Encoding']}"
-    return StreamFailure("not_event_stream", f"HTTP {response.status} ({kind}) is not an event stream: "
+    return StreamFailure(ErrorType.NOT_EVENT_STREAM, f"HTTP {response.status} ({kind}) is not an event stream: "
                                              f"{opening[:100]!r}")
 
 
@@ -300,11 +300,11 @@ async def _http_failure(response: aiohttp.ClientResponse) -> StreamFailure:
     message = f"HTTP {response.status}: {await _read_error_body(response)}"
     retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
     if response.status == 429:
-        return StreamFailure(RATE_LIMITED, message, retry_after_s=DEFAULT_RETRY_AFTER_S if retry_after_s is None
-                             else retry_after_s)
+        wait_s = DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s
+        return StreamFailure(ErrorType.RATE_LIMITED, message, retry_after_s=wait_s)
     if response.status == 503:
-        return StreamFailure("http_error", message, retry_after_s=retry_after_s)
-    return StreamFailure("http_error", message)
+        return StreamFailure(ErrorType.HTTP_ERROR, message, retry_after_s=retry_after_s)
+    return StreamFailure(ErrorType.HTTP_ERROR, message)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -411,14 +411,14 @@ def _reasoning_share(chunk: TokenChunk) -> float:
 
 # Most specific first: the first class that matches names the failure.
 _ERROR_TYPES: tuple[tuple[type[aiohttp.ClientError], str], ...] = (
-    (aiohttp.ConnectionTimeoutError, "connect_timeout"),
-    (aiohttp.ClientConnectorError, "connect_error"),
-    (aiohttp.ServerDisconnectedError, "connection_closed"),
-    (aiohttp.ClientPayloadError, "connection_closed"),
-    (aiohttp.ClientOSError, "connection_closed"),
-    (aiohttp.ClientError, "transport_error"),
+    (aiohttp.ConnectionTimeoutError, ErrorType.CONNECT_TIMEOUT),
+    (aiohttp.ClientConnectorError, ErrorType.CONNECT_ERROR),
+    (aiohttp.ServerDisconnectedError, ErrorType.CONNECTION_CLOSED),
+    (aiohttp.ClientPayloadError, ErrorType.CONNECTION_CLOSED),
+    (aiohttp.ClientOSError, ErrorType.CONNECTION_CLOSED),
+    (aiohttp.ClientError, ErrorType.TRANSPORT_ERROR),
 )
 
 
 def _error_type(exc: aiohttp.ClientError) -> str:
-    return next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls))
+    return str(next(name for cls, name in _ERROR_TYPES if isinstance(exc, cls)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tokenbench.shared.records import ErrorType
 from tokenbench.worker.stream_failure import StreamFailure
 
 _END_OF_LINE = re.compile(rb"\r\n|\r|\n")
@@ -93,7 +94,7 @@ class SSEParser:
 
     def _check_line_length(self, length: int) -> None:
         if length > MAX_LINE_BYTES:
-            raise StreamFailure("line_too_long", f"an event-stream line passed {MAX_LINE_BYTES:,} bytes")
+            raise StreamFailure(ErrorType.LINE_TOO_LONG, f"an event-stream line passed {MAX_LINE_BYTES:,} bytes")
 
     def _feed_lf_lines(self, chunk: bytes, received_ns: int) -> list[SSEEvent]:
         """``feed`` for the common read: nothing held over, lines ending in LF only (a split is

@@ -10,6 +10,6 @@ class StreamFailure(Exception):
 
     def __init__(self, error_type: str, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
+        self.error_type = str(error_type)  # an ErrorType's plain value
         self.message = message[:MESSAGE_LIMIT]
         self.retry_after_s = retry_after_s  # set when the server said the request may be retried

@@ -43,7 +43,7 @@ from tokenbench.shared.record_store import (
     queue_save_record,
     queue_save_warmup_records,
 )
-from tokenbench.shared.records import JobSpec, RequestRecord
+from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord
 from tokenbench.shared.signing import SECRET_ENV, is_signed_by
 from tokenbench.shared.terminal import terminal_safe
 from tokenbench.worker import clock
@@ -313,9 +313,9 @@ class StreamWorker(BaseWorker):
             if started.first_of_run and spec.warmup:
                 warmups = self._process.warmup(spec).result()
         except TimeoutError:
-            record = self._interrupted(spec, "job_timeout", f"RQ's job timeout ({job.timeout} s) passed")
+            record = self._interrupted(spec, ErrorType.JOB_TIMEOUT, f"RQ's job timeout ({job.timeout} s) passed")
         except asyncio.CancelledError:
-            self._saver.save(started, self._interrupted(spec, "worker_stopped", "the worker was stopped (cold "
+            self._saver.save(started, self._interrupted(spec, ErrorType.WORKER_STOPPED, "the worker was stopped (cold "
                                                                                "shutdown) during the request"))
             raise
         except Exception:  # a bug: the job's record is missing, and the log says why
@@ -495,7 +495,7 @@ class RecordSaver:
         self._idle.set()
 
     def save(self, started: StartedJob, record: RequestRecord, warmups: list[RequestRecord] | None = None) -> None:
-        failed = record.error_type in ("job_timeout", "worker_stopped")
+        failed = record.error_type in (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)
         self._pending.append(Finished(started, record, warmups or [], failed))
         self._idle.clear()
         self._wakeup.set()
