@@ -27,7 +27,8 @@ QUICK_MOCK = ("--mode", "mock", "--mock-ttft-ms", "5", "--mock-itl-ms", "1", "--
 
 def _counting_app(status: int, seen: list[str], body: str = '{"error": {"message": "no"}}') -> web.Application:
     async def answer(request: web.Request) -> web.Response:
-        seen.append(request.path)
+        if request.method == "POST":  # requests, not the scrapes of /metrics
+            seen.append(request.path)
         return web.Response(status=status, text=body, content_type="application/json")
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)

@@ -143,7 +143,8 @@ def test_chromium_draws_every_chart_of_real_runs(redis_url, tmp_path):
                          "--output", str(tmp_path / f"{name}.json"), "--html", str(tmp_path / f"{name}.html"))
         assert run.returncode == 0, run.stderr
     assert load(tmp_path / "first.json")["failed_runs"] > 0
-    assert (tmp_path / "first.html").read_text().count("<svg ") == 5
+    # TTFT, ITL, E2EL, tokens/s, the mock's own /metrics (queue, running) and the timeline.
+    assert (tmp_path / "first.html").read_text().count("<svg ") == 6
     plotted = tokenbench("plot", str(tmp_path / "first.json"), str(tmp_path / "second.json"),
                          "-o", str(tmp_path / "both.html"))
     assert plotted.returncode == 0, plotted.stderr

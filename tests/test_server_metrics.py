@@ -161,7 +161,9 @@ def _record(index: int, success: bool = True, source: str = "usage", error: str 
 def test_counts_from_chunks_are_marked_as_estimates_in_the_json_and_the_table():
     report = build_report(_meta(2), [_record(0, source=TOKENS_FROM_CHUNKS), _record(1)])
     assert "total_output_tokens" in report["estimated_figures"] and "tpot_ms" in report["estimated_figures"]
-    assert "  estimated    1 request(s) sent no usage: their tokens are chunks counted" in format_summary(report)
+    table = format_summary(report)
+    assert "  estimated    1 request(s) without usage: tokens counted as chunks" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
     exact = build_report(_meta(1), [_record(0)])
     assert exact["estimated_figures"] == [] and "estimated" not in format_summary(exact)
 

@@ -122,7 +122,8 @@ def test_a_sweep_runs_each_level_with_its_workers_and_writes_every_form(redis_ur
     rows = list(csv.DictReader(io.StringIO((tmp_path / "s.csv").read_text())))
     assert len(rows) == 18 and {row["run_id"] for row in rows} == {run["run_id"] for run in document["runs"]}
     page = (tmp_path / "s.html").read_text()
-    assert "TTFT against throughput, by concurrency" in page and page.count("<svg ") == 3 + 4 + 2
+    assert "TTFT against throughput, by concurrency" in page
+    assert page.count("<svg ") == 3 + 4 + 2 + 2  # curves, distributions, each level's server chart and timeline
     assert max(len(line) for line in outcome.stdout.splitlines()) <= 80
 
     plotted = tokenbench("plot", str(tmp_path / "s.json"), "-o", str(tmp_path / "again.html"))

@@ -89,8 +89,8 @@ def _estimate_lines(report: dict[str, Any]) -> list[str]:
     if not report.get("estimated_figures"):
         return []
     chunks = report["output_tokens_source"].get("chunks", 0)
-    return [f"  estimated    {chunks} request(s) sent no usage: their tokens are chunks counted, and the",
-            "               token count, tok/s and TPOT are approximate (low where a chunk holds several)"]
+    return [f"  estimated    {chunks} request(s) without usage: tokens counted as chunks, so the",
+            "               tokens, tok/s and TPOT are approximate (low if a chunk has more)"]
 
 
 def _server_lines(report: dict[str, Any]) -> list[str]:
