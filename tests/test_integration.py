@@ -89,6 +89,10 @@ def test_split_commands_across_processes_match_run(redis_url, tmp_path):
         run_id = enqueued.stdout.strip().splitlines()[-1]
         workers = tokenbench("worker", "-n", "3", "--burst", "--redis-url", redis_url, timeout=60)
         assert workers.returncode == 0, workers.stderr
+        # INFO (the default): one line per job with its outcome, nothing of RQ's own per-job lines.
+        job_lines = [line for line in workers.stderr.splitlines() if f" {run_id} #" in line]
+        assert len(job_lines) == 12 and all(" ok: 8 tokens, TTFT " in line for line in job_lines), workers.stderr
+        assert "Job OK" not in workers.stderr
         out = tmp_path / "split.json"
         reported = tokenbench("report", run_id, "--redis-url", redis_url, "--output", str(out), "--timeout", "10")
         assert reported.returncode == 0, reported.stderr
