@@ -200,3 +200,25 @@ def test_the_readme_config_example_is_a_valid_config(tmp_path, tokenizer_file):
     context = cli.get_command(click.Context(cli), "run").make_context("run", ["--config", str(tmp_path / "bench.toml")])
     assert context.params["concurrency"] == 16 and context.params["slo"] == {"ttft": 2000.0, "tpot": 50.0}
     assert context.params["input_tokens"] == 1024 and context.params["ignore_eos"] is True
+
+
+@pytest.mark.integration
+def test_without_usage_a_tokenizer_counts_the_streamed_text(tokenizer_file, redis_url, tmp_path):
+    """A server that sends no usage (llama.cpp's; here the mock asked for none): with --tokenizer the
+    streamed text is counted, without one the chunks are, and the result says they are estimates."""
+    from tokenbench.mock.shapes import token_text
+
+    common = ("run", "--mode", "mock", "--prompts", "2", "--max-tokens", "12", "--mock-ttft-ms", "2",
+              "--mock-itl-ms", "1", "--mock-option", "tokens-per-chunk=3", "--extra-body", '{"stream_options": null}',
+              "--redis-url", redis_url)
+    counted = tokenbench(*common, "--tokenizer", str(tokenizer_file), "--output", str(tmp_path / "t.json"))
+    assert counted.returncode == 0, counted.stderr
+    report = load(tmp_path / "t.json")
+    truth = HuggingFaceTokenizer(tokenizer_file).count("".join(token_text(i) for i in range(12)))
+    assert [(r["output_tokens"], r["output_tokens_source"]) for r in report["results"]] == [(truth, "tokenizer")] * 2
+    assert report["estimated_figures"] == [] and "output_text" not in (tmp_path / "t.json").read_text()
+    chunked = tokenbench(*common, "--output", str(tmp_path / "c.json"))
+    assert chunked.returncode == 0, chunked.stderr
+    report = load(tmp_path / "c.json")
+    assert [(r["output_tokens"], r["output_tokens_source"]) for r in report["results"]] == [(4, "chunks")] * 2
+    assert "total_output_tokens" in report["estimated_figures"] and "estimated " in chunked.stdout

@@ -49,6 +49,7 @@ from tokenbench.cli_outputs import (
 from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
+from tokenbench.producer.workloads import tokenizer_path
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
     api_key_from_env,
@@ -96,7 +97,8 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     prompts, workload = workload_from_flags(flags)
     schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
                                    flags.pop("seed"))
-    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags)
+    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
+                                   keep_text_without_usage=tokenizer_path(workload) is not None)
     connection = connect(redis_url or default_redis_url(), "enqueue")
     meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s,
                        schedule=schedule, config=config, workload=workload, secret=secret_from_env())
@@ -164,6 +166,7 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
         wait_for_records,
     )
     from tokenbench.aggregator.metrics import build_report
+    from tokenbench.aggregator.token_counts import count_streamed_tokens
     from tokenbench.runner.metrics_scraper import start_scraper
     from tokenbench.runner.progress import Progress
     from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
@@ -187,6 +190,7 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
             progress.finish()
             server = scraper.finish() if scraper is not None else None
     records = read_records(connection, meta)
+    count_streamed_tokens(records, meta.workload)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),
@@ -287,6 +291,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
     return RunOptions(
         config=config,
         endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
+                                     keep_text_without_usage=tokenizer_path(workload) is not None,
                                      placeholder_base_url=PLACEHOLDER_BASE_URL if is_mock else None),
         prompts=prompts,
         workload=workload,

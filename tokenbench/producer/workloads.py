@@ -12,7 +12,7 @@ from tokenbench.producer.prompt_files import load_prompt_file
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
 from tokenbench.producer.sharegpt import load_sharegpt
 from tokenbench.producer.synthetic import LengthSpec, synthetic_prompts
-from tokenbench.producer.tokenizer import load_counter
+from tokenbench.producer.tokenizer import EstimatedCounter, load_counter
 
 DATASETS = ("sharegpt",)
 DEFAULT_COUNT = len(BUILTIN_PROMPTS)  # requests of a synthetic or dataset run without --prompts
@@ -67,6 +67,12 @@ def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
                               "max": max(lengths), "total": sum(lengths)},
         }
     return prompts, description
+
+
+def tokenizer_path(description: dict[str, Any] | None) -> Path | None:
+    """The tokenizer.json a workload was counted with (its description, as in the result), if any."""
+    name = (description or {}).get("tokenizer")
+    return Path(name) if isinstance(name, str) and name != EstimatedCounter.name else None
 
 
 def _length(spec: LengthSpec) -> dict[str, float]:

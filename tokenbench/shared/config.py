@@ -99,6 +99,8 @@ class Endpoint:
     api_key_header: str | None = None  # send the API key as this header's whole value, not as a Bearer token
     max_response_bytes: int = 64 * 2**20  # a larger body fails the request (response_too_large)
     max_tokens_param: str = "max_tokens"  # or max_completion_tokens (OpenAI's newer models accept only that)
+    # The run counts tokens with --tokenizer: a response without usage keeps its text for the aggregator to count.
+    keep_text_without_usage: bool = False
 
     @property
     def request_url(self) -> str:
@@ -156,6 +158,7 @@ def resolve_endpoint(
     api_key_header: str | None = None,
     max_response_bytes: int = 64 * 2**20,
     max_tokens_param: str = "max_tokens",
+    keep_text_without_usage: bool = False,
     placeholder_base_url: str | None = None,
 ) -> Endpoint:
     """Apply the mode's preset, then the flags. ``placeholder_base_url`` stands in for a URL known later."""
@@ -183,6 +186,7 @@ def resolve_endpoint(
         ignore_eos=ignore_eos,
         api_key_header=api_key_header,
         max_tokens_param=max_tokens_param,
+        keep_text_without_usage=keep_text_without_usage,
         max_response_bytes=max_response_bytes,
     )
 

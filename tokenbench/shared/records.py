@@ -23,6 +23,7 @@ from tokenbench.shared.gc_pause import gc_paused
 # Where a record's output_tokens came from.
 TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
+TOKENS_FROM_TOKENIZER = "tokenizer"  # no usage: the streamed text counted with the run's --tokenizer
 
 
 class ErrorType(StrEnum):
@@ -140,6 +141,9 @@ class RequestRecord:
     dispatch_lag_ms: float | None = None  # open-loop runs: first send minus scheduled_at
     chunk_lag_ms: list[float] | None = None  # per chunk: received minus the mock's stamped send time
     stream: int | None = None  # which of its worker process's streams sent it (0 .. streams-1)
+    # No usage came and the run has a --tokenizer: the streamed text, which the aggregator counts
+    # (aggregator/token_counts.py) and drops; never in a result file.
+    output_text: str | None = None
 
     def to_json(self) -> bytes:
         """The record as stored in Redis: its JSON without ``chunk_offsets_ms``, then, when there are

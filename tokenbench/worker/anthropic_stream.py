@@ -42,9 +42,12 @@ class AnthropicStreamReader(StreamReader):
 
     def _read_delta(self, delta: dict[str, Any], received_ns: int) -> None:
         kind = delta.get("type")
-        if kind == "thinking_delta" and delta.get("thinking"):
-            self.token_chunks.append(TokenChunk(received_ns, reasoning=True, reasoning_chars=len(delta["thinking"])))
-        elif kind == "text_delta" and delta.get("text"):
-            self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(delta["text"])))
-        elif kind == "input_json_delta" and delta.get("partial_json"):  # a tool call is generated text too
-            self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(delta["partial_json"])))
+        field = {"thinking_delta": "thinking", "text_delta": "text", "input_json_delta": "partial_json"}.get(kind)
+        text = delta.get(field) if field else None
+        if not isinstance(text, str) or not text:
+            return
+        self.text_parts.append(text)
+        if kind == "thinking_delta":
+            self.token_chunks.append(TokenChunk(received_ns, reasoning=True, reasoning_chars=len(text)))
+        else:  # answer text, or a tool call's input: generated text too
+            self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(text)))

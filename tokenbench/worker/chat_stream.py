@@ -141,6 +141,7 @@ class StreamReader:
         self.generation_id: str | None = None
         self.cost: float | None = None  # usage.cost (OpenRouter, in credits)
         self.done = False
+        self.text_parts: list[str] = []  # every piece of generated text, in order (answer, reasoning, tool calls)
 
     def on_event(self, event: SSEEvent) -> None:
         raise NotImplementedError
@@ -245,12 +246,13 @@ class ChatStreamReader(StreamReader):
         detail_text = self._details.new_text(details) if isinstance(details, list) else ""
         reasoning = reasoning or detail_text  # OpenRouter sends both for the same text
         content = _text(delta, "content")
-        think_reasoning, answer, saw_tag = self._think.feed(content) if content else ("", "", False)
-        reasoning += think_reasoning
         tool_calls = delta.get("tool_calls")
         tool_text = _tool_call_text(tool_calls) if isinstance(tool_calls, list) else ""
         if not (reasoning or content or tool_text):  # any content is a token, even one a think tag may still claim
             return None
+        self.text_parts.append(reasoning + content + tool_text)  # think tags included: generated too
+        think_reasoning, answer, saw_tag = self._think.feed(content) if content else ("", "", False)
+        reasoning += think_reasoning
         return TokenChunk(received_ns=received_ns, reasoning=bool(reasoning) or saw_tag,
                           answer_chars=len(answer) + len(tool_text), reasoning_chars=len(reasoning))
 

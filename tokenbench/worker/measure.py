@@ -165,7 +165,7 @@ async def _attempt(
         if waiting is not None and record.headers_ms is None:  # it ended before the headers came
             waiting[spec.run_id] -= 1
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
-    _fill_from_stream(record, reader, sent_ns)
+    _fill_from_stream(record, reader, sent_ns, endpoint.keep_text_without_usage)
     offset = clock.current_offset()
     if offset is not None:
         record.clock_offset_ms, record.clock_rtt_ms = round(offset.offset_s * 1000, 3), round(offset.rtt_s * 1000, 3)
@@ -334,7 +334,7 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> str:
         return body[:500].decode("utf-8", errors="replace") or (response.reason or "")
 
 
-def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int) -> None:
+def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int, keep_text: bool) -> None:
     chunks = reader.token_chunks
     offsets = [round((c.received_ns - sent_ns) / _NS_PER_MS, 3) for c in chunks]
     record.chunk_offsets_ms = offsets
@@ -346,6 +346,8 @@ def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int)
         record.output_tokens, record.output_tokens_source = reader.completion_tokens, TOKENS_FROM_USAGE
     else:
         record.output_tokens, record.output_tokens_source = len(offsets), TOKENS_FROM_CHUNKS
+        if keep_text:
+            record.output_text = "".join(reader.text_parts)
     record.chunk_tokens, record.chunk_tokens_source = tokens_per_chunk(chunks, reader.tokens_before_first_chunk)
     record.reasoning_tokens, record.reasoning_tokens_source = count_reasoning_tokens(
         chunks, record.chunk_tokens, record.output_tokens, reader.reasoning_tokens
