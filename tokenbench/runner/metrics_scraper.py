@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +58,8 @@ def start_scraper(source: MetricsSource | None, mode: str, base_url: str,
 
 def fetch_scrape(url: str, clock: Callable[[], float] = time.time) -> Scrape:
     """One scrape; an OSError or ValueError says why there is none."""
+    import urllib.request  # here, not at import: every command's start-up would pay ~30 ms for it
+
     sent = clock()
     with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:  # noqa: S310 - the user's server
         text = response.read(MAX_METRICS_BYTES).decode("utf-8", errors="replace")
@@ -109,6 +109,8 @@ class MetricsScraper:
 
 
 def _reason(exc: Exception) -> str:
+    import urllib.error
+
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
     if isinstance(exc, urllib.error.URLError):
