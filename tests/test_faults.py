@@ -18,6 +18,7 @@ import redis
 
 from tests.conftest import free_port
 from tests.helpers import clean_env, enqueue, load, mock_server_process, tokenbench, worker_pool
+from tokenbench.mock import FAULT_ERROR_TYPES, FAULTS
 from tokenbench.runner.embedded_redis import find_redis_server
 from tokenbench.shared.keys import WORKER_ALIVE_TTL_S
 from tokenbench.shared.record_store import InFlight, read_in_flight
@@ -294,3 +295,22 @@ def test_a_waiting_report_says_when_the_runs_data_is_gone():
     with pytest.raises(TokenbenchError, match="the data of run gone is gone from Redis"):
         wait_for_records(connection, meta, 60, sleep=restarted_without_persistence)
     assert len(polls) == 3
+
+
+def test_a_mix_of_every_fault_loses_doubles_and_mistypes_nothing(redis_url, tmp_path):
+    """The soak of benchmarks/soak.py, small: every mock fault in turn among 320 requests."""
+    out = tmp_path / "r.json"
+    result = tokenbench("run", "--mode", "mock", "--prompts", "320", "--concurrency", "32", "--max-tokens", "8",
+                        "--mock-ttft-ms", "2", "--mock-itl-ms", "1", "--mock-fault", ",".join(FAULTS),
+                        "--mock-fault-rate", "0.1", "--mock-fault-after", "2", "--ttft-timeout", "1",
+                        "--idle-timeout", "0.5", "--max-error-rate", "1", "--redis-url", redis_url,
+                        "--output", str(out), timeout=240)
+    assert result.returncode == 0, result.stderr
+    report = load(out)
+    indices = sorted(r["index"] for r in report["results"])
+    assert indices == list(range(320)) and report["complete"]
+    expected: dict[str, int] = {}
+    for fault in FAULT_ERROR_TYPES.values():
+        expected[fault] = expected.get(fault, 0) + 4  # 32 faults, 8 kinds in turn
+    assert {name: entry["count"] for name, entry in report["errors"].items()} == expected
+    assert all(r["output_tokens"] == 8 for r in report["results"] if r["success"])

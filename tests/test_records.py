@@ -123,3 +123,11 @@ def test_every_error_type_is_defined_in_the_failure_docs():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "failure-semantics.md").read_text()
     assert [member.value for member in ErrorType if f"`{member.value}`" not in docs] == []
     assert orjson.loads(orjson.dumps({"error_type": ErrorType.HTTP_ERROR})) == {"error_type": "http_error"}
+
+
+def test_every_mock_fault_maps_to_a_documented_error_type():
+    from tokenbench.mock import FAULT_ERROR_TYPES, FAULTS
+    from tokenbench.shared.records import ErrorType
+
+    assert set(FAULT_ERROR_TYPES) == set(FAULTS)
+    assert set(FAULT_ERROR_TYPES.values()) <= {member.value for member in ErrorType}

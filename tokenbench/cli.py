@@ -25,6 +25,7 @@ from tokenbench.cli_options import (
     mode_option,
     model_option,
     output_option,
+    parse_faults,
     parse_levels,
     parse_sse_variants_option,
     prompts_options,
@@ -224,8 +225,9 @@ mock_options = [
                  help="With --mode mock: time to first token."),
     click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
                  help="With --mode mock: time between tokens."),
-    click.option("--mock-fault", type=click.Choice(sorted(MOCK_FAULTS)),
-                 help="With --mode mock: the fault the mock injects (see `mock-server --help`)."),
+    click.option("--mock-fault", callback=parse_faults, metavar="FAULT[,FAULT...]",
+                 help="With --mode mock: the fault the mock injects, or a mix taken in turn (see `mock-server "
+                      "--help`)."),
     click.option("--mock-fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
                  help="With --mock-fault: share of requests that get it."),
     click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
@@ -508,8 +510,9 @@ def prompts() -> None:
 @click.option("--output-tokens", type=click.IntRange(min=1), help="Tokens per response (default: max_tokens).")
 @click.option("--replay", type=click.Path(dir_okay=False, path_type=Path),
               help="Answer streamed requests with a recorded *.timed.tsv stream, at its recorded times.")
-@click.option("--fault", type=click.Choice(sorted(MOCK_FAULTS)),
-              help="Inject a fault into streamed responses: " + "; ".join(f"{k}: {v}" for k, v in MOCK_FAULTS.items()))
+@click.option("--fault", callback=parse_faults, metavar="FAULT[,FAULT...]",
+              help="Inject a fault into streamed responses (several, comma-separated: a mix, each in turn): "
+                   + "; ".join(f"{k}: {v}" for k, v in MOCK_FAULTS.items()))
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Share of streamed requests that get the fault (spread evenly).")
 @click.option("--fault-after", type=click.IntRange(min=0), default=1, show_default=True,

@@ -138,6 +138,20 @@ def _parse_extra_body(_ctx, _param, value: str | None) -> dict:
     return body
 
 
+def parse_faults(_ctx, _param, value: str | None) -> str | None:
+    """``FAULT[,FAULT...]``: the mock's faults (a mix is taken in turn), each checked."""
+    from tokenbench.mock import FAULTS
+
+    if value is None:
+        return None
+    faults = [name.strip() for name in value.split(",")]
+    unknown = [name for name in faults if name not in FAULTS]
+    if unknown or not faults:
+        raise click.BadParameter(f"{', '.join(repr(n) for n in unknown) or repr(value)} is not one of "
+                                 f"{', '.join(sorted(FAULTS))}")
+    return ",".join(faults)
+
+
 def parse_sse_variants_option(_ctx, _param, value: str | None) -> tuple[str, ...]:
     try:
         return parse_sse_variants(value or "")

@@ -18,3 +18,14 @@ FAULTS = {
     "rate_limit": "answer HTTP 429 with Retry-After",
     "overloaded": "answer HTTP 503 with Retry-After",
 }
+# The error type tokenbench gives each fault's requests (docs/failure-semantics.md), without retries.
+FAULT_ERROR_TYPES = {
+    "hang": "ttft_timeout",
+    "stall": "idle_timeout",
+    "drop": "connection_closed",
+    "garbage": "malformed_chunk",
+    "error": "stream_error",
+    "http_error": "http_error",
+    "rate_limit": "rate_limited",
+    "overloaded": "http_error",
+}

@@ -53,7 +53,7 @@ class MockSettings:
     output_tokens: int | None = None  # None: the request's max_tokens
     model: str = MOCK_MODEL
     replay: TimedReads | None = None  # answer every streamed request with this recording instead
-    fault: str | None = None  # one of tokenbench.mock.FAULTS
+    fault: str | None = None  # one of tokenbench.mock.FAULTS, or several joined by commas (taken in turn)
     fault_rate: float = 1.0  # share of streamed requests that get the fault, spread evenly
     fault_after: int = 1  # tokens sent before the fault
     retry_after_s: int = 1  # the Retry-After of a rate_limit fault
@@ -112,6 +112,8 @@ class MockServer:
     def __init__(self, settings: MockSettings) -> None:
         self.settings = settings
         self._streams_started = 0
+        self._faults = tuple(settings.fault.split(",")) if settings.fault else ()
+        self._faults_injected = 0
         self.metrics = MockMetrics(settings.model)
 
     def app(self) -> web.Application:
@@ -155,8 +157,9 @@ class MockServer:
             return web.json_response(completion_body(answer))
 
         fault = None
-        if self.settings.fault is not None and is_faulty(self._streams_started, self.settings.fault_rate):
-            fault = self.settings.fault
+        if self._faults and is_faulty(self._streams_started, self.settings.fault_rate):
+            fault = self._faults[self._faults_injected % len(self._faults)]  # a mix: each fault in turn
+            self._faults_injected += 1
         self._streams_started += 1
         if fault == "hang":
             await asyncio.sleep(3600)  # ends when the client goes away and aiohttp cancels us

@@ -34,7 +34,8 @@ class HuggingFaceTokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            raise TokenbenchError("--tokenizer needs the tokenizers package: pip install 'tokenbench[tokenizer]'")
+            raise TokenbenchError("--tokenizer needs the tokenizers package: pip install 'tokenbench[tokenizer]'") \
+                from None
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # the library raises plain Exceptions for unreadable or malformed files
