@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from tokenbench.shared import keys
 from tokenbench.shared.record_store import InFlight, read_in_flight, save_record
 from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord, RunMeta
+from tokenbench.shared.redis_conn import epoch_seconds
 
 CHECK_INTERVAL_S = 1.0
 
@@ -78,9 +79,8 @@ class LostJobWatch:
         host = entry.worker.rpartition(":")[0] or socket.gethostname()
         message = (f"worker {entry.worker} died during the request (no heartbeat for "
                    f"{keys.WORKER_ALIVE_TTL_S} s); attempt {spec.attempt + 1} of {self._meta.max_retries + 1}")
-        seconds, microseconds = self._connection.time()
         died = RequestRecord.failure(spec, entry.worker, host, ErrorType.WORKER_DIED, message,
-                                     seconds + microseconds / 1e6)
+                                     epoch_seconds(self._connection.time()))
         save_record(self._connection, died, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 

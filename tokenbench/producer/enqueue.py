@@ -18,6 +18,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
+from tokenbench.shared.redis_conn import epoch_seconds
 from tokenbench.shared.signing import SIGNATURE_FIELD, signature
 
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
@@ -125,6 +126,5 @@ def enqueue_run(
         queue.enqueue_many(jobs, pipeline=pipe)
         pipe.execute()
     if schedule is not None:
-        seconds, microseconds = connection.time()
-        connection.set(keys.run_schedule_start(run_id), seconds + microseconds / 1e6 + SCHEDULE_LEAD_S, ex=ttl_s)
+        connection.set(keys.run_schedule_start(run_id), epoch_seconds(connection.time()) + SCHEDULE_LEAD_S, ex=ttl_s)
     return meta

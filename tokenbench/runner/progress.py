@@ -12,6 +12,7 @@ import redis
 from rq import Queue, Worker
 
 from tokenbench.shared import keys
+from tokenbench.shared.redis_conn import epoch_seconds
 
 RATE_WINDOW_S = 5.0  # live tokens/s is measured over this trailing window
 PLAIN_INTERVAL_S = 5.0  # how often a non-terminal stream gets a new line
@@ -54,7 +55,7 @@ class Progress:
                 pipe.hlen(keys.run_in_flight(self.run_id))
                 pipe.hgetall(keys.run_header_waits(self.run_id))
                 pipe.time()
-                counters, in_flight, waits, (seconds, micros) = pipe.execute()
+                counters, in_flight, waits, redis_time = pipe.execute()
             workers = self._workers()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._show(f"[{time.monotonic() - self.started:6.1f}s] Redis unreachable ({exc}); still waiting", False)
@@ -68,7 +69,7 @@ class Progress:
             self._samples.popleft()
         first_t, first_tokens = self._samples[0]
         rate = (tokens - first_tokens) / (now - first_t) if now > first_t else 0.0
-        waiting = header_waits(waits, seconds + micros / 1e6)
+        waiting = header_waits(waits, epoch_seconds(redis_time))
         line = (f"[{now - self.started:6.1f}s] {done}/{self.total} done, {failed} failed, {in_flight} in flight"
                 + (f" ({waiting} waiting for headers)" if waiting else "") + f", {rate:,.0f} tok/s")
         if workers is not None:

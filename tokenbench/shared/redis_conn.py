@@ -59,6 +59,12 @@ def connect(url: str, role: str) -> redis.Redis:
     return client
 
 
+def epoch_seconds(time_reply: tuple[int, int]) -> float:
+    """Redis's ``TIME`` reply (seconds, microseconds) as epoch seconds on the server's clock."""
+    seconds, microseconds = time_reply
+    return seconds + microseconds / 1e6
+
+
 def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECTIONS) -> redis.asyncio.Redis:
     """An asyncio client for ``url`` with the same bounded waits (for a worker's event loop); it
     connects on first use, after ``connect`` has checked the URL and that Redis answers.

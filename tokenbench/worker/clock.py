@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from tokenbench.shared.redis_conn import epoch_seconds
+
 # Test hook: pretend this host's wall clock is off by this many seconds (tests/test_scale_out.py).
 SKEW_ENV = "TOKENBENCH_CLOCK_SKEW_S"
 SAMPLES = 7
@@ -38,9 +40,9 @@ async def estimate_offset(connection: Redis, samples: int = SAMPLES) -> ClockOff
     best: ClockOffset | None = None
     for _ in range(samples):
         sent = local_time()
-        seconds, microseconds = await connection.time()
+        redis_now = epoch_seconds(await connection.time())
         received = local_time()
-        sample = ClockOffset(offset_s=seconds + microseconds / 1e6 - (sent + received) / 2, rtt_s=received - sent)
+        sample = ClockOffset(offset_s=redis_now - (sent + received) / 2, rtt_s=received - sent)
         if best is None or sample.rtt_s < best.rtt_s:
             best = sample
     assert best is not None
