@@ -24,6 +24,28 @@ def tokenbench(*args: str, timeout: float = 120, env: dict | None = None) -> sub
                           timeout=timeout, env=env or clean_env())
 
 
+def tokenbench_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The console entry point (``cli.main``) in this process, for what must fail before anything
+    starts (usage errors): no interpreter start-up per case. Callers clear API keys and REDIS_URL
+    from the environment first, as ``clean_env`` does for a subprocess."""
+    import contextlib
+    import io
+
+    from tokenbench.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = ["tokenbench", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 @contextmanager
 def mock_server_process(*args: str) -> Iterator[str]:
     """`tokenbench mock-server` in a process of its own on a free port; yields its base URL."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.helpers import tokenbench
+from tests.helpers import tokenbench, tokenbench_in_process
 from tokenbench.runner.embedded_redis import find_redis_server
 
 
@@ -76,8 +77,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["run", "--mode", "mock", "--max-tokens-param", "max_output"], ["--max-tokens-param", "max_output"]),
     ],
 )
-def test_usage_errors(args, needles):
-    assert_one_line_error(tokenbench(*args), 2, *needles)
+def test_usage_errors(args, needles, monkeypatch):
+    for name in [name for name in os.environ if name.endswith("API_KEY") or name == "REDIS_URL"]:
+        monkeypatch.delenv(name)
+    assert_one_line_error(tokenbench_in_process(*args), 2, *needles)
+
+
+def test_a_usage_error_is_the_same_from_the_console_script():
+    """The in-process cases above run the same entry point the installed command does."""
+    assert_one_line_error(tokenbench("run", "--mode", "mock", "--concurrency", "0"), 2, "--concurrency")
 
 
 BAD_PROMPT_FILES = {
