@@ -159,3 +159,26 @@ def test_a_tool_call_only_answer_has_tokens_and_a_first_token():
     assert [chunk.received_ns for chunk in reader.token_chunks] == [1, 2, 3, 4]  # TTFT: the function's name
     assert [chunk.answer_chars for chunk in reader.token_chunks] == [len("get_weather")] + [len(p) for p in pieces]
     assert reader.finish_reason == "tool_calls" and not any(chunk.reasoning for chunk in reader.token_chunks)
+
+
+def test_cached_prompt_tokens_are_read_in_both_apis():
+    """OpenAI-style usage.prompt_tokens_details.cached_tokens (vLLM, SGLang, OpenRouter), and Anthropic's
+    cache fields, where input_tokens counts only the uncached part."""
+    openai = ChatStreamReader()
+    for t, line in enumerate([b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+                              b'data: {"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":1,'
+                              b'"prompt_tokens_details":{"cached_tokens":64}}}\n\n', b"data: [DONE]\n\n"]):
+        for event in SSEParser().feed(line, received_ns=t):
+            openai.on_event(event)
+    assert (openai.prompt_tokens, openai.cached_tokens) == (100, 64)
+    anthropic = AnthropicStreamReader()
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {
+        "input_tokens": 20, "cache_read_input_tokens": 200, "cache_creation_input_tokens": 30, "output_tokens": 1}}}
+    for event in SSEParser().feed(b"event: message_start\ndata: " + orjson.dumps(start) + b"\n\n", received_ns=0):
+        anthropic.on_event(event)
+    assert (anthropic.prompt_tokens, anthropic.cached_tokens) == (250, 200)
+    plain = ChatStreamReader()
+    for event in SSEParser().feed(b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}\n\n',
+                                  received_ns=0):
+        plain.on_event(event)
+    assert (plain.prompt_tokens, plain.cached_tokens) == (9, None)

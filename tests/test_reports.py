@@ -168,3 +168,15 @@ def test_warmup_csv_and_compare_from_the_command_line(redis_url, tmp_path):
                                   "of b.json is worse by at least ")
     assert tokenbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                       "--fail-on-regression", "900").returncode == 0
+
+
+def test_cached_tokens_add_up_and_their_share_counts_only_requests_that_say():
+    records = [record(i, 0, 100) for i in range(3)]
+    records[0].input_tokens, records[0].cached_tokens = 100, 64
+    records[1].input_tokens, records[1].cached_tokens = 100, 0
+    records[2].input_tokens = 300  # a server that does not say what it cached
+    report = build_report(meta(3), records)
+    assert (report["total_cached_tokens"], report["cached_token_share"]) == (64, 0.32)
+    assert [r["cached_tokens"] for r in report["results"]] == [64, 0, None]
+    silent = build_report(meta(1), [record(0, 0, 100)])
+    assert (silent["total_cached_tokens"], silent["cached_token_share"]) == (None, None)

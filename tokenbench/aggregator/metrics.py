@@ -6,6 +6,7 @@ Definitions follow vLLM's ``bench serve``; docs/metrics.md states them in full.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -69,6 +70,7 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "answer_tokens": record.answer_tokens,
         "reasoning_tokens_source": record.reasoning_tokens_source,
         "input_tokens": record.input_tokens,
+        "cached_tokens": record.cached_tokens,
         "tokens_per_second": _round(tokens_per_second(record)),
         "finish_reason": record.finish_reason,
         "served_model": record.served_model,
@@ -191,6 +193,9 @@ def build_report(
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],
         "total_input_tokens": sum(r.input_tokens or 0 for r in ok),
+        # Prompt-cache reads, where the server says (None: no request said): and their share of the input.
+        "total_cached_tokens": _sum_known(r.cached_tokens for r in ok),
+        "cached_token_share": _round(_cached_share(ok), 4),
         "total_output_tokens": total_output,
         "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
         # A server that sends no usage (llama.cpp): its tokens are counted as chunks, a few short of the truth.
@@ -235,6 +240,18 @@ def build_report(
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],
     }
+
+
+def _sum_known(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _cached_share(ok: list[RequestRecord]) -> float | None:
+    """Cached input tokens / input tokens, over the requests whose server gave both."""
+    both = [(r.cached_tokens, r.input_tokens) for r in ok if r.cached_tokens is not None and r.input_tokens]
+    total_input = sum(i for _, i in both)
+    return sum(c for c, _ in both) / total_input if total_input else None
 
 
 def _iso(epoch_s: float) -> str:

@@ -119,7 +119,8 @@ class RequestRecord:
     chunk_offsets_ms: Sequence[float] = field(default_factory=list)
     output_tokens: int = 0
     output_tokens_source: str = TOKENS_FROM_CHUNKS
-    input_tokens: int | None = None
+    input_tokens: int | None = None  # the server's count of every input token, cached ones included
+    cached_tokens: int | None = None  # of the input tokens, those read from the server's prompt cache
     finish_reason: str | None = None
     served_model: str | None = None
     attempt: int = 0  # JobSpec.attempt of the job that wrote this record

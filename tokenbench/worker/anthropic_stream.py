@@ -36,7 +36,14 @@ class AnthropicStreamReader(StreamReader):
         if not isinstance(usage, dict):
             return
         if isinstance(usage.get("input_tokens"), int):
-            self.prompt_tokens = usage["input_tokens"]
+            # Anthropic's input_tokens counts only what the cache did not serve: the total adds both cache counts.
+            cache_read, cache_written = (usage.get(name) for name in ("cache_read_input_tokens",
+                                                                       "cache_creation_input_tokens"))
+            cache_read = cache_read if isinstance(cache_read, int) else 0
+            cache_written = cache_written if isinstance(cache_written, int) else 0
+            self.prompt_tokens = usage["input_tokens"] + cache_read + cache_written
+            if "cache_read_input_tokens" in usage:
+                self.cached_tokens = cache_read
         if isinstance(usage.get("output_tokens"), int) and self.token_chunks:
             self.completion_tokens = usage["output_tokens"]
 

@@ -133,7 +133,8 @@ class StreamReader:
         self.token_chunks: list[TokenChunk] = []
         self.completion_tokens: int | None = None
         self.reasoning_tokens: int | None = None  # the server's own count of reasoning tokens
-        self.prompt_tokens: int | None = None
+        self.prompt_tokens: int | None = None  # every input token, cached or not
+        self.cached_tokens: int | None = None  # of those, read from the server's prompt cache
         self.tokens_before_first_chunk = 0  # a running completion-token count sent before any token
         self.finish_reason: str | None = None
         self.model: str | None = None
@@ -216,6 +217,9 @@ class ChatStreamReader(StreamReader):
                 self.tokens_before_first_chunk = completion
         if isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens = usage["prompt_tokens"]
+        prompt_details = usage.get("prompt_tokens_details")
+        if isinstance(prompt_details, dict) and isinstance(prompt_details.get("cached_tokens"), int):
+            self.cached_tokens = prompt_details["cached_tokens"]  # OpenAI, vLLM, SGLang, OpenRouter
         details = usage.get("completion_tokens_details")
         if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
             self.reasoning_tokens = details["reasoning_tokens"]

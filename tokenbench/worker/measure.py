@@ -354,6 +354,7 @@ def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int,
     )
     record.answer_tokens = max(record.output_tokens - record.reasoning_tokens, 0)
     record.input_tokens = reader.prompt_tokens
+    record.cached_tokens = reader.cached_tokens
     if chunks and all(c.server_sent_ns is not None for c in chunks):
         record.chunk_lag_ms = [round((c.received_ns - c.server_sent_ns) / _NS_PER_MS, 3) for c in chunks]
     record.finish_reason = reader.finish_reason
