@@ -3,6 +3,7 @@ config files, and a result that says what produced it."""
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -222,3 +223,27 @@ def test_without_usage_a_tokenizer_counts_the_streamed_text(tokenizer_file, redi
     report = load(tmp_path / "c.json")
     assert [(r["output_tokens"], r["output_tokens_source"]) for r in report["results"]] == [(4, "chunks")] * 2
     assert "total_output_tokens" in report["estimated_figures"] and "estimated " in chunked.stdout
+
+
+def test_shared_prefixes_start_the_prompts_in_turn_and_the_rest_is_their_own(tokenizer_file):
+    from tokenbench.producer.synthetic import SharedPrefixes
+
+    counter = HuggingFaceTokenizer(tokenizer_file)
+    prompts = synthetic_prompts(8, LengthSpec(120), seed=3, counter=counter, prefixes=SharedPrefixes(80, groups=2))
+    shared = [os.path.commonprefix([p.text for p in prompts[group::2]]) for group in (0, 1)]
+    # Each group's prompts share (at least) its 80-token prefix; the two groups' prefixes differ.
+    assert all(counter.count(prefix.rstrip()) >= 80 for prefix in shared), [counter.count(p) for p in shared]
+    assert shared[0][:40] != shared[1][:40]
+    assert len({p.text for p in prompts}) == 8  # each prompt's own part differs
+    assert [p.category for p in prompts] == ["prefix-0", "prefix-1"] * 4
+    assert [counter.count(p.text) for p in prompts] == [120] * 8 == [p.input_tokens for p in prompts]
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--prefix-tokens", "50"], "--prefix-tokens needs --input-tokens"),
+    (["--input-tokens", "40", "--prefix-tokens", "50"], "50 is not shorter than --input-tokens 40"),
+    (["--input-tokens", "100", "--prefix-groups", "3"], "--prefix-groups needs --prefix-tokens"),
+])
+def test_shared_prefix_options_that_do_not_fit_are_usage_errors(flags, complaint):
+    done = tokenbench("run", "--mode", "mock", *flags)
+    assert done.returncode == 2 and complaint in done.stderr

@@ -17,7 +17,7 @@ import orjson
 from tokenbench.aggregator.verdict import DEFAULT_MAX_ERROR_RATE
 from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
-from tokenbench.producer.synthetic import LengthSpec
+from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes
 from tokenbench.producer.workloads import DATASETS, WorkloadSpec, build_workload
 from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
@@ -64,6 +64,11 @@ def prompts_options(command: Any) -> Any:
         click.option("--input-tokens", type=tokens, metavar="MEAN",
                      help="Synthetic prompts of this many tokens (random words, the same for the same --seed)."),
         click.option("--input-tokens-stddev", type=spread, metavar="S", help="Spread of --input-tokens [default: 0]."),
+        click.option("--prefix-tokens", type=tokens, metavar="N",
+                     help="With --input-tokens: each prompt starts with one of --prefix-groups shared prefixes of N "
+                          "tokens (of its --input-tokens), as vLLM's prefix-repetition dataset does."),
+        click.option("--prefix-groups", type=tokens, metavar="G",
+                     help="With --prefix-tokens: how many different prefixes, taken in turn [default: 1]."),
         click.option("--output-tokens", type=tokens, metavar="MEAN",
                      help="max_tokens of each request, drawn around this mean (add --ignore-eos where the server "
                           "supports it, so every answer runs to it)."),
@@ -90,9 +95,10 @@ def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, 
     dataset, dataset_path = flags.pop("dataset"), flags.pop("dataset_path")
     if (dataset is None) != (dataset_path is None):
         raise click.BadParameter("--dataset and --dataset-path go together", param_hint="'--dataset'")
+    prefixes = _shared_prefixes(flags.pop("prefix_tokens"), flags.pop("prefix_groups"), input_tokens)
     spec = WorkloadSpec(num_prompts=flags.pop("num_prompts"), prompts_file=flags.pop("prompts_file"), dataset=dataset,
                         dataset_path=dataset_path, input_tokens=input_tokens, output_tokens=output_tokens,
-                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"])
+                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"], prefixes=prefixes)
     sources = [name for name, given in (("--prompts-file", spec.prompts_file), ("--dataset", spec.dataset),
                                         ("--input-tokens", spec.input_tokens)) if given is not None]
     if len(sources) > 1:
@@ -101,6 +107,20 @@ def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, 
         return build_workload(spec)
     except PromptFileError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{sources[0] if sources else '--prompts-file'}'") from None
+
+
+def _shared_prefixes(tokens: int | None, groups: int | None, input_tokens: LengthSpec | None) -> SharedPrefixes | None:
+    if tokens is None:
+        if groups is not None:
+            raise click.BadParameter("--prefix-groups needs --prefix-tokens", param_hint="'--prefix-groups'")
+        return None
+    if input_tokens is None:
+        raise click.BadParameter("--prefix-tokens needs --input-tokens (the prompt's whole length)",
+                                 param_hint="'--prefix-tokens'")
+    if tokens >= input_tokens.mean:
+        raise click.BadParameter(f"{tokens} is not shorter than --input-tokens {input_tokens.mean}: a prompt needs "
+                                 "tokens of its own after the prefix", param_hint="'--prefix-tokens'")
+    return SharedPrefixes(tokens, groups or 1)
 
 
 def _length_spec(mean: int | None, stddev: float | None, flag: str) -> LengthSpec | None:

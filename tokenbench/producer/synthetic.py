@@ -2,8 +2,10 @@
 
 Each prompt is words drawn from a fixed vocabulary until it holds the input length drawn for it
 (normal around the mean, at least 1 token), counted with the run's tokenizer. Distinct words per
-prompt keep a server's prefix cache from serving one prompt from another's. Output lengths are
-the workload's business (see workloads.py).
+prompt keep a server's prefix cache from serving one prompt from another's, unless the run asks
+for shared prefixes: then each prompt starts with one of G prefixes of N tokens (in turn), as vLLM's
+prefix-repetition dataset does, and only the rest is its own. Output lengths are the workload's
+business (see workloads.py).
 """
 
 from __future__ import annotations
@@ -38,21 +40,38 @@ class LengthSpec:
         return self.mean if not self.stddev else max(1, round(rng.gauss(self.mean, self.stddev)))
 
 
-def synthetic_prompts(count: int, input_length: LengthSpec, seed: int, counter: TokenCounter) -> list[Prompt]:
+@dataclass(frozen=True)
+class SharedPrefixes:
+    """``groups`` prefixes of ``tokens`` tokens each; prompt i starts with prefix i mod groups."""
+
+    tokens: int
+    groups: int = 1
+
+
+def synthetic_prompts(count: int, input_length: LengthSpec, seed: int, counter: TokenCounter,
+                      prefixes: SharedPrefixes | None = None) -> list[Prompt]:
     rng = random.Random(seed)
+    heads = [""]
+    if prefixes is not None:
+        prefix_rng = random.Random(f"{seed}:prefixes")
+        heads = [_text_of_length(prefixes.tokens, prefix_rng, counter) + " " for _ in range(prefixes.groups)]
+    shortest = prefixes.tokens + 1 if prefixes is not None else 1
     prompts = []
     for index in range(count):
-        text = _text_of_length(input_length.draw(rng), rng, counter)
-        prompts.append(Prompt(f"synthetic-{index:05d}", "synthetic", text, input_tokens=counter.count(text)))
+        head = heads[index % len(heads)]
+        text = _text_of_length(max(input_length.draw(rng), shortest), rng, counter, head)
+        category = f"prefix-{index % len(heads)}" if prefixes is not None else "synthetic"
+        prompts.append(Prompt(f"synthetic-{index:05d}", category, text, input_tokens=counter.count(text)))
     return prompts
 
 
-def _text_of_length(target: int, rng: random.Random, counter: TokenCounter) -> str:
-    """Random words cut to ``target`` tokens: a few more words than needed, then truncated by the tokenizer."""
+def _text_of_length(target: int, rng: random.Random, counter: TokenCounter, head: str = "") -> str:
+    """``head``, then random words, cut to ``target`` tokens in all: a few more words than needed, then
+    truncated by the tokenizer (the cut falls after the head, which is shorter)."""
     words: list[str] = []
     while True:
         words += rng.choices(_VOCABULARY, k=max(8, target - len(words) // 2))
-        text = " ".join(words)
+        text = head + " ".join(words)
         if counter.count(text) >= target:
             break
     text = counter.truncate(text, target)

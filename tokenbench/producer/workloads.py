@@ -11,7 +11,7 @@ from typing import Any
 from tokenbench.producer.prompt_files import load_prompt_file
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
 from tokenbench.producer.sharegpt import load_sharegpt
-from tokenbench.producer.synthetic import LengthSpec, synthetic_prompts
+from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes, synthetic_prompts
 from tokenbench.producer.tokenizer import EstimatedCounter, load_counter
 
 DATASETS = ("sharegpt",)
@@ -28,6 +28,7 @@ class WorkloadSpec:
     output_tokens: LengthSpec | None = None  # every prompt's max_tokens drawn from this
     tokenizer: Path | None = None  # a tokenizer.json; None: lengths are estimated
     seed: int = 0
+    prefixes: SharedPrefixes | None = None  # synthetic prompts that start with shared prefixes
 
 
 def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
@@ -38,8 +39,10 @@ def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
     count = spec.num_prompts or DEFAULT_COUNT
     if spec.input_tokens is not None:
         assert counter is not None
-        prompts = synthetic_prompts(count, spec.input_tokens, spec.seed, counter)
+        prompts = synthetic_prompts(count, spec.input_tokens, spec.seed, counter, spec.prefixes)
         description |= {"source": "synthetic", "input_tokens_requested": _length(spec.input_tokens)}
+        if spec.prefixes is not None:
+            description["shared_prefixes"] = {"tokens": spec.prefixes.tokens, "groups": spec.prefixes.groups}
     elif spec.dataset == "sharegpt":
         assert counter is not None and spec.dataset_path is not None
         sample, kept = load_sharegpt(spec.dataset_path, count, spec.seed, counter)
