@@ -247,3 +247,40 @@ def test_shared_prefixes_start_the_prompts_in_turn_and_the_rest_is_their_own(tok
 def test_shared_prefix_options_that_do_not_fit_are_usage_errors(flags, complaint):
     done = tokenbench("run", "--mode", "mock", *flags)
     assert done.returncode == 2 and complaint in done.stderr
+
+
+@pytest.mark.integration
+def test_shared_prefixes_against_the_mocks_prefix_cache(redis_url, tmp_path):
+    """The first prompt of each prefix group misses the mock's cache; the rest hit its prefix, get a
+    shorter TTFT, and the report and the mock's /metrics count the cached tokens."""
+    out = tmp_path / "r.json"
+    done = tokenbench("run", "--mode", "mock", "--prompts", "8", "--concurrency", "1", "--input-tokens", "400",
+                      "--prefix-tokens", "320", "--prefix-groups", "2", "--max-tokens", "4", "--mock-ttft-ms", "1000",
+                      "--mock-itl-ms", "1", "--mock-option", "prefix-cache", "--redis-url", redis_url,
+                      "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    report = load(out)
+    results = sorted(report["results"], key=lambda r: r["index"])
+    assert [r["cached_tokens"] for r in results[:2]] == [0, 0]
+    assert all(r["cached_tokens"] > 0.5 * r["input_tokens"] for r in results[2:])
+    # A hit computes only what the cache lacked (~200 ms of the mock's 1,000): below every miss's TTFT,
+    # with 800 ms to spare for a loaded machine.
+    assert max(r["ttft_ms"] for r in results[2:]) < 1000 <= min(r["ttft_ms"] for r in results[:2])
+    assert report["total_cached_tokens"] == sum(r["cached_tokens"] for r in results)
+    assert 0.5 < report["cached_token_share"] < 1
+    counters = report["server_metrics"]["counters"]
+    assert counters["prefix_cache_hits"] == report["total_cached_tokens"]
+    assert counters["prefix_cache_queries"] == report["total_input_tokens"]
+    assert set(report["categories"]) == {"prefix-0", "prefix-1"}
+
+
+def test_the_mocks_prefix_cache_hits_only_a_shared_prefix_in_whole_blocks():
+    from tokenbench.mock.prefix_cache import BLOCK_WORDS, PrefixCache
+
+    cache = PrefixCache()
+    words = [f"w{i}" for i in range(3 * BLOCK_WORDS + 5)]
+    assert cache.hit_and_store(words) == 0
+    assert cache.hit_and_store(words) == 3 * BLOCK_WORDS  # whole blocks only: the 5 words after are not one
+    assert cache.hit_and_store(words[:BLOCK_WORDS] + ["other"] * 40) == BLOCK_WORDS
+    # The same blocks after a different start are not a prefix: no hit.
+    assert cache.hit_and_store(["start"] * BLOCK_WORDS + words) == 0

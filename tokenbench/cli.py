@@ -536,12 +536,15 @@ def prompts() -> None:
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes serving the port (SO_REUSEPORT), for more streams than one core can time.")
+@click.option("--prefix-cache", is_flag=True,
+              help="Simulate a prefix cache (blocks of 16 words): a prompt's already seen prefix shortens its TTFT in "
+                   "proportion and is reported as usage.prompt_tokens_details.cached_tokens.")
 @click.option("--stamp-send-time", is_flag=True,
               help="Write each chunk's send time (monotonic ns) into it, so a client on this host can measure its "
                    "own receive lag (what `tokenbench calibrate` does).")
 def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault_rate, fault_after, retry_after_s,
                 reasoning, reasoning_tokens, tokens_per_chunk, continuous_usage, logprobs, usage_style, error_style,
-                keepalive_ms, sse_variants, processes, stamp_send_time) -> None:
+                keepalive_ms, sse_variants, processes, prefix_cache, stamp_send_time) -> None:
     """Serve an OpenAI-compatible streaming endpoint with exact, known timing and the shapes and
     faults of real servers."""
     from tokenbench.mock import READY_LINE_PREFIX
@@ -563,7 +566,7 @@ def mock_server(host, port, ttft_ms, itl_ms, output_tokens, replay, fault, fault
                         continuous_usage=continuous_usage, logprobs=logprobs, usage_style=usage_style,
                         keepalive_ms=keepalive_ms, error_style=error_style, sse=sse_variants)
     settings = MockSettings(ttft_ms=ttft_ms, itl_ms=itl_ms, output_tokens=output_tokens, replay=recorded,
-                            stamp_send_time=stamp_send_time,
+                            stamp_send_time=stamp_send_time, prefix_cache=prefix_cache,
                             fault=fault, fault_rate=fault_rate, fault_after=fault_after, retry_after_s=retry_after_s,
                             shape=shape)
     serve(settings, sock, processes)

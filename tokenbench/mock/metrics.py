@@ -34,6 +34,8 @@ class MockMetrics:
         self.kv_cache = gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 0-1 (the mock has none).")
         self.generation_tokens = counter("vllm:generation_tokens", "Tokens generated.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Prompt tokens (the mock's word count).")
+        self.prefix_queries = counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.")
         self.success = Counter("vllm:request_success", "Requests finished.", ["model_name", "engine",
                                                                              "finished_reason"],
                                registry=self.registry)
@@ -68,6 +70,10 @@ class MockMetrics:
         self.generation_tokens.inc(tokens)
         self.prompt_tokens.inc(prompt_tokens)
         self.success.labels(finished_reason=finish_reason, **self._labels).inc()
+
+    def prefix_cache(self, queried: int, hit: int) -> None:
+        self.prefix_queries.inc(queried)
+        self.prefix_hits.inc(hit)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from tokenbench.mock.metrics import MockMetrics
+from tokenbench.mock.prefix_cache import PrefixCache
 from tokenbench.mock.replay import TimedReads
 from tokenbench.mock.shapes import (
     Completion,
@@ -59,6 +60,7 @@ class MockSettings:
     retry_after_s: int = 1  # the Retry-After of a rate_limit fault
     shape: StreamShape = field(default_factory=StreamShape)
     stamp_send_time: bool = False  # put each chunk's write time in it (shared/calibration.py)
+    prefix_cache: bool = False  # simulate a prefix cache: a seen prefix shortens TTFT, usage reports it
 
 
 def is_faulty(request_number: int, rate: float) -> bool:
@@ -73,13 +75,13 @@ def output_length(settings: MockSettings, body: dict[str, Any]) -> int:
     return requested if isinstance(requested, int) and requested > 0 else DEFAULT_OUTPUT_TOKENS
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
-    """A stand-in count: whitespace-separated words of every message."""
-    words = 0
+def prompt_words(body: dict[str, Any]) -> list[str]:
+    """The mock's stand-in for a prompt's tokens: the whitespace-separated words of every message."""
+    words: list[str] = []
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
-            words += len(content.split())
+            words += content.split()
     return words
 
 
@@ -115,6 +117,7 @@ class MockServer:
         self._faults = tuple(settings.fault.split(",")) if settings.fault else ()
         self._faults_injected = 0
         self.metrics = MockMetrics(settings.model)
+        self._prefix_cache = PrefixCache() if settings.prefix_cache else None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -192,14 +195,22 @@ class MockServer:
     def _answer(self, body: dict[str, Any]) -> Completion:
         n_tokens = output_length(self.settings, body)
         stream_options = body.get("stream_options") or {}
+        words = prompt_words(body)
+        ttft_s, n_cached = self.settings.ttft_ms / 1000, None
+        if self._prefix_cache is not None:
+            # A cached prefix is not computed again: TTFT shrinks with the share of the prompt left.
+            n_cached = self._prefix_cache.hit_and_store(words)
+            ttft_s *= max(len(words) - n_cached, 1) / max(len(words), 1)
+            self.metrics.prefix_cache(len(words), n_cached)
         return Completion(
             completion_id=f"chatcmpl-mock-{uuid.uuid4().hex[:12]}",
             model=body.get("model") or self.settings.model,
             n_tokens=n_tokens,
-            n_prompt=prompt_tokens(body),
+            n_prompt=len(words),
+            n_cached=n_cached,
             finish_reason="length" if (body.get("max_tokens") or body.get("max_completion_tokens")) == n_tokens
             else "stop",
-            ttft_s=self.settings.ttft_ms / 1000,
+            ttft_s=ttft_s,
             itl_s=self.settings.itl_ms / 1000,
             include_usage=bool(stream_options.get("include_usage")),
         )

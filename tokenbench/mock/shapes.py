@@ -86,6 +86,7 @@ class Completion:
     ttft_s: float
     itl_s: float
     include_usage: bool
+    n_cached: int | None = None  # prompt tokens served from the (simulated) prefix cache; None: no cache
 
 
 def token_text(i: int, unicode: bool = False) -> str:
@@ -162,6 +163,8 @@ def _delta(shape: StreamShape, first: int, last: int, n_tokens: int, reasoning_t
 def _usage(shape: StreamShape, answer: Completion, completion_tokens: int) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": answer.n_prompt, "completion_tokens": completion_tokens,
                              "total_tokens": answer.n_prompt + completion_tokens}
+    if answer.n_cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": answer.n_cached}
     if shape.usage_style == "openrouter":
         reasoning = min(shape.reasoning_tokens, completion_tokens) if shape.reasoning else 0
         usage["cost"] = round((answer.n_prompt + completion_tokens) * COST_PER_TOKEN, 9)
@@ -217,7 +220,8 @@ def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[Planne
     reasoning_total = min(shape.reasoning_tokens, answer.n_tokens) if shape.reasoning else 0
     message = {"id": "msg_" + answer.completion_id.rpartition("-")[2], "type": "message", "role": "assistant",
                "content": [], "model": answer.model, "stop_reason": None,
-               "usage": {"input_tokens": answer.n_prompt, "output_tokens": 1}}
+               "usage": {"input_tokens": answer.n_prompt - (answer.n_cached or 0), "output_tokens": 1,
+                         **({"cache_read_input_tokens": answer.n_cached} if answer.n_cached is not None else {})}}
     events = [PlannedEvent(0.0, _named("message_start", {"type": "message_start", "message": message})),
               PlannedEvent(0.0, _named("ping", {"type": "ping"}))]
     block = -1
