@@ -44,13 +44,59 @@ def level_report(concurrency: int, ok: int, total: int = 10) -> dict:
 
 
 def test_sweep_table_fits_80_columns_and_says_why_it_stopped():
-    document = sweep_document([1, 64, 512], 0.1, [level_report(1, 10), level_report(64, 5)],
+    document = sweep_document([1, 64, 512], None, 0.1, [level_report(1, 10), level_report(64, 5)],
                               "error rate 50.0% at concurrency 64 exceeds --max-error-rate 10.0%")
     assert document["sweep"]["completed_levels"] == [1, 64]
     assert [level["error_rate"] for level in document["levels"]] == [0.0, 0.5]
     table = format_sweep(document)
     assert max(len(line) for line in table.splitlines()) <= 80
     assert "stopped early: error rate 50.0% at concurrency 64" in table and "50.0%" in table.splitlines()[3]
+
+
+def test_the_knee_is_where_ttft_p99_passes_twice_the_first_levels_and_a_rate_sweep_says_so():
+    reports = [level_report(8, 10) | {"request_rate": rate, "ttft_ms": {"p50": 10.0, "p99": p99}}
+               for rate, p99 in ((1.0, 20.0), (2.0, 30.0), (4.0, 41.0), (8.0, 90.0))]
+    document = sweep_document([8], [1.0, 2.0, 4.0, 8.0], 0.1, reports, None)
+    assert document["sweep"]["completed_levels"] == [1.0, 2.0, 4.0, 8.0]
+    assert document["sweep"]["knee"] == {"level": 2, "concurrency": 8, "request_rate": 4.0, "ttft_p99_ms": 41.0,
+                                         "times_first_level": 2.05,
+                                         "rule": "the first level whose TTFT p99 is over 2x the first level's"}
+    table = format_sweep(document)
+    assert table.splitlines()[0] == "sweep: throughput and latency per request rate, <= 8 in flight (ms)"
+    assert table.splitlines()[1].split()[0] == "rate/s" and table.splitlines()[4].split()[0] == "4"
+    assert "  knee: TTFT p99 turns at 4 req/s: 41.0 ms, 2.05x the first level's" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+    flat = sweep_document([8], [1.0, 2.0], 0.1, reports[:2], None)
+    assert flat["sweep"]["knee"] is None and "knee" not in format_sweep(flat)
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["sweep", "--concurrency", "1,2", "--request-rate", "1,2"], "sweep concurrency levels or request rates"),
+    (["run", "--request-rate", "1,2"], "several (R,R,...) are for `sweep`"),
+    (["sweep", "--concurrency", "4", "--request-rate", "1,x"], "'x' is not a number"),
+    (["sweep", "--concurrency", "4", "--request-rate", "2,2"], "repeats a rate"),
+])
+def test_rate_lists_belong_to_sweep_and_are_checked(args, complaint):
+    done = tokenbench(*args, "--mode", "mock")
+    assert done.returncode == 2 and complaint in done.stderr, done.stderr
+
+
+@pytest.mark.integration
+def test_a_rate_sweep_runs_each_rate_at_one_concurrency_cap(redis_url, tmp_path):
+    outcome = tokenbench("sweep", "--mode", "mock", "--concurrency", "4", "--request-rate", "10,40",
+                         "--arrival", "constant", "--prompts", "12", "--max-tokens", "4", "--mock-ttft-ms", "5",
+                         "--mock-itl-ms", "2", "--redis-url", redis_url, "--output", str(tmp_path / "s.json"),
+                         "--html", str(tmp_path / "s.html"))
+    assert outcome.returncode == 0, outcome.stderr
+    document = load(tmp_path / "s.json")
+    assert document["sweep"]["request_rates"] == [10.0, 40.0] and document["sweep"]["completed_levels"] == [10, 40]
+    assert [(run["request_rate"], run["arrival"], run["concurrency"]) for run in document["runs"]] == [
+        (10.0, "constant", 4), (40.0, "constant", 4)]
+    for run, rate in zip(document["runs"], (10, 40)):
+        sent = sorted(r["scheduled_at"] for r in run["results"])
+        assert [round(b - a, 6) for a, b in zip(sent, sent[1:])] == [round(1 / rate, 6)] * 11
+    assert "TTFT against throughput, by request rate" in (tmp_path / "s.html").read_text()
+    assert "10 req/s" in (tmp_path / "s.html").read_text()
 
 
 @pytest.mark.parametrize("flags, complaint", [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from tokenbench.cli_options import (
     metrics_source_from_flags,
     mode_option,
     model_option,
+    one_rate,
     output_option,
     parse_faults,
     parse_levels,
@@ -61,6 +64,7 @@ from tokenbench.shared.redis_conn import connect, default_redis_url
 from tokenbench.shared.terminal import terminal_safe
 
 if TYPE_CHECKING:
+    from tokenbench.producer.arrivals import ArrivalSchedule
     from tokenbench.runner.local_run import RunOptions
 
 
@@ -96,7 +100,7 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     config = resolved_config(click.get_current_context())
     prompts, workload = workload_from_flags(flags)
-    schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
+    schedule = schedule_from_flags(one_rate(flags.pop("request_rate")), flags.pop("arrival"), flags.pop("burstiness"),
                                    flags.pop("seed"))
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
                                    keep_text_without_usage=tokenizer_path(workload) is not None)
@@ -288,7 +292,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
                        extra_args=_mock_option_args(flags.pop("mock_options")))
     config = resolved_config(click.get_current_context())
     prompts, workload = workload_from_flags(flags)
-    schedule = schedule_from_flags(flags.pop("request_rate"), flags.pop("arrival"), flags.pop("burstiness"),
+    schedule = schedule_from_flags(one_rate(flags.pop("request_rate")), flags.pop("arrival"), flags.pop("burstiness"),
                                    flags.pop("seed"))
     return RunOptions(
         config=config,
@@ -336,22 +340,34 @@ def run(concurrency, max_error_rate, force, **flags) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", "levels", required=True, callback=parse_levels, metavar="N,N,...",
-              help="Concurrency levels, one run each, in order, e.g. 1,5,10,20.")
+@click.option("--concurrency", "concurrencies", required=True, callback=parse_levels, metavar="N,N,...",
+              help="Concurrency levels, one run each, in order, e.g. 1,5,10,20; with several --request-rate "
+                   "values, one concurrency: the cap of every level.")
 @benchmark_options
-def sweep(levels, max_error_rate, force, **flags) -> None:
-    """One run per concurrency level (the workers follow the level) on the same Redis and server:
-    a table of throughput and latency per level, one JSON holding every run, and with --html the
+def sweep(concurrencies, max_error_rate, force, **flags) -> None:
+    """One run per level on the same Redis and server, a level being a concurrency (the workers
+    follow it) or, with --request-rate R,R,..., a request rate: a table of throughput and latency
+    per level, where TTFT p99 turns (the knee), one JSON holding every run, and with --html the
     throughput-latency curve."""
     from tokenbench.aggregator.export import results_csv
     from tokenbench.aggregator.sweep import format_sweep, sweep_document
-    from tokenbench.runner.local_run import run_sweep
+    from tokenbench.runner.local_run import SweepLevel, run_sweep
 
     files = result_files_from_flags(flags)
-    options = run_options_from_flags(levels[0], flags)
-    _check_capacity(max(levels), options.worker_processes(max(levels)), force)
+    rates = flags["request_rate"] or ()
+    if len(rates) > 1 and len(concurrencies) > 1:
+        raise click.UsageError("sweep concurrency levels or request rates, not both: give one --concurrency as "
+                               "the cap of a rate sweep")
+    flags["request_rate"] = rates[:1] or None
+    options = run_options_from_flags(concurrencies[0], flags)
+    if len(rates) > 1:
+        levels = [SweepLevel(concurrencies[0], _schedule_at(options.schedule, rate)) for rate in rates]
+    else:
+        levels = [SweepLevel(concurrency, options.schedule) for concurrency in concurrencies]
+    _check_capacity(max(concurrencies), options.worker_processes(max(concurrencies)), force)
     outcome = run_sweep(options, levels, max_error_rate)
-    document = sweep_document(levels, max_error_rate, outcome.reports, outcome.stopped_early, options.config)
+    document = sweep_document(concurrencies, list(rates) if len(rates) > 1 else None, max_error_rate,
+                              outcome.reports, outcome.stopped_early, options.config)
     click.echo(terminal_safe(format_sweep(document)))
     first_run = outcome.reports[0]["run_id"] if outcome.reports else "none"
 
@@ -429,7 +445,7 @@ def plot(results, output, labels) -> None:
     several), output tokens/s over time, and each run's requests by worker; for a sweep's JSON, its
     throughput-latency curves too. Works offline."""
     from tokenbench.aggregator.html import render_report, render_sweep_report
-    from tokenbench.aggregator.sweep import is_sweep
+    from tokenbench.aggregator.sweep import is_sweep, level_name
 
     if len(labels) > len(results):
         raise click.BadParameter(f"{len(labels)} labels for {len(results)} results", param_hint="'--label'")
@@ -442,7 +458,7 @@ def plot(results, output, labels) -> None:
     named = []
     for name, document in zip(names, documents):
         if is_sweep(document):
-            named += [(f"{name} c={run['concurrency']}", run) for run in document["runs"]]
+            named += [(f"{name} {level_name(level)}", run) for level, run in zip(document["levels"], document["runs"])]
         else:
             named.append((name, document))
     _write(output, render_report(named).encode())
@@ -603,6 +619,13 @@ def _emit(result: dict, files: ResultFiles) -> None:
 
 def _present(files: list[tuple[Path | None, Any]]) -> list[tuple[Path, Any]]:
     return [(path, render) for path, render in files if path is not None]
+
+
+def _schedule_at(schedule: ArrivalSchedule | None, rate: float) -> ArrivalSchedule | None:
+    """The sweep's schedule at one of its rates (inf: the closed loop)."""
+    if rate == math.inf or schedule is None:
+        return None if rate == math.inf else ArrivalSchedule(rate)
+    return replace(schedule, rate=rate)
 
 
 def _check_capacity(concurrency: int, processes: int, force: bool) -> None:

@@ -328,10 +328,10 @@ MIN_REQUEST_RATE = 0.001  # one request every ~17 minutes; slower schedules over
 def schedule_options(command: Any) -> Any:
     """Open-loop load: requests sent on a schedule instead of as soon as a worker is free."""
     for option in reversed([
-        click.option("--request-rate", type=click.FloatRange(min=MIN_REQUEST_RATE), metavar="PER_S",
+        click.option("--request-rate", callback=parse_request_rates, metavar="PER_S",
                      help="Open loop: send requests at this mean rate whatever the responses do, with at most "
                           "--concurrency in flight (default, or inf as in vLLM: closed loop, each stream sends "
-                          "when it is free)."),
+                          "when it is free). `sweep` takes several, R,R,...: one level each."),
         click.option("--arrival", type=click.Choice(ARRIVALS),
                      help="With --request-rate: gaps between requests [default: poisson]."),
         click.option("--burstiness", type=click.FloatRange(min=0, min_open=True),
@@ -344,10 +344,36 @@ def schedule_options(command: Any) -> Any:
     return command
 
 
+def parse_request_rates(_ctx, _param, value: Any) -> tuple[float, ...] | None:
+    """``2.5`` or ``1,2,4,8`` (a sweep's levels): each a rate of at least MIN_REQUEST_RATE per
+    second, or ``inf`` (the closed loop)."""
+    if value is None:
+        return None
+    rates = []
+    for part in str(value).split(","):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part.strip()!r} is not a number") from None
+        if math.isnan(rate):
+            raise click.BadParameter("is not a number")
+        if rate < MIN_REQUEST_RATE:
+            raise click.BadParameter(f"{rate:g} is below {MIN_REQUEST_RATE:g} requests per second")
+        rates.append(rate)
+    if len(set(rates)) != len(rates):
+        raise click.BadParameter(f"{value!r} repeats a rate")
+    return tuple(rates)
+
+
+def one_rate(rates: tuple[float, ...] | None) -> float | None:
+    """The one --request-rate of a command that runs one schedule."""
+    if rates is not None and len(rates) > 1:
+        raise click.BadParameter("one rate here; several (R,R,...) are for `sweep`", param_hint="'--request-rate'")
+    return rates[0] if rates else None
+
+
 def schedule_from_flags(request_rate: float | None, arrival: str | None, burstiness: float | None,
                         seed: int) -> ArrivalSchedule | None:
-    if request_rate is not None and math.isnan(request_rate):
-        raise click.BadParameter("is not a number", param_hint="'--request-rate'")
     if request_rate == math.inf:  # vLLM's way of saying: every request at once, --concurrency at a time
         request_rate = None
     if burstiness is not None and not math.isfinite(burstiness):

@@ -1,12 +1,19 @@
-"""A concurrency sweep's document (every level's run plus a summary row per level) and its table."""
+"""A sweep's document (every level's run plus a summary row per level, and its knee) and its table.
+
+A level is a concurrency, or in a rate sweep a request rate at one concurrency cap.
+"""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Any
 
 from tokenbench import __version__
 from tokenbench.aggregator.verdict import error_rate
+
+# The knee: the first level whose TTFT p99 is more than this many times the first level's.
+KNEE_FACTOR = 2.0
 
 
 def level_summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -14,6 +21,7 @@ def level_summary(report: dict[str, Any]) -> dict[str, Any]:
     rate = error_rate(report)
     return {
         "concurrency": report["concurrency"],
+        "request_rate": report.get("request_rate"),  # None: the closed loop
         "run_id": report["run_id"],
         "requests": report["num_prompts"],
         "successful_runs": report["successful_runs"],
@@ -31,21 +39,47 @@ def level_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sweep_document(levels: list[int], max_error_rate: float, reports: list[dict[str, Any]],
-                   stopped_early: str | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The sweep's JSON: what was asked, what ran, a summary row per level, and every level's full report."""
+def sweep_document(concurrency_levels: list[int], request_rates: list[float] | None, max_error_rate: float,
+                   reports: list[dict[str, Any]], stopped_early: str | None,
+                   config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sweep's JSON: what was asked (concurrency levels, or the rates of a rate sweep), what ran, a
+    summary row per level, the knee, and every level's full report."""
+    levels = [level_summary(report) for report in reports]
     return {
         "sweep": {
-            "concurrency_levels": levels,
-            "completed_levels": [report["concurrency"] for report in reports],
+            "concurrency_levels": concurrency_levels,
+            "request_rates": request_rates,  # a rate sweep's levels, at concurrency_levels[0] at most in flight
+            # Each run's level: its concurrency, or in a rate sweep its request rate (None: the closed loop).
+            "completed_levels": [report["request_rate"] if request_rates else report["concurrency"]
+                                 for report in reports],
             "max_error_rate": max_error_rate,
             "stopped_early": stopped_early,
+            "knee": knee(levels),
             "tokenbench_version": __version__,
             "config": config,
         },
-        "levels": [level_summary(report) for report in reports],
+        "levels": levels,
         "runs": reports,
     }
+
+
+def knee(levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where latency turns: the first level whose TTFT p99 exceeds KNEE_FACTOR times the first level's."""
+    base = levels[0]["ttft_p99_ms"] if levels else None
+    if not base:
+        return None
+    for number, level in enumerate(levels):
+        if level["ttft_p99_ms"] is not None and level["ttft_p99_ms"] > KNEE_FACTOR * base:
+            return {"level": number, "concurrency": level["concurrency"], "request_rate": level["request_rate"],
+                    "ttft_p99_ms": level["ttft_p99_ms"], "times_first_level": round(level["ttft_p99_ms"] / base, 2),
+                    "rule": f"the first level whose TTFT p99 is over {KNEE_FACTOR:g}x the first level's"}
+    return None
+
+
+def level_name(level: dict[str, Any]) -> str:
+    """``c=16``, or a rate sweep's ``4 req/s``."""
+    rate = level.get("request_rate")
+    return f"{rate:g} req/s" if rate else f"c={level['concurrency']}"
 
 
 def is_sweep(document: dict[str, Any]) -> bool:
@@ -64,12 +98,23 @@ _COLUMNS = (  # (heading, key, decimals): 8 columns of 9 fit 80 columns
 
 def format_sweep(document: dict[str, Any]) -> str:
     """Throughput and latency per level (ms unless marked), at most 80 columns wide."""
-    lines = ["sweep: throughput and latency per concurrency level (latencies in ms)",
-             f"  {'workers':>7}{'in flight':>10}" + "".join(f"{head:>9}" for head, _, _ in _COLUMNS) + f"{'errors':>7}"]
+    by_rate = bool(document["sweep"].get("request_rates"))
+    if by_rate:
+        cap = document["sweep"]["concurrency_levels"][0]
+        title = f"sweep: throughput and latency per request rate, <= {cap} in flight (ms)"
+    else:
+        title = "sweep: throughput and latency per concurrency level (latencies in ms)"
+    lines = [title, f"  {'rate/s' if by_rate else 'workers':>7}{'in flight':>10}"
+             + "".join(f"{head:>9}" for head, _, _ in _COLUMNS) + f"{'errors':>7}"]
     for level in document["levels"]:
         cells = "".join(f"{_number(level[key], digits):>9}" for _, key, digits in _COLUMNS)
         errors = "-" if level["error_rate"] is None else f"{100 * level['error_rate']:.1f}%"
-        lines.append(f"  {level['concurrency']:>7}{_number(level['mean_concurrency'], 1):>10}{cells}{errors:>7}")
+        first = f"{level['request_rate'] or math.inf:g}" if by_rate else str(level["concurrency"])
+        lines.append(f"  {first:>7}{_number(level['mean_concurrency'], 1):>10}{cells}{errors:>7}")
+    turn = document["sweep"].get("knee")
+    if turn:
+        lines.append(f"  knee: TTFT p99 turns at {level_name(turn)}: {_number(turn['ttft_p99_ms'], 1)} ms, "
+                     f"{turn['times_first_level']:g}x the first level's")
     if document["sweep"]["stopped_early"]:
         lines += textwrap.wrap(document["sweep"]["stopped_early"], 80, initial_indent="  stopped early: ",
                                subsequent_indent="    ")

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import redis
@@ -126,6 +126,19 @@ class RedisLossWatch:
                                     "jobs and records went with it")
 
 
+@dataclass(frozen=True)
+class SweepLevel:
+    """One level of a sweep: its concurrency, and its schedule (None: the closed loop)."""
+
+    concurrency: int
+    schedule: ArrivalSchedule | None = None
+
+    def describe(self) -> str:
+        if self.schedule is None:
+            return f"concurrency {self.concurrency}"
+        return f"{self.schedule.rate:g} req/s (at most {self.concurrency} in flight)"
+
+
 @dataclass
 class SweepOutcome:
     reports: list[dict[str, Any]]  # one per level run, in order
@@ -187,23 +200,24 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
         return run_once(Services(started, options), options, options.concurrency, progress_stream)
 
 
-def run_sweep(options: RunOptions, levels: list[int], max_error_rate: float,
+def run_sweep(options: RunOptions, levels: list[SweepLevel], max_error_rate: float,
               progress_stream: TextIO = sys.stderr) -> SweepOutcome:
-    """One run per concurrency level, in order, on the same Redis and mock; stops after a level whose
-    share of failed requests exceeds ``max_error_rate``."""
+    """One run per level (a concurrency, or a request rate), in order, on the same Redis and mock;
+    stops after a level whose share of failed requests exceeds ``max_error_rate``."""
     reports: list[dict[str, Any]] = []
     check_endpoint(options, progress_stream)
     with ExitStack() as started, _sigterm_as_interrupt():
         services = Services(started, options)
         for number, level in enumerate(levels, 1):
-            progress_stream.write(f"sweep: concurrency {level} ({number} of {len(levels)})\n")
-            outcome = run_once(services, options, level, progress_stream)
+            progress_stream.write(f"sweep: {level.describe()} ({number} of {len(levels)})\n")
+            outcome = run_once(services, replace(options, schedule=level.schedule), level.concurrency,
+                               progress_stream)
             reports.append(outcome.report)
             if outcome.interrupted:
                 return SweepOutcome(reports, "interrupted", True)
             rate = error_rate(outcome.report) or 0.0
             if rate > max_error_rate and number < len(levels):
-                return SweepOutcome(reports, f"error rate {rate:.1%} at concurrency {level} exceeds "
+                return SweepOutcome(reports, f"error rate {rate:.1%} at {level.describe()} exceeds "
                                              f"--max-error-rate {max_error_rate:.1%}", False)
     return SweepOutcome(reports, None, False)
 

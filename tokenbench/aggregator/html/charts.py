@@ -14,6 +14,7 @@ import numpy as np
 from tokenbench.aggregator.html.svg import Chart, color, nice_ticks
 from tokenbench.aggregator.request_metrics import concatenated_chunk_offsets, pooled_inter_token_latencies_ms
 from tokenbench.aggregator.stats import percentile
+from tokenbench.aggregator.sweep import level_name
 from tokenbench.shared.records import RequestRecord, from_known_fields
 
 CDF_POINTS = 400  # points drawn per CDF line, however many samples
@@ -205,11 +206,12 @@ def sweep_curve_chart(levels: list[dict[str, Any]], metric: str, name: str) -> C
     throughput = [level["output_throughput_tokens_per_s"] for level in rows]
     latencies = [level[f"{metric}_{q}_ms"] for level in rows for q in ("p50", "p99")]
     latencies = [value for value in latencies if value is not None]
-    chart = Chart(f"{name} against throughput, by concurrency", "output tokens/s (all requests)", f"{name} (ms)",
+    by = "request rate" if any(level.get("request_rate") for level in rows) else "concurrency"
+    chart = Chart(f"{name} against throughput, by {by}", "output tokens/s (all requests)", f"{name} (ms)",
                   (0, nice_ticks(0, max(throughput, default=1.0))[-1]),
                   (0, nice_ticks(0, max(latencies, default=1.0))[-1]))
     for index, q in enumerate(("p50", "p99")):
-        points = [(level["output_throughput_tokens_per_s"], level[f"{metric}_{q}_ms"], f"c={level['concurrency']}")
+        points = [(level["output_throughput_tokens_per_s"], level[f"{metric}_{q}_ms"], level_name(level))
                   for level in rows if level[f"{metric}_{q}_ms"] is not None]
         chart.labelled_points(points, color(index), f"{name} {q}", show_names=q == "p50")
     return chart

@@ -17,6 +17,7 @@ from tokenbench.aggregator.html.charts import (
     token_rate_chart,
     ttft_series,
 )
+from tokenbench.aggregator.sweep import level_name
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; background: #fff; }
@@ -57,7 +58,7 @@ def render_sweep_report(document: dict[str, Any]) -> str:
     """The page of a sweep: its throughput-latency curves, then every level's run as in ``render_report``."""
     curves = [sweep_curve_chart(document["levels"], metric, name)
               for metric, name in (("ttft", "TTFT"), ("itl", "ITL"), ("e2e_latency", "E2EL"))]
-    named = [(f"c={report['concurrency']}", report) for report in document["runs"]]
+    named = [(level_name(level), report) for level, report in zip(document["levels"], document["runs"])]
     return render_report(named, title="tokenbench sweep", lead_charts=[chart.render() for chart in curves])
 
 
