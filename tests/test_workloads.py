@@ -284,3 +284,51 @@ def test_the_mocks_prefix_cache_hits_only_a_shared_prefix_in_whole_blocks():
     assert cache.hit_and_store(words[:BLOCK_WORDS] + ["other"] * 40) == BLOCK_WORDS
     # The same blocks after a different start are not a prefix: no hit.
     assert cache.hit_and_store(["start"] * BLOCK_WORDS + words) == 0
+
+
+def _mooncake(tmp_path, rows: list[tuple[int, int, int]]) -> Path:
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"timestamp": t, "input_length": i, "output_length": o,
+                                            "hash_ids": [1, 2]}) + b"\n" for t, i, o in rows))
+    return path
+
+
+def test_traces_are_read_in_time_order_with_their_lengths_and_bad_lines_named(tmp_path, tokenizer_file):
+    from tokenbench.producer.prompt_files import PromptFileError
+    from tokenbench.producer.trace import TraceRow, read_trace, trace_prompts
+
+    jsonl = _mooncake(tmp_path, [(0, 30, 5), (2500, 40, 6), (1000, 20, 7)])  # Mooncake: milliseconds
+    assert read_trace(jsonl) == [TraceRow(0.0, 30, 5), TraceRow(1.0, 20, 7), TraceRow(2.5, 40, 6)]
+    csv_path = tmp_path / "trace.csv"
+    csv_path.write_text("timestamp,input_tokens,output_tokens\n10.5,12,3\n10,8,2\n")  # seconds
+    assert read_trace(csv_path) == [TraceRow(10.0, 8, 2), TraceRow(10.5, 12, 3)]
+    counter = HuggingFaceTokenizer(tokenizer_file)
+    prompts = trace_prompts(read_trace(jsonl), speed=2.0, seed=0, counter=counter)
+    assert [(counter.count(p.text), p.max_tokens, p.arrival_s) for p in prompts] == [(30, 5, 0.0), (20, 7, 0.5),
+                                                                                   (40, 6, 1.25)]
+    for name, text, complaint in (("bad.csv", "timestamp,input_tokens\n1,2\n", "bad.csv:1: no output_tokens column"),
+                                  ("bad.jsonl", '{"timestamp": 0, "input_length": 3, "output_length": 0}\n',
+                                   "bad.jsonl:1: input_length and output_length must be at least 1"),
+                                  ("nan.jsonl", '\n{"timestamp": "x", "input_length": 3, "output_length": 2}\n',
+                                   "nan.jsonl:2: timestamp, input_length, output_length must be numbers")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(PromptFileError, match=complaint):
+            read_trace(tmp_path / name)
+
+
+@pytest.mark.integration
+def test_a_trace_is_replayed_at_its_own_times_and_lengths(tmp_path, redis_url):
+    trace = _mooncake(tmp_path, [(0, 30, 5), (200, 40, 6), (500, 20, 7), (560, 25, 4)])
+    out = tmp_path / "r.json"
+    done = tokenbench("run", "--mode", "mock", "--trace", str(trace), "--trace-speed", "2", "--concurrency", "4",
+                      "--mock-ttft-ms", "5", "--mock-itl-ms", "2", "--redis-url", redis_url, "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    report = load(out)
+    results = sorted(report["results"], key=lambda r: r["index"])
+    start = results[0]["scheduled_at"]
+    assert [round(r["scheduled_at"] - start, 6) for r in results] == [0.0, 0.1, 0.25, 0.28]
+    assert [r["output_tokens"] for r in results] == [5, 6, 7, 4]
+    assert (report["arrival"], report["workload"]["source"], report["workload"]["speed"]) == ("trace", "trace", 2.0)
+    assert "trace arrivals" in done.stdout and report["dispatch_lag_ms"]["p50"] is not None
+    mixed = tokenbench("run", "--mode", "mock", "--trace", str(trace), "--request-rate", "5")
+    assert mixed.returncode == 2 and "a trace sets its own send times: drop --request-rate" in mixed.stderr

@@ -26,7 +26,6 @@ from tokenbench.cli_options import (
     metrics_source_from_flags,
     mode_option,
     model_option,
-    one_rate,
     output_option,
     parse_faults,
     parse_levels,
@@ -35,7 +34,7 @@ from tokenbench.cli_options import (
     redis_url_option,
     request_options,
     resolved_config,
-    schedule_from_flags,
+    schedule_for,
     schedule_options,
     server_metrics_options,
     slo_option,
@@ -100,8 +99,7 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     config = resolved_config(click.get_current_context())
     prompts, workload = workload_from_flags(flags)
-    schedule = schedule_from_flags(one_rate(flags.pop("request_rate")), flags.pop("arrival"), flags.pop("burstiness"),
-                                   flags.pop("seed"))
+    schedule = schedule_for(prompts, flags)
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
                                    keep_text_without_usage=tokenizer_path(workload) is not None)
     connection = connect(redis_url or default_redis_url(), "enqueue")
@@ -292,8 +290,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
                        extra_args=_mock_option_args(flags.pop("mock_options")))
     config = resolved_config(click.get_current_context())
     prompts, workload = workload_from_flags(flags)
-    schedule = schedule_from_flags(one_rate(flags.pop("request_rate")), flags.pop("arrival"), flags.pop("burstiness"),
-                                   flags.pop("seed"))
+    schedule = schedule_for(prompts, flags)
     return RunOptions(
         config=config,
         endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,

@@ -77,6 +77,12 @@ def prompts_options(command: Any) -> Any:
         click.option("--tokenizer", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
                      help="A Hugging Face tokenizer.json to count prompt tokens with (default: an estimate of 4 "
                           "characters per token, marked approximate)."),
+        click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Replay an arrival trace: .jsonl as Mooncake's ({\"timestamp\" (ms), \"input_length\", "
+                          "\"output_length\"}) or .csv timestamp,input_tokens,output_tokens (s): each request sent at "
+                          "its time with a prompt and max_tokens of its lengths."),
+        click.option("--trace-speed", type=FiniteFloatRange(min=0.001, max=1e6), default=1.0, show_default=True,
+                     metavar="X", help="With --trace: replay X times faster."),
         click.option("--dataset", type=click.Choice(DATASETS),
                      help="Sample prompts from a dataset file (--dataset-path), as vLLM's benchmark does."),
         click.option("--dataset-path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -96,11 +102,14 @@ def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, 
     if (dataset is None) != (dataset_path is None):
         raise click.BadParameter("--dataset and --dataset-path go together", param_hint="'--dataset'")
     prefixes = _shared_prefixes(flags.pop("prefix_tokens"), flags.pop("prefix_groups"), input_tokens)
+    trace, trace_speed = flags.pop("trace"), flags.pop("trace_speed")
     spec = WorkloadSpec(num_prompts=flags.pop("num_prompts"), prompts_file=flags.pop("prompts_file"), dataset=dataset,
                         dataset_path=dataset_path, input_tokens=input_tokens, output_tokens=output_tokens,
-                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"], prefixes=prefixes)
+                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"], prefixes=prefixes, trace=trace,
+                        trace_speed=trace_speed)
     sources = [name for name, given in (("--prompts-file", spec.prompts_file), ("--dataset", spec.dataset),
-                                        ("--input-tokens", spec.input_tokens)) if given is not None]
+                                        ("--input-tokens", spec.input_tokens), ("--trace", spec.trace))
+               if given is not None]
     if len(sources) > 1:
         raise click.BadParameter(f"choose one source of prompts, not {' and '.join(sources)}", param_hint="prompts")
     try:
@@ -363,6 +372,20 @@ def parse_request_rates(_ctx, _param, value: Any) -> tuple[float, ...] | None:
     if len(set(rates)) != len(rates):
         raise click.BadParameter(f"{value!r} repeats a rate")
     return tuple(rates)
+
+
+def schedule_for(prompts: list[Prompt], flags: dict[str, Any]) -> ArrivalSchedule | None:
+    """The run's schedule, popping its flags: a replayed trace's own send times, the --request-rate
+    schedule, or None (the closed loop)."""
+    rate, arrival, burstiness, seed = (flags.pop(name) for name in ("request_rate", "arrival", "burstiness", "seed"))
+    if prompts and prompts[0].arrival_s is not None:
+        given = [flag for flag, value in (("--request-rate", rate), ("--arrival", arrival),
+                                          ("--burstiness", burstiness)) if value is not None]
+        if given:
+            raise click.BadParameter(f"a trace sets its own send times: drop {', '.join(given)}",
+                                     param_hint="'--trace'")
+        return ArrivalSchedule.of_trace([p.arrival_s or 0.0 for p in prompts])
+    return schedule_from_flags(one_rate(rate), arrival, burstiness, seed)
 
 
 def one_rate(rates: tuple[float, ...] | None) -> float | None:

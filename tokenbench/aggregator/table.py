@@ -57,7 +57,7 @@ def _cpu_lines(report: dict[str, Any]) -> list[str]:
 
 def _schedule_lines(report: dict[str, Any]) -> list[str]:
     lag = report["dispatch_lag_ms"]
-    shape = "" if report["arrival"] == "constant" else f", burstiness {report['burstiness']:g}"
+    shape = f", burstiness {report['burstiness']:g}" if report["arrival"] == "poisson" else ""
     lines = [f"  schedule     {report['request_rate']:g} req/s, {report['arrival']} arrivals{shape}; "
              f"sent late by p50 {_number(lag['p50'])} ms, p99 {_number(lag['p99'])} ms"]
     if lag["p99"] is not None and lag["p99"] > LATE_DISPATCH_MS:

@@ -11,25 +11,39 @@ import random
 from dataclasses import dataclass
 
 ARRIVALS = ("poisson", "constant")
+TRACE = "trace"  # the arrival of a replayed trace: its own send times (producer/trace.py)
 
 
 @dataclass(frozen=True)
 class ArrivalSchedule:
-    rate: float  # requests per second
+    rate: float  # requests per second (a trace's: on average)
     arrival: str = "poisson"
     burstiness: float = 1.0
     seed: int = 0
+    offsets: tuple[float, ...] | None = None  # a trace's send times, when arrival is TRACE
+
+    @classmethod
+    def of_trace(cls, offsets: list[float]) -> ArrivalSchedule:
+        """A trace's schedule: its own send times (seconds after the first), and their mean rate."""
+        span = offsets[-1] - offsets[0]
+        rate = (len(offsets) - 1) / span if span > 0 else float(len(offsets))
+        return cls(rate=rate, arrival=TRACE, offsets=tuple(offsets))
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
             raise ValueError("the request rate must be positive")
-        if self.arrival not in ARRIVALS:
+        if self.arrival == TRACE:
+            if not self.offsets:
+                raise ValueError("a trace schedule needs its send times")
+        elif self.arrival not in ARRIVALS:
             raise ValueError(f"unknown arrival process {self.arrival!r}")
         if self.burstiness <= 0:
             raise ValueError("burstiness must be positive")
 
     def send_offsets(self, count: int) -> list[float]:
         """Seconds after the schedule's start at which each of ``count`` requests is due (the same for a seed)."""
+        if self.offsets is not None:
+            return list(self.offsets[:count])
         if self.arrival == "constant":
             return [i / self.rate for i in range(count)]
         rng = random.Random(self.seed)

@@ -14,6 +14,7 @@ class Prompt:
     messages: tuple[dict[str, str], ...] | None = None  # a whole conversation, sent as is
     max_tokens: int | None = None  # overrides the run's --max-tokens for this prompt
     input_tokens: int | None = None  # the prompt's length as the workload counted it (see producer/tokenizer.py)
+    arrival_s: float | None = None  # a replayed trace's send time after its first request (see producer/trace.py)
 
 
 def _category(category: str, prefix: str, *texts: str) -> list[Prompt]:

@@ -54,18 +54,18 @@ def synthetic_prompts(count: int, input_length: LengthSpec, seed: int, counter: 
     heads = [""]
     if prefixes is not None:
         prefix_rng = random.Random(f"{seed}:prefixes")
-        heads = [_text_of_length(prefixes.tokens, prefix_rng, counter) + " " for _ in range(prefixes.groups)]
+        heads = [text_of_length(prefixes.tokens, prefix_rng, counter) + " " for _ in range(prefixes.groups)]
     shortest = prefixes.tokens + 1 if prefixes is not None else 1
     prompts = []
     for index in range(count):
         head = heads[index % len(heads)]
-        text = _text_of_length(max(input_length.draw(rng), shortest), rng, counter, head)
+        text = text_of_length(max(input_length.draw(rng), shortest), rng, counter, head)
         category = f"prefix-{index % len(heads)}" if prefixes is not None else "synthetic"
         prompts.append(Prompt(f"synthetic-{index:05d}", category, text, input_tokens=counter.count(text)))
     return prompts
 
 
-def _text_of_length(target: int, rng: random.Random, counter: TokenCounter, head: str = "") -> str:
+def text_of_length(target: int, rng: random.Random, counter: TokenCounter, head: str = "") -> str:
     """``head``, then random words, cut to ``target`` tokens in all: a few more words than needed, then
     truncated by the tokenizer (the cut falls after the head, which is shorter)."""
     words: list[str] = []

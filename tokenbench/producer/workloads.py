@@ -13,6 +13,7 @@ from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
 from tokenbench.producer.sharegpt import load_sharegpt
 from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes, synthetic_prompts
 from tokenbench.producer.tokenizer import EstimatedCounter, load_counter
+from tokenbench.producer.trace import read_trace, trace_prompts
 
 DATASETS = ("sharegpt",)
 DEFAULT_COUNT = len(BUILTIN_PROMPTS)  # requests of a synthetic or dataset run without --prompts
@@ -29,12 +30,14 @@ class WorkloadSpec:
     tokenizer: Path | None = None  # a tokenizer.json; None: lengths are estimated
     seed: int = 0
     prefixes: SharedPrefixes | None = None  # synthetic prompts that start with shared prefixes
+    trace: Path | None = None  # replay this arrival trace (producer/trace.py)
+    trace_speed: float = 1.0  # the trace's time divided by this
 
 
 def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
     """The prompts to send, in order, and the description of where they came from."""
     description: dict[str, Any] = {}
-    counts_lengths = spec.input_tokens is not None or spec.dataset is not None
+    counts_lengths = spec.input_tokens is not None or spec.dataset is not None or spec.trace is not None
     counter = load_counter(spec.tokenizer) if counts_lengths or spec.tokenizer else None
     count = spec.num_prompts or DEFAULT_COUNT
     if spec.input_tokens is not None:
@@ -43,6 +46,13 @@ def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
         description |= {"source": "synthetic", "input_tokens_requested": _length(spec.input_tokens)}
         if spec.prefixes is not None:
             description["shared_prefixes"] = {"tokens": spec.prefixes.tokens, "groups": spec.prefixes.groups}
+    elif spec.trace is not None:
+        assert counter is not None
+        rows = read_trace(spec.trace)[:spec.num_prompts]
+        prompts = trace_prompts(rows, spec.trace_speed, spec.seed, counter)
+        description |= {"source": "trace", "path": str(spec.trace), "speed": spec.trace_speed,
+                        "requests": len(rows), "trace_duration_s": round(rows[-1].at_s - rows[0].at_s, 3),
+                        "shared_blocks": "hash_ids are read, not replayed as shared prefixes"}
     elif spec.dataset == "sharegpt":
         assert counter is not None and spec.dataset_path is not None
         sample, kept = load_sharegpt(spec.dataset_path, count, spec.seed, counter)

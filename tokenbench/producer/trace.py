@@ -1,0 +1,105 @@
+"""Replaying a production arrival trace: when each request came, and how long its input and output were.
+
+Two formats, by suffix:
+- ``.jsonl``: the public Mooncake traces, one ``{"timestamp": ms, "input_length", "output_length",
+  "hash_ids": [...]}`` per line (``timestamp`` in milliseconds from the trace's start);
+- ``.csv``: a header ``timestamp,input_tokens,output_tokens``, ``timestamp`` in seconds.
+
+Each request becomes a synthetic prompt of its input length (random words, counted with the run's
+tokenizer, see synthetic.py) whose ``max_tokens`` is its output length, sent at its timestamp
+after the first, divided by ``speed``. ``hash_ids`` (Mooncake's shared prompt blocks) are read
+but not replayed as shared prefixes. Every problem is a ``PromptFileError("FILE:LINE: ...")``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tokenbench.producer.prompt_files import PromptFileError
+from tokenbench.producer.prompts import Prompt
+from tokenbench.producer.synthetic import text_of_length
+from tokenbench.producer.tokenizer import TokenCounter
+
+CSV_COLUMNS = ("timestamp", "input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    at_s: float  # seconds from the trace's start
+    input_tokens: int
+    output_tokens: int
+
+
+def read_trace(path: Path) -> list[TraceRow]:
+    """The rows of a trace file, in time order."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise PromptFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    rows = _from_csv(path, text) if path.suffix.lower() == ".csv" else _from_jsonl(path, text)
+    if not rows:
+        raise PromptFileError(f"{path}: no requests in the trace")
+    return sorted(rows, key=lambda row: row.at_s)
+
+
+def _from_jsonl(path: Path, text: str) -> list[TraceRow]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise PromptFileError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(entry, dict):
+            raise PromptFileError(f"{path}:{number}: not a JSON object")
+        rows.append(_row(path, number, entry.get("timestamp"), entry.get("input_length"), entry.get("output_length"),
+                         timestamp_scale=1e-3, names=("timestamp", "input_length", "output_length")))
+    return rows
+
+
+def _from_csv(path: Path, text: str) -> list[TraceRow]:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [name for name in CSV_COLUMNS if name not in (reader.fieldnames or ())]
+    if missing:
+        raise PromptFileError(f"{path}:1: no {', '.join(missing)} column (needs {','.join(CSV_COLUMNS)})")
+    return [_row(path, number, row["timestamp"], row["input_tokens"], row["output_tokens"], timestamp_scale=1.0,
+                 names=CSV_COLUMNS)
+            for number, row in enumerate(reader, start=2)]
+
+
+def _row(path: Path, number: int, timestamp: object, input_tokens: object, output_tokens: object,
+         timestamp_scale: float, names: tuple[str, str, str]) -> TraceRow:
+    try:
+        at = float(timestamp)  # type: ignore[arg-type]
+        lengths = [int(str(value)) for value in (input_tokens, output_tokens)]
+    except (TypeError, ValueError):
+        raise PromptFileError(f"{path}:{number}: {', '.join(names)} must be numbers") from None
+    if not math.isfinite(at) or at < 0:
+        raise PromptFileError(f"{path}:{number}: {names[0]} must be a finite number >= 0")
+    if min(lengths) < 1:
+        raise PromptFileError(f"{path}:{number}: {names[1]} and {names[2]} must be at least 1")
+    return TraceRow(at * timestamp_scale, lengths[0], lengths[1])
+
+
+def trace_prompts(rows: list[TraceRow], speed: float, seed: int, counter: TokenCounter) -> list[Prompt]:
+    """One synthetic prompt per row, of its input length, with its output length as max_tokens and
+    its send time after the first request's (the trace's own gaps, divided by ``speed``)."""
+    rng = random.Random(f"{seed}:trace")
+    start = rows[0].at_s
+    prompts = []
+    for index, row in enumerate(rows):
+        text = text_of_length(row.input_tokens, rng, counter)
+        prompts.append(Prompt(f"trace-{index:06d}", "trace", text, max_tokens=row.output_tokens,
+                              input_tokens=counter.count(text), arrival_s=(row.at_s - start) / speed))
+    return prompts
+
