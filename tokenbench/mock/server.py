@@ -33,6 +33,7 @@ from tokenbench.mock.shapes import (
     frame,
     midstream_error,
     plan_anthropic_stream,
+    plan_completion_stream,
     plan_stream,
     token_text,
 )
@@ -77,7 +78,7 @@ def output_length(settings: MockSettings, body: dict[str, Any]) -> int:
 
 def prompt_words(body: dict[str, Any]) -> list[str]:
     """The mock's stand-in for a prompt's tokens: the whitespace-separated words of every message."""
-    words: list[str] = []
+    words: list[str] = body["prompt"].split() if isinstance(body.get("prompt"), str) else []
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
@@ -123,6 +124,7 @@ class MockServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.prometheus_metrics)
         return app
@@ -139,6 +141,10 @@ class MockServer:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._answer_request(request, plan_stream)
 
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """The text-completions API (streamed only): a ``prompt`` instead of messages."""
+        return await self._answer_request(request, plan_completion_stream)
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         """The Anthropic Messages API (streamed only)."""
         return await self._answer_request(request, plan_anthropic_stream)
@@ -150,12 +156,15 @@ class MockServer:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _error(400, "request body is not JSON", "invalid_request_error")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        if plan is plan_completion_stream:
+            if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+                return _error(400, "'prompt' must be a string", "invalid_request_error")
+        elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' must be a list", "invalid_request_error")
         answer = self._answer(body)
         if not body.get("stream"):
-            if plan is plan_anthropic_stream:
-                return _error(400, "the mock's /v1/messages answers streamed requests only", "invalid_request_error")
+            if plan is not plan_stream:
+                return _error(400, f"the mock's {request.path} answers streamed requests only", "invalid_request_error")
             await _sleep_until(loop, arrived + answer.ttft_s + answer.itl_s * max(answer.n_tokens - 1, 0))
             return web.json_response(completion_body(answer))
 

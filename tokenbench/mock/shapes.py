@@ -214,6 +214,30 @@ def frame(event: bytes, variants: tuple[str, ...], number: int) -> bytes:
     return event
 
 
+def plan_completion_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
+    """The answer as a text-completions stream (``/v1/completions``): ``choices[0].text`` per chunk."""
+    unicode = "unicode" in shape.sse
+    base = {"id": "cmpl-" + answer.completion_id.rpartition("-")[2], "object": "text_completion",
+            "created": int(time.time()), "model": answer.model}
+
+    def event(text: str, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
+        choices = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}] if usage is None \
+            else []
+        return b"data: " + orjson.dumps({**base, "choices": choices, **({"usage": usage} if usage else {})}) + b"\n\n"
+    events = []
+    for first in range(0, answer.n_tokens, shape.tokens_per_chunk):
+        last = min(first + shape.tokens_per_chunk, answer.n_tokens)
+        text = "".join(token_text(i, unicode) for i in range(first, last))
+        finish = answer.finish_reason if last == answer.n_tokens else None
+        events.append(PlannedEvent(answer.ttft_s + (last - 1) * answer.itl_s, event(text, finish),
+                                   tokens=last - first, tokens_before=first))
+    end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
+    if answer.include_usage:
+        events.append(PlannedEvent(end_s, event("", usage=_usage(shape, answer, answer.n_tokens))))
+    events.append(PlannedEvent(end_s, b"data: [DONE]\n\n"))
+    return events
+
+
 def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
     """The same answer as an Anthropic Messages stream: reasoning as a thinking block, then text."""
     unicode = "unicode" in shape.sse

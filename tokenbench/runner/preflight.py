@@ -63,7 +63,7 @@ def _hint(record: RequestRecord, endpoint: Endpoint) -> str | None:
         return f"check the API key: --api-key or {names}"
     if record.http_status == 404:
         path = urlsplit(endpoint.base_url).path.rstrip("/")
-        if endpoint.api == "openai" and not path.endswith("/v1"):
+        if endpoint.api != "anthropic" and not path.endswith("/v1"):
             return f"did you mean --base-url {endpoint.base_url}/v1?"
         return f"check --base-url and --model {endpoint.model!r}"
     if record.error_type in FATAL_ERROR_TYPES:

@@ -20,7 +20,10 @@ from tokenbench.shared.records import from_known_fields
 GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
 
 DEFAULT_MAX_TOKENS = 256
-APIS = ("openai", "anthropic")  # OpenAI-compatible chat completions, or Anthropic Messages
+# Each API's path under the base URL: OpenAI-compatible chat completions, Anthropic Messages, and
+# the (legacy) text completions. Their dialects: worker/dialects.py.
+API_PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "completions": "/completions"}
+APIS = tuple(API_PATHS)
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 MAX_TOKENS_PARAMS = ("max_tokens", "max_completion_tokens")  # the chat-completions field for --max-tokens
 ANTHROPIC_VERSION = "2023-06-01"
@@ -104,8 +107,7 @@ class Endpoint:
 
     @property
     def request_url(self) -> str:
-        path = "/messages" if self.api == "anthropic" else "/chat/completions"
-        return self.base_url.rstrip("/") + path
+        return self.base_url.rstrip("/") + API_PATHS[self.api]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
+from tokenbench.shared.records import JobSpec
 from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object, text_field
 from tokenbench.worker.sse import SSEEvent
+
+ANTHROPIC_HEADERS = {"anthropic-version": ANTHROPIC_VERSION}
+
+
+def anthropic_body(spec: JobSpec, endpoint: Endpoint, max_tokens: int) -> dict[str, Any]:
+    """A Messages request: system messages go to ``system``, the rest stay messages."""
+    system = "\n\n".join(m["content"] for m in spec.messages if m.get("role") == "system")
+    return {"model": endpoint.model, "max_tokens": max_tokens, **({"system": system} if system else {}),
+            **endpoint.extra_body, "messages": [m for m in spec.messages if m.get("role") != "system"]}
 
 
 class AnthropicStreamReader(StreamReader):

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
-from tokenbench.shared.records import ErrorType
+from tokenbench.shared.config import Endpoint
+from tokenbench.shared.records import ErrorType, JobSpec
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_failure import MESSAGE_LIMIT, StreamFailure
 
@@ -178,6 +179,20 @@ def json_object(event: SSEEvent) -> dict[str, Any]:
     if event.event == "error" or data.get("error") or data.get("object") == "error" or data.get("type") == "error":
         raise StreamFailure(ErrorType.STREAM_ERROR, error_message(data))
     return data
+
+
+def chat_body(spec: JobSpec, endpoint: Endpoint, max_tokens: int) -> dict[str, Any]:
+    """An OpenAI-compatible chat-completions request (usage asked for at the stream's end)."""
+    body: dict[str, Any] = {"model": endpoint.model, endpoint.max_tokens_param: max_tokens,
+                            "stream_options": {"include_usage": True}}
+    if endpoint.reasoning_effort:
+        if endpoint.mode == "openrouter":
+            body["reasoning"] = {"effort": endpoint.reasoning_effort}
+        else:
+            body["reasoning_effort"] = endpoint.reasoning_effort
+    if endpoint.ignore_eos:
+        body["ignore_eos"] = True
+    return {**body, **endpoint.extra_body, "messages": spec.messages}
 
 
 class ChatStreamReader(StreamReader):

@@ -18,11 +18,11 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 import orjson
 
-from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
+from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, ErrorType, JobSpec, RequestRecord
 from tokenbench.worker import clock
-from tokenbench.worker.anthropic_stream import AnthropicStreamReader
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamReader, TokenChunk, error_message
+from tokenbench.worker.chat_stream import StreamReader, TokenChunk, error_message
+from tokenbench.worker.dialects import DIALECTS
 from tokenbench.worker.sse import SSEParser
 from tokenbench.worker.stream_failure import StreamFailure
 
@@ -46,49 +46,29 @@ def worker_name() -> str:
 
 
 def build_request_body(spec: JobSpec, endpoint: Endpoint) -> dict:
-    """The request body for the endpoint's API: ``--extra-body`` may add or replace anything but the
-    messages and the stream itself, and leaves out a field it sets to null."""
-    max_tokens = spec.max_tokens or endpoint.max_tokens
-    if endpoint.api == "anthropic":
-        system = "\n\n".join(m["content"] for m in spec.messages if m.get("role") == "system")
-        body: dict = {"model": endpoint.model, "max_tokens": max_tokens, **({"system": system} if system else {}),
-                      **endpoint.extra_body,
-                      "messages": [m for m in spec.messages if m.get("role") != "system"]}
-    else:
-        body = {"model": endpoint.model, endpoint.max_tokens_param: max_tokens,
-                "stream_options": {"include_usage": True}}
-        if endpoint.reasoning_effort:
-            if endpoint.mode == "openrouter":
-                body["reasoning"] = {"effort": endpoint.reasoning_effort}
-            else:
-                body["reasoning_effort"] = endpoint.reasoning_effort
-        if endpoint.ignore_eos:
-            body["ignore_eos"] = True
-        body = {**body, **endpoint.extra_body, "messages": spec.messages}
+    """The request body in the endpoint's API: ``--extra-body`` may add or replace anything but the
+    prompt and the stream itself, and leaves out a field it sets to null."""
+    body = DIALECTS[endpoint.api].body(spec, endpoint, spec.max_tokens or endpoint.max_tokens)
     body["stream"] = True
     return {name: value for name, value in body.items() if value is not None}
 
 
 def build_headers(endpoint: Endpoint, api_key: str | None) -> dict[str, str]:
+    dialect = DIALECTS[endpoint.api]
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream",
         # A compressed stream would be buffered by the decoder and hide chunk timing.
         "Accept-Encoding": "identity",
+        **dialect.headers,
     }
-    if endpoint.api == "anthropic":
-        headers["anthropic-version"] = ANTHROPIC_VERSION
-    if api_key and endpoint.api_key_header:
-        headers[endpoint.api_key_header] = api_key
-    elif api_key and endpoint.api == "anthropic":
-        headers["x-api-key"] = api_key
-    elif api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+    if api_key:
+        headers |= {endpoint.api_key_header: api_key} if endpoint.api_key_header else dialect.key_header(api_key)
     return {**headers, **endpoint.headers}
 
 
 def new_reader(endpoint: Endpoint) -> StreamReader:
-    return AnthropicStreamReader() if endpoint.api == "anthropic" else ChatStreamReader()
+    return DIALECTS[endpoint.api].reader()
 
 
 def redact(text: str | None, secret: str | None) -> str | None:
