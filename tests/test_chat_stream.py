@@ -182,3 +182,29 @@ def test_cached_prompt_tokens_are_read_in_both_apis():
                                   received_ns=0):
         plain.on_event(event)
     assert (plain.prompt_tokens, plain.cached_tokens) == (9, None)
+
+
+def test_responses_events_reasoning_answer_usage_and_failure():
+    from tokenbench.worker.responses_stream import ResponsesStreamReader
+
+    def feed(reader, *events: dict) -> None:
+        for t, data in enumerate(events):
+            raw = f"event: {data['type']}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+            for event in SSEParser().feed(raw, received_ns=t):
+                reader.on_event(event)
+    reader = ResponsesStreamReader()
+    feed(reader, {"type": "response.created", "response": {"id": "resp_1", "model": "gpt-x"}},
+         {"type": "response.reasoning_summary_text.delta", "delta": "thinking"},
+         {"type": "response.output_text.delta", "delta": "Hello"},
+         {"type": "response.output_text.delta", "delta": ""},
+         {"type": "response.completed", "response": {"id": "resp_1", "usage": {
+             "input_tokens": 12, "input_tokens_details": {"cached_tokens": 8}, "output_tokens": 5,
+             "output_tokens_details": {"reasoning_tokens": 3}}}})
+    assert [(c.received_ns, c.reasoning) for c in reader.token_chunks] == [(1, True), (2, False)]
+    assert (reader.model, reader.generation_id, reader.finish_reason, reader.done) == ("gpt-x", "resp_1", "stop", True)
+    assert (reader.completion_tokens, reader.prompt_tokens, reader.cached_tokens, reader.reasoning_tokens) == (
+        5, 12, 8, 3)
+    reader.check_complete()
+    with pytest.raises(StreamFailure, match="server overloaded"):
+        failed = {"type": "response.failed", "response": {"error": {"message": "server overloaded"}}}
+        feed(ResponsesStreamReader(), failed)

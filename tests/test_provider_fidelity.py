@@ -203,14 +203,15 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
 
     async def capture(request: web.Request) -> web.StreamResponse:
         seen.append((request.path, await request.json(), dict(request.headers)))
-        answer = {"/v1/messages": mock.messages, "/v1/completions": mock.completions}.get(request.path,
-                                                                                         mock.chat_completions)
+        answer = {"/v1/messages": mock.messages, "/v1/completions": mock.completions,
+                  "/v1/responses": mock.responses}.get(request.path, mock.chat_completions)
         return await answer(request)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", capture)
     app.router.add_post("/v1/messages", capture)
     app.router.add_post("/v1/completions", capture)
+    app.router.add_post("/v1/responses", capture)
     common = ["--base-url", "{url}/v1", "--prompts", "1", "--max-tokens", "3", "--redis-url", redis_url,
               "--no-preflight"]
     with serve_app(app) as url:
@@ -220,12 +221,13 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
                             ("openai", ["--model", "m", "--api-key-header", "api-key"]),
                             ("openai", ["--model", "m", "--max-tokens-param", "max_completion_tokens",
                                         "--extra-body", '{"stream_options": null}']),
-                            ("openai", ["--model", "m", "--api", "completions"])):
+                            ("openai", ["--model", "m", "--api", "completions"]),
+                            ("openai", ["--model", "m", "--api", "responses", "--reasoning-effort", "low"])):
             args = [a.replace("{url}", url) for a in common]
             result = tokenbench("run", "--mode", mode, "--api-key", "sk-test", *args, *extra)
             assert result.returncode == 0, result.stderr
     (path1, body1, headers1), (path2, body2, _), (path3, body3, headers3), (_, _, headers4), (_, body5, _), \
-        (path6, body6, headers6) = seen
+        (path6, body6, headers6), (path7, body7, _) = seen
     assert path1 == "/v1/chat/completions" and body1["reasoning"] == {"effort": "high"}
     assert headers1["X-OpenRouter-Title"] == headers1["X-Title"] == "tokenbench" and "HTTP-Referer" in headers1
     assert headers1["Authorization"] == "Bearer sk-test"
@@ -237,6 +239,8 @@ def test_request_options_reach_the_server_in_each_api(redis_url, tmp_path):
     assert body5["max_completion_tokens"] == 3 and "max_tokens" not in body5 and "stream_options" not in body5
     assert path6 == "/v1/completions" and "messages" not in body6 and body6["max_tokens"] == 3
     assert isinstance(body6["prompt"], str) and body6["prompt"] and headers6["Authorization"] == "Bearer sk-test"
+    assert path7 == "/v1/responses" and body7["max_output_tokens"] == 3 and body7["reasoning"] == {"effort": "low"}
+    assert isinstance(body7["input"], list) and "messages" not in body7 and body7["stream"] is True
 
 
 def test_the_completions_api_end_to_end(redis_url, tmp_path):
@@ -249,3 +253,14 @@ def test_the_completions_api_end_to_end(redis_url, tmp_path):
         assert len(result["chunk_offsets_ms"]) == 5 and result["finish_reason"] == "length"
         assert 30 + 10 <= result["ttft_ms"] == result["chunk_offsets_ms"][0]  # the first chunk holds two tokens
         assert result["input_tokens"] > 0
+
+
+def test_the_responses_api_end_to_end(redis_url, tmp_path):
+    """--api responses against the mock's /v1/responses: typed events, usage in response.incomplete
+    (max_output_tokens reached), the prefix cache's cached tokens in input_tokens_details."""
+    report = run_mock(redis_url, tmp_path, "--api", "responses", mock=("prefix-cache",), max_tokens=6, prompts=2)
+    assert report["successful_runs"] == 2, report["errors"]
+    for result in report["results"]:
+        assert (result["output_tokens"], result["output_tokens_source"], result["finish_reason"]) == (6, "usage",
+                                                                                                   "length")
+        assert len(result["chunk_offsets_ms"]) == 6 and result["cached_tokens"] is not None

@@ -256,7 +256,8 @@ def request_options(command: Any) -> Any:
                           "max_completion_tokens; the anthropic API always uses max_tokens)."),
         click.option("--api", type=click.Choice(APIS), default="openai", show_default=True,
                      help="openai: /chat/completions (any OpenAI-compatible server); anthropic: /messages; "
-                          "completions: /completions (the text-completions API, prompt as one text)."),
+                          "completions: /completions (the text-completions API, prompt as one text); responses: "
+                          "/responses (OpenAI's Responses API)."),
         click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS),
                      help="Reasoning effort: OpenRouter's reasoning.effort, else reasoning_effort."),
         click.option("--api-key-header", metavar="NAME",

@@ -34,6 +34,7 @@ from tokenbench.mock.shapes import (
     midstream_error,
     plan_anthropic_stream,
     plan_completion_stream,
+    plan_responses_stream,
     plan_stream,
     token_text,
 )
@@ -72,14 +73,21 @@ def is_faulty(request_number: int, rate: float) -> bool:
 def output_length(settings: MockSettings, body: dict[str, Any]) -> int:
     if settings.output_tokens is not None:
         return settings.output_tokens
-    requested = body.get("max_tokens") or body.get("max_completion_tokens")
+    requested = requested_tokens(body)
     return requested if isinstance(requested, int) and requested > 0 else DEFAULT_OUTPUT_TOKENS
+
+
+def requested_tokens(body: dict[str, Any]) -> object:
+    """The request's output limit, whichever field its API names it by."""
+    return body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
 
 
 def prompt_words(body: dict[str, Any]) -> list[str]:
     """The mock's stand-in for a prompt's tokens: the whitespace-separated words of every message."""
-    words: list[str] = body["prompt"].split() if isinstance(body.get("prompt"), str) else []
-    for message in body.get("messages") or []:
+    text = body.get("prompt") if isinstance(body.get("prompt"), str) else body.get("input")
+    words: list[str] = text.split() if isinstance(text, str) else []
+    messages = body.get("input") if isinstance(body.get("input"), list) else body.get("messages")
+    for message in messages or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             words += content.split()
@@ -125,6 +133,7 @@ class MockServer:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.prometheus_metrics)
         return app
@@ -145,6 +154,10 @@ class MockServer:
         """The text-completions API (streamed only): a ``prompt`` instead of messages."""
         return await self._answer_request(request, plan_completion_stream)
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API (streamed only): ``input`` is a text or a list of messages."""
+        return await self._answer_request(request, plan_responses_stream)
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         """The Anthropic Messages API (streamed only)."""
         return await self._answer_request(request, plan_anthropic_stream)
@@ -159,6 +172,9 @@ class MockServer:
         if plan is plan_completion_stream:
             if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
                 return _error(400, "'prompt' must be a string", "invalid_request_error")
+        elif plan is plan_responses_stream:
+            if not isinstance(body, dict) or not isinstance(body.get("input"), (str, list)):
+                return _error(400, "'input' must be a string or a list", "invalid_request_error")
         elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' must be a list", "invalid_request_error")
         answer = self._answer(body)
@@ -217,8 +233,7 @@ class MockServer:
             n_tokens=n_tokens,
             n_prompt=len(words),
             n_cached=n_cached,
-            finish_reason="length" if (body.get("max_tokens") or body.get("max_completion_tokens")) == n_tokens
-            else "stop",
+            finish_reason="length" if requested_tokens(body) == n_tokens else "stop",
             ttft_s=ttft_s,
             itl_s=self.settings.itl_ms / 1000,
             include_usage=bool(stream_options.get("include_usage")),

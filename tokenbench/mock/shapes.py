@@ -238,6 +238,33 @@ def plan_completion_stream(shape: StreamShape, answer: Completion) -> list[Plann
     return events
 
 
+def plan_responses_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
+    """The answer as an OpenAI Responses stream: typed events, usage in ``response.completed``."""
+    unicode = "unicode" in shape.sse
+    response = {"id": "resp_" + answer.completion_id.rpartition("-")[2], "object": "response", "model": answer.model,
+                "status": "in_progress"}
+
+    def event(kind: str, **fields: Any) -> bytes:
+        return f"event: {kind}\n".encode() + b"data: " + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+    events = [PlannedEvent(0.0, event("response.created", response=response))]
+    for first in range(0, answer.n_tokens, shape.tokens_per_chunk):
+        last = min(first + shape.tokens_per_chunk, answer.n_tokens)
+        text = "".join(token_text(i, unicode) for i in range(first, last))
+        events.append(PlannedEvent(answer.ttft_s + (last - 1) * answer.itl_s,
+                                   event("response.output_text.delta", item_id="msg_0", output_index=0,
+                                         content_index=0, delta=text),
+                                   tokens=last - first, tokens_before=first))
+    end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
+    usage: dict[str, Any] = {"input_tokens": answer.n_prompt, "output_tokens": answer.n_tokens,
+                             "total_tokens": answer.n_prompt + answer.n_tokens}
+    if answer.n_cached is not None:
+        usage["input_tokens_details"] = {"cached_tokens": answer.n_cached}
+    ending = "response.incomplete" if answer.finish_reason == "length" else "response.completed"
+    events.append(PlannedEvent(end_s, event(ending, response={**response, "status": ending.rpartition(".")[2],
+                                                               "usage": usage})))
+    return events
+
+
 def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[PlannedEvent]:
     """The same answer as an Anthropic Messages stream: reasoning as a thinking block, then text."""
     unicode = "unicode" in shape.sse

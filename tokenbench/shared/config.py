@@ -20,9 +20,10 @@ from tokenbench.shared.records import from_known_fields
 GENERIC_API_KEY_ENV = "TOKENBENCH_API_KEY"
 
 DEFAULT_MAX_TOKENS = 256
-# Each API's path under the base URL: OpenAI-compatible chat completions, Anthropic Messages, and
-# the (legacy) text completions. Their dialects: worker/dialects.py.
-API_PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "completions": "/completions"}
+# Each API's path under the base URL: OpenAI-compatible chat completions, Anthropic Messages, the
+# (legacy) text completions and OpenAI's Responses API. Their dialects: worker/dialects.py.
+API_PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "completions": "/completions",
+             "responses": "/responses"}
 APIS = tuple(API_PATHS)
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 MAX_TOKENS_PARAMS = ("max_tokens", "max_completion_tokens")  # the chat-completions field for --max-tokens

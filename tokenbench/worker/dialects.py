@@ -12,6 +12,7 @@ from tokenbench.shared.records import JobSpec
 from tokenbench.worker.anthropic_stream import ANTHROPIC_HEADERS, AnthropicStreamReader, anthropic_body
 from tokenbench.worker.chat_stream import ChatStreamReader, StreamReader, chat_body
 from tokenbench.worker.completions_stream import CompletionsStreamReader, completions_body
+from tokenbench.worker.responses_stream import ResponsesStreamReader, responses_body
 
 
 def bearer(api_key: str) -> dict[str, str]:
@@ -31,4 +32,5 @@ DIALECTS: dict[str, Dialect] = {
     "anthropic": Dialect(anthropic_body, AnthropicStreamReader, key_header=lambda key: {"x-api-key": key},
                          headers=ANTHROPIC_HEADERS),
     "completions": Dialect(completions_body, CompletionsStreamReader),
+    "responses": Dialect(responses_body, ResponsesStreamReader),
 }
