@@ -35,7 +35,7 @@ def test_cpu_busy_share_sees_a_busy_loop():
 
 def test_a_saturated_machine_is_named_in_the_table(tmp_path):
     from tests.test_reports import meta, record
-    from tokenbench.aggregator.metrics import build_report
+    from tokenbench.aggregator.report import build_report
 
     report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)])
     assert "CPUs were" not in format_summary(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenbench.aggregator.goodput import meets_slo, parse_slo
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.shared.records import RequestRecord, RunMeta
 
 

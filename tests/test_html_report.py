@@ -16,7 +16,7 @@ from tests.helpers import load, tokenbench
 from tokenbench.aggregator.html import render_report
 from tokenbench.aggregator.html.charts import bin_width_s, cdf_points, token_arrivals, token_rate
 from tokenbench.aggregator.html.svg import PALETTE, nice_ticks
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.shared.records import RequestRecord, RunMeta
 
 

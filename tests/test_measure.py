@@ -314,7 +314,7 @@ def test_a_200_that_is_not_an_event_stream_says_so(content_type, body):
 
 
 def test_a_provider_sent_as_an_object_is_read_as_its_name_and_the_report_is_made():
-    from tokenbench.aggregator.metrics import build_report
+    from tokenbench.aggregator.report import build_report
     from tokenbench.shared.records import RunMeta
 
     async def handler(request):

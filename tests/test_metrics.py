@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.request_metrics import (
     inter_chunk_gaps_ms,
     inter_token_latencies_ms,

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenbench.aggregator.export import document_json, results_csv
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
 
 offsets_lists = st.lists(st.floats(0, 1e7, allow_nan=False), max_size=300).map(sorted)

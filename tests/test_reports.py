@@ -20,7 +20,7 @@ from tokenbench.aggregator.compare import (
 )
 from tokenbench.aggregator.concurrency import achieved_concurrency
 from tokenbench.aggregator.export import results_csv
-from tokenbench.aggregator.metrics import build_report, category_breakdown
+from tokenbench.aggregator.report import build_report, category_breakdown
 from tokenbench.aggregator.table import format_summary
 from tokenbench.shared.records import RequestRecord, RunMeta
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import wire_file
 from tests.helpers import load, tokenbench
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.server_metrics import Histogram, parse_scrape, quantile, summarize
 from tokenbench.aggregator.table import format_summary
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, RequestRecord, RunMeta

@@ -48,7 +48,7 @@ def test_loop_lag_is_kept_per_run_while_its_jobs_are_in_flight():
 
 def test_loop_lag_summary_merges_the_workers_and_the_table_warns_past_its_bound():
     from tests.test_reports import meta, record
-    from tokenbench.aggregator.metrics import build_report
+    from tokenbench.aggregator.report import build_report
 
     quiet = {"bin_ms": 0.1, "max_ms": 0.4, "counts": {"1": 98, "3": 2}}
     late = {"bin_ms": 0.1, "max_ms": 30.0, "counts": {"2": 90, "199": 10}}

@@ -168,7 +168,7 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
         read_records,
         wait_for_records,
     )
-    from tokenbench.aggregator.metrics import build_report
+    from tokenbench.aggregator.report import build_report
     from tokenbench.aggregator.token_counts import count_streamed_tokens
     from tokenbench.runner.metrics_scraper import start_scraper
     from tokenbench.runner.progress import Progress

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
 from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
-from tokenbench.aggregator.metrics import LATE_DISPATCH_MS
+from tokenbench.aggregator.report import LATE_DISPATCH_MS
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
 SATURATED_SHARE = 0.9

@@ -19,7 +19,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
-from tokenbench.aggregator.metrics import build_report
+from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.token_counts import count_streamed_tokens
 from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
