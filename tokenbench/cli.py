@@ -672,7 +672,7 @@ FAMILIAR_FLAGS = {
 }
 
 
-def _usage_message(exc: click.ClickException) -> str:
+def _usage_message(exc: click.ClickException | TokenbenchError) -> str:
     if isinstance(exc, click.NoSuchOption) and exc.option_name in FAMILIAR_FLAGS:
         return f"no such option {exc.option_name}: {FAMILIAR_FLAGS[exc.option_name]}"
     return exc.format_message()
@@ -685,7 +685,7 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except (click.ClickException, TokenbenchError) as exc:
         click.echo(f"tokenbench: error: {terminal_safe(_usage_message(exc))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:

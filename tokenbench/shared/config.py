@@ -11,8 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
-import click
-
+from tokenbench.shared.errors import UsageProblem
 from tokenbench.shared.records import from_known_fields
 
 # Checked first by every worker, whatever the mode; `tokenbench run --api-key` sets it for the
@@ -125,15 +124,15 @@ def validate_base_url(url: str) -> str:
     """Return the URL without a trailing slash, or raise a usage error naming what is wrong."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"{url!r} is not an http(s) URL with a host", param_hint="'--base-url'")
+        raise UsageProblem(f"{url!r} is not an http(s) URL with a host", "--base-url")
     if parts.username is not None or parts.password is not None:
         # The base URL travels through Redis with every job and is written into the result.
-        raise click.BadParameter("credentials in the URL would travel through Redis and into the results: "
-                                 "give the key with --api-key or TOKENBENCH_API_KEY", param_hint="'--base-url'")
+        raise UsageProblem("credentials in the URL would travel through Redis and into the results: "
+                           "give the key with --api-key or TOKENBENCH_API_KEY", "--base-url")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
-        raise click.BadParameter(f"{url!r}: {exc}", param_hint="'--base-url'") from None
+        raise UsageProblem(f"{url!r}: {exc}", "--base-url") from None
     return url.rstrip("/")
 
 
@@ -168,10 +167,10 @@ def resolve_endpoint(
     preset = PRESETS[mode]
     url = base_url or preset.base_url or placeholder_base_url
     if url is None:
-        raise click.UsageError(f"--base-url is required with --mode {mode}")
+        raise UsageProblem(f"--base-url is required with --mode {mode}")
     chosen_model = model or preset.model
     if chosen_model is None:
-        raise click.UsageError(f"--model is required with --mode {mode}")
+        raise UsageProblem(f"--model is required with --mode {mode}")
     return Endpoint(
         mode=mode,
         base_url=validate_base_url(url),
@@ -212,4 +211,4 @@ def require_api_key(mode: str, api_key: str | None) -> None:
     """Fail before anything starts when the mode needs a key and none is given."""
     if PRESETS[mode].api_key_required and not api_key:
         names = " or ".join(api_key_env_names(mode))
-        raise click.UsageError(f"--mode {mode} needs an API key: pass --api-key or set {names}")
+        raise UsageProblem(f"--mode {mode} needs an API key: pass --api-key or set {names}")
