@@ -14,11 +14,11 @@ import orjson
 from tokenbench import __version__
 from tokenbench.aggregator.export import document_json
 from tokenbench.aggregator.verdict import failure_reason
+from tokenbench.cli_config import config_option, resolved_config
 from tokenbench.cli_options import (
     MAX_TIMEOUT_S,
     FiniteFloatRange,
     base_url_option,
-    config_option,
     endpoint_from_flags,
     force_option,
     max_error_rate_option,
@@ -33,7 +33,6 @@ from tokenbench.cli_options import (
     prompts_options,
     redis_url_option,
     request_options,
-    resolved_config,
     schedule_for,
     schedule_options,
     server_metrics_options,
