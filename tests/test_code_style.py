@@ -13,3 +13,9 @@ def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "tokenbench", "tests", "benchmarks"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_finds_nothing_in_the_shared_records_and_the_aggregator():
+    done = subprocess.run([sys.executable, "-m", "mypy", "tokenbench/shared", "tokenbench/aggregator"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 
@@ -87,9 +88,10 @@ def wait_for_records(
 def read_records(connection: redis.Redis, meta: RunMeta) -> list[RequestRecord]:
     """The run's records; each one that cannot be read or used becomes an ``unreadable_record``
     failure of its job, so that one odd record never costs the report."""
-    stored = connection.hgetall(keys.run_records(meta.run_id))
+    stored = cast("dict[bytes, bytes]", connection.hgetall(keys.run_records(meta.run_id)))
+    records: list[RequestRecord | str]
     try:
-        records = parse_stored_records(list(stored.values()))
+        records = list(parse_stored_records(list(stored.values())))
     except Exception:  # at least one is not a record: read them one by one
         records = [_parse_one(raw) for raw in stored.values()]
     return [_usable_record(meta, field, record) for field, record in zip(stored, records)]

@@ -111,8 +111,9 @@ def compare(baseline: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
         rows.append(row)
     throughput = ("output_throughput_tokens_per_s", "request_throughput_per_s")
     for key in throughput:  # one figure per run: a ratio, but no test
-        a, b = baseline.get(key), other.get(key)
-        rows.append({"metric": key, "baseline": a, "other": b, "ratio": round(b / a, 3) if a and b else None,
+        first, second = baseline.get(key), other.get(key)
+        rows.append({"metric": key, "baseline": first, "other": second,
+                     "ratio": round(second / first, 3) if first and second else None,
                      "difference_ci": None, "verdict": "one value per run: no test", "worse_by_at_least_pct": None})
     return rows
 

@@ -40,6 +40,6 @@ def worker_idle_gaps_ms(records: list[RequestRecord]) -> list[float]:
     gaps = []
     for mine in by_stream.values():
         mine.sort(key=lambda r: r.started_at)
-        gaps += [(later.started_at - (earlier.started_at + earlier.elapsed_ms / 1000)) * 1000
-                 for earlier, later in zip(mine, mine[1:])]
+        gaps += [(later.started_at - (earlier.started_at + (earlier.elapsed_ms or 0.0) / 1000)) * 1000
+                 for earlier, later in zip(mine, mine[1:])]  # (elapsed_ms is set: filtered above)
     return gaps

@@ -35,4 +35,5 @@ def meets_slo(record: RequestRecord, slo: dict[str, float]) -> bool:
     if not record.success:
         return False
     values = {"ttft": record.ttft_ms, "tpot": tpot_ms(record) or 0.0, "e2el": record.latency_ms}
-    return all(values[name] is not None and values[name] <= limit for name, limit in slo.items())
+    return all(value is not None and value <= limit for value, limit in ((values[name], limit)
+                                                                          for name, limit in slo.items()))

@@ -220,7 +220,7 @@ def build_report(
         "inter_chunk_ms": inter_chunk_summary,
         "tpot_ms": summarize(t for t in map(tpot_ms, ok) if t is not None),
         # Only against a mock that stamps its send times (calibrate): what the harness adds to each chunk.
-        "harness_lag_ms": summarize(lag for r in lagged for lag in r.chunk_lag_ms) if lagged else None,
+        "harness_lag_ms": summarize(lag for r in lagged for lag in r.chunk_lag_ms or ()) if lagged else None,
         "e2e_latency_ms": e2e,
         "rate_limited_runs": sum(r.error_type == ErrorType.RATE_LIMITED for r in records),
         "retried_runs": sum(bool(r.retries) for r in records),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -17,7 +17,7 @@ def list_runs(connection: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
     Runs whose keys have expired leave the index as they are found.
     """
     runs = []
-    for raw_id in connection.zrevrange(keys.RUNS_INDEX, 0, -1):
+    for raw_id in cast("list[bytes]", connection.zrevrange(keys.RUNS_INDEX, 0, -1)):
         run_id = raw_id.decode()
         with connection.pipeline(transaction=False) as pipe:
             pipe.get(keys.run_meta(run_id))

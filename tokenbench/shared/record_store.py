@@ -9,7 +9,7 @@ the workers batch them into one round trip per job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -93,7 +93,7 @@ def queue_save_warmup_records(pipe: Any, records: list[RequestRecord], ttl_s: in
 
 
 def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:
-    return parse_stored_records(connection.lrange(keys.run_warmup(run_id), 0, -1))
+    return parse_stored_records(cast("list[bytes]", connection.lrange(keys.run_warmup(run_id), 0, -1)))
 
 
 def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict,
@@ -105,9 +105,14 @@ def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict
 
 
 def read_workers(connection: redis.Redis, run_id: str) -> dict[str, dict]:
-    return {worker.decode(): orjson.loads(raw) for worker, raw in connection.hgetall(keys.run_workers(run_id)).items()}
+    return _json_by_worker(connection.hgetall(keys.run_workers(run_id)))
 
 
 def read_loop_lag(connection: redis.Redis, run_id: str) -> dict[str, dict]:
     """Worker -> the histogram of its event loop's lag while it served the run (worker/loop_lag.py)."""
-    return {worker.decode(): orjson.loads(raw) for worker, raw in connection.hgetall(keys.run_loop_lag(run_id)).items()}
+    return _json_by_worker(connection.hgetall(keys.run_loop_lag(run_id)))
+
+
+def _json_by_worker(stored: Any) -> dict[str, dict]:
+    """A hash of worker -> JSON, read back (redis-py gives bytes: no decode_responses)."""
+    return {worker.decode(): orjson.loads(raw) for worker, raw in cast("dict[bytes, bytes]", stored).items()}

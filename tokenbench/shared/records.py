@@ -13,11 +13,14 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cache
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tokenbench.shared import keys
+
+if TYPE_CHECKING:
+    import numpy as np
 from tokenbench.shared.gc_pause import gc_paused
 
 # Where a record's output_tokens came from.
@@ -186,7 +189,7 @@ _record_fields_in_order = itemgetter(*(f.name for f in fields(RequestRecord)))
 _PACKED_OFFSET_BYTES = 8
 
 
-def _record_from_stored_json(data: dict[str, Any], chunk_offsets: Sequence[float] | None) -> RequestRecord:
+def _record_from_stored_json(data: dict[str, Any], chunk_offsets: Sequence[float] | np.ndarray | None) -> RequestRecord:
     """The record ``to_json`` wrote (its JSON, parsed, and its unpacked chunk offsets, if any).
 
     When the JSON has exactly this version's fields, as it does unless another version of

@@ -164,7 +164,7 @@ def timeline_chart(label: str, records: list[RequestRecord]) -> Chart:
     workers = sorted({r.worker for r in timed})
     lane = {worker: i for i, worker in enumerate(workers)}
     start = min((r.started_at for r in timed), default=0.0)
-    end = max((r.started_at - start + r.elapsed_ms / 1000 for r in timed), default=1.0)
+    end = max((r.started_at - start + (r.elapsed_ms or 0.0) / 1000 for r in timed), default=1.0)
     label_every = max(1, math.ceil(len(workers) / 24))
     tick_labels = {float(i): _short_worker(w) for i, w in enumerate(workers) if i % label_every == 0}
     note = f"first {MAX_TIMELINE_REQUESTS:,} requests shown, {left_out:,} left out" if left_out else ""
@@ -174,7 +174,7 @@ def timeline_chart(label: str, records: list[RequestRecord]) -> Chart:
     waiting, streaming, failed = "#9ecae1", color(0), color(3)
     for record in timed:
         begin = record.started_at - start
-        finish = begin + record.elapsed_ms / 1000
+        finish = begin + (record.elapsed_ms or 0.0) / 1000  # (set: timed holds only those)
         row = lane[record.worker]
         tip = (f"{record.prompt_id} on {record.worker}: TTFT {_ms(record.ttft_ms)}, "
                f"end {_ms(record.elapsed_ms)}" + ("" if record.success else f", {record.error_type}"))
