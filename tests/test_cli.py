@@ -75,6 +75,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["run", "--mode", "mock", "--output", "/nonexistent/r.json"], ["--output", "/nonexistent does not exist"]),
         (["run", "--mode", "mock", "--output", "r.json", "--no-save", "--max-error-rate", "2"], ["--max-error-rate"]),
         (["run", "--mode", "mock", "--max-tokens-param", "max_output"], ["--max-tokens-param", "max_output"]),
+        # Found by tests/test_bad_inputs.py: a NaN spread was a traceback, a huge count a run that never starts.
+        (["run", "--mode", "mock", "--input-tokens", "100", "--input-tokens-stddev", "nan"], ["not a finite number"]),
+        (["run", "--mode", "mock", "--prompts", "9" * 40], ["--prompts", "1000000"]),
+        (["run", "--mode", "mock", "--input-tokens", "99999999"], ["--input-tokens", "2000000"]),
+        (["run", "--mode", "mock", "--mock-ttft-ms", "inf"], ["--mock-ttft-ms", "not a finite number"]),
     ],
 )
 def test_usage_errors(args, needles, monkeypatch):

@@ -17,6 +17,7 @@ from tokenbench.aggregator.verdict import failure_reason
 from tokenbench.cli_config import config_option, resolved_config
 from tokenbench.cli_options import (
     MAX_TIMEOUT_S,
+    MAX_TOKENS,
     FiniteFloatRange,
     base_url_option,
     endpoint_from_flags,
@@ -221,17 +222,20 @@ def cancel(run_id, redis_url) -> None:
     click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}")
 
 
+MOCK_MS_MAX = 3_600_000.0  # an hour: the mock's longest wait
+MOCK_MS = FiniteFloatRange(min=0, max=MOCK_MS_MAX)
+
 mock_options = [
-    click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+    click.option("--mock-ttft-ms", type=MOCK_MS, default=50.0, show_default=True,
                  help="With --mode mock: time to first token."),
-    click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    click.option("--mock-itl-ms", type=MOCK_MS, default=10.0, show_default=True,
                  help="With --mode mock: time between tokens."),
     click.option("--mock-fault", callback=parse_faults, metavar="FAULT[,FAULT...]",
                  help="With --mode mock: the fault the mock injects, or a mix taken in turn (see `mock-server "
                       "--help`)."),
     click.option("--mock-fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
                  help="With --mock-fault: share of requests that get it."),
-    click.option("--mock-fault-after", type=click.IntRange(min=0), default=1, show_default=True,
+    click.option("--mock-fault-after", type=click.IntRange(0, MAX_TOKENS), default=1, show_default=True,
                  help="With --mock-fault: tokens sent before it."),
     click.option("--mock-option", "mock_options", multiple=True, metavar="NAME[=VALUE]",
                  help="With --mode mock: any other `mock-server` option, e.g. reasoning=think (repeatable)."),
@@ -312,7 +316,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
 
 
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, 65536), default=1, show_default=True,
               help="Requests in flight at most (streams, spread over --processes).")
 @benchmark_options
 def run(concurrency, max_error_rate, force, **flags) -> None:
@@ -483,10 +487,10 @@ def _is_result(document: object) -> bool:
 @cli.command()
 @click.option("--concurrency", "levels", default="1,16,64", show_default=True, callback=parse_levels,
               metavar="N,N,...", help="Concurrency levels to calibrate at.")
-@click.option("--requests-per-worker", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--tokens", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per response.")
-@click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
-@click.option("--itl-ms", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--requests-per-worker", type=click.IntRange(1, 100_000), default=4, show_default=True)
+@click.option("--tokens", type=click.IntRange(2, 100_000), default=128, show_default=True, help="Tokens per response.")
+@click.option("--ttft-ms", type=MOCK_MS, default=50.0, show_default=True)
+@click.option("--itl-ms", type=FiniteFloatRange(min=0, max=MOCK_MS_MAX, min_open=True), default=10.0, show_default=True)
 @output_option
 def calibrate(levels, requests_per_worker, tokens, ttft_ms, itl_ms, output) -> None:
     """Measure this machine's harness error budget against the built-in mock: the receive lag tokenbench adds
@@ -517,9 +521,9 @@ def prompts() -> None:
 @cli.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
-@click.option("--itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
-@click.option("--output-tokens", type=click.IntRange(min=1), help="Tokens per response (default: max_tokens).")
+@click.option("--ttft-ms", type=MOCK_MS, default=50.0, show_default=True)
+@click.option("--itl-ms", type=MOCK_MS, default=10.0, show_default=True)
+@click.option("--output-tokens", type=click.IntRange(1, MAX_TOKENS), help="Tokens per response (default: max_tokens).")
 @click.option("--replay", type=click.Path(dir_okay=False, path_type=Path),
               help="Answer streamed requests with a recorded *.timed.tsv stream, at its recorded times.")
 @click.option("--fault", callback=parse_faults, metavar="FAULT[,FAULT...]",
@@ -527,14 +531,14 @@ def prompts() -> None:
                    + "; ".join(f"{k}: {v}" for k, v in MOCK_FAULTS.items()))
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Share of streamed requests that get the fault (spread evenly).")
-@click.option("--fault-after", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--fault-after", type=click.IntRange(0, MAX_TOKENS), default=1, show_default=True,
               help="Tokens sent before the fault (for stall, drop, garbage, error).")
-@click.option("--retry-after-s", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--retry-after-s", type=click.IntRange(0, 86_400), default=1, show_default=True,
               help="Retry-After of the rate_limit and overloaded faults.")
 @click.option("--reasoning", type=click.Choice(REASONING_STYLES),
               help="Send the first --reasoning-tokens tokens as reasoning, in this style.")
-@click.option("--reasoning-tokens", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--tokens-per-chunk", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--reasoning-tokens", type=click.IntRange(0, MAX_TOKENS), default=8, show_default=True)
+@click.option("--tokens-per-chunk", type=click.IntRange(1, MAX_TOKENS), default=1, show_default=True,
               help="Tokens in each chunk (vLLM/SGLang --stream-interval).")
 @click.option("--continuous-usage", is_flag=True, help="Running usage on every chunk (vLLM continuous_usage_stats).")
 @click.option("--logprobs", is_flag=True, help="logprobs.content, one entry per token, on every token chunk.")

@@ -59,6 +59,8 @@ def config_defaults(ctx: click.Context, data: dict[str, Any], path: Path) -> dic
             param.process_value(ctx, value)
         except click.BadParameter as exc:
             raise click.BadParameter(f"{path}: {key}: {exc.message}") from None
+        except ValueError as exc:  # what no command line can hold, e.g. a NUL byte in a path
+            raise click.BadParameter(f"{path}: {key}: {exc}") from None
         defaults[param.name] = value
     return defaults
 

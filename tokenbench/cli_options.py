@@ -44,29 +44,35 @@ mode_option = click.option(
 )
 base_url_option = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
 model_option = click.option("--model", help="Model name (default: the mode's preset).")
+# Bounds that keep a typo from asking for what no run can hold: a result keeps every request
+# (100,000 took 18 s to report), and no model takes a longer context than this.
+MAX_PROMPTS = 1_000_000
+MAX_TOKENS = 10_000_000
+MAX_INPUT_TOKENS = 2_000_000
+
 max_tokens_option = click.option(
-    "--max-tokens", type=click.IntRange(min=1), help="max_tokens of every request [default: 256]."
+    "--max-tokens", type=click.IntRange(1, MAX_TOKENS), help="max_tokens of every request [default: 256]."
 )
 
 
 def prompts_options(command: Any) -> Any:
     """What a run sends: the built-in set, a file, synthetic prompts or a dataset sample, cycled to --prompts."""
-    tokens = click.IntRange(min=1)
-    spread = click.FloatRange(min=0)
+    tokens = click.IntRange(1, MAX_TOKENS)
+    spread = FiniteFloatRange(0, MAX_TOKENS)
     for option in reversed([
-        click.option("--prompts", "num_prompts", type=click.IntRange(min=1),
+        click.option("--prompts", "num_prompts", type=click.IntRange(1, MAX_PROMPTS),
                      help="Number of requests (default: one per prompt of the file or built-in set, else 30; "
                           "more cycle through them)."),
         click.option("--prompts-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Your prompts: .jsonl ({\"prompt\"|\"messages\", \"id\", \"category\", \"max_tokens\"}), "
                           ".csv with a 'prompt' column, or text with one prompt per line."),
-        click.option("--input-tokens", type=tokens, metavar="MEAN",
+        click.option("--input-tokens", type=click.IntRange(1, MAX_INPUT_TOKENS), metavar="MEAN",
                      help="Synthetic prompts of this many tokens (random words, the same for the same --seed)."),
         click.option("--input-tokens-stddev", type=spread, metavar="S", help="Spread of --input-tokens [default: 0]."),
-        click.option("--prefix-tokens", type=tokens, metavar="N",
+        click.option("--prefix-tokens", type=click.IntRange(1, MAX_INPUT_TOKENS), metavar="N",
                      help="With --input-tokens: each prompt starts with one of --prefix-groups shared prefixes of N "
                           "tokens (of its --input-tokens), as vLLM's prefix-repetition dataset does."),
-        click.option("--prefix-groups", type=tokens, metavar="G",
+        click.option("--prefix-groups", type=click.IntRange(1, 100_000), metavar="G",
                      help="With --prefix-tokens: how many different prefixes, taken in turn [default: 1]."),
         click.option("--output-tokens", type=tokens, metavar="MEAN",
                      help="max_tokens of each request, drawn around this mean (add --ignore-eos where the server "
@@ -205,11 +211,11 @@ slo_option = click.option(
 
 
 ttl_option = click.option(
-    "--ttl", "ttl_s", type=click.IntRange(min=60), default=keys.RUN_TTL_S, show_default=True,
+    "--ttl", "ttl_s", type=click.IntRange(60, 10 * 365 * 24 * 3600), default=keys.RUN_TTL_S, show_default=True,
     help="Seconds the run's keys (metadata, records, jobs) stay in Redis.",
 )
 warmup_option = click.option(
-    "--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+    "--warmup", type=click.IntRange(0, 1000), default=0, show_default=True,
     help="Warm-up requests each worker sends (its first prompt) before its first measured one; "
          "kept in the JSON as warmup_results, left out of every figure.",
 )
@@ -263,7 +269,7 @@ def request_options(command: Any) -> Any:
                      help="Send the API key as this header's value (e.g. api-key) instead of a Bearer token."),
         click.option("--ignore-eos", is_flag=True,
                      help="vLLM/SGLang ignore_eos: always generate --max-tokens tokens."),
-        click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--max-retries", type=click.IntRange(0, 100), default=0, show_default=True,
                      help="Retries of a request answered 429 (or 503 with Retry-After), after the wait it "
                           "asks for; reruns of a request whose worker process died."),
     ]):
