@@ -79,7 +79,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         (["run", "--mode", "mock", "--input-tokens", "100", "--input-tokens-stddev", "nan"], ["not a finite number"]),
         (["run", "--mode", "mock", "--prompts", "9" * 40], ["--prompts", "1000000"]),
         (["run", "--mode", "mock", "--input-tokens", "99999999"], ["--input-tokens", "2000000"]),
-        (["run", "--mode", "mock", "--mock-ttft-ms", "inf"], ["--mock-ttft-ms", "not a finite number"]),
+        (["run", "--mode", "mock", "--mock-ttft-ms", "nan"], ["--mock-ttft-ms", "not a finite number"]),
     ],
 )
 def test_usage_errors(args, needles, monkeypatch):
