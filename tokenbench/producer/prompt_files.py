@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,34 @@ class PromptFileError(ValueError):
     pass
 
 
-def load_prompt_file(path: Path) -> tuple[Prompt, ...]:
-    """Read ``path`` by its suffix: .jsonl/.ndjson/.json lines, .csv, anything else one prompt per line."""
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text (a BOM dropped); a PromptFileError naming the file if it cannot be."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise PromptFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def json_lines(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL text; a PromptFileError naming the
+    line for one that is not a JSON object."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise PromptFileError(f"{path}:{n}: not JSON ({exc})") from None
+        if not isinstance(item, dict):
+            raise PromptFileError(f"{path}:{n}: expected a JSON object, got {type(item).__name__}")
+        yield n, item
+
+
+def load_prompt_file(path: Path) -> tuple[Prompt, ...]:
+    """Read ``path`` by its suffix: .jsonl/.ndjson/.json lines, .csv, anything else one prompt per line."""
+    text = read_text(path)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         prompts = _from_jsonl(path, text)
@@ -44,18 +65,7 @@ def load_prompt_file(path: Path) -> tuple[Prompt, ...]:
 
 
 def _from_jsonl(path: Path, text: str) -> tuple[Prompt, ...]:
-    prompts = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise PromptFileError(f"{path}:{n}: not JSON ({exc})") from None
-        if not isinstance(item, dict):
-            raise PromptFileError(f"{path}:{n}: expected a JSON object, got {type(item).__name__}")
-        prompts.append(_prompt_from_fields(path, n, item))
-    return tuple(prompts)
+    return tuple(_prompt_from_fields(path, n, item) for n, item in json_lines(path, text))
 
 
 def _from_csv(path: Path, text: str) -> tuple[Prompt, ...]:

@@ -20,9 +20,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from tokenbench.producer.prompt_files import PromptFileError
+from tokenbench.producer.prompt_files import PromptFileError, json_lines, read_text
 from tokenbench.producer.prompts import Prompt
 from tokenbench.producer.synthetic import text_of_length
 from tokenbench.producer.tokenizer import TokenCounter
@@ -39,12 +37,7 @@ class TraceRow:
 
 def read_trace(path: Path) -> list[TraceRow]:
     """The rows of a trace file, in time order."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise PromptFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_text(path)
     rows = _from_csv(path, text) if path.suffix.lower() == ".csv" else _from_jsonl(path, text)
     if not rows:
         raise PromptFileError(f"{path}: no requests in the trace")
@@ -52,19 +45,9 @@ def read_trace(path: Path) -> list[TraceRow]:
 
 
 def _from_jsonl(path: Path, text: str) -> list[TraceRow]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise PromptFileError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(entry, dict):
-            raise PromptFileError(f"{path}:{number}: not a JSON object")
-        rows.append(_row(path, number, entry.get("timestamp"), entry.get("input_length"), entry.get("output_length"),
-                         timestamp_scale=1e-3, names=("timestamp", "input_length", "output_length")))
-    return rows
+    return [_row(path, number, entry.get("timestamp"), entry.get("input_length"), entry.get("output_length"),
+                 timestamp_scale=1e-3, names=("timestamp", "input_length", "output_length"))
+            for number, entry in json_lines(path, text)]
 
 
 def _from_csv(path: Path, text: str) -> list[TraceRow]:
