@@ -132,17 +132,27 @@ def test_report_names_missing_records_and_exits_nonzero(redis_url, tmp_path):
 def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcript):
     """Replay a real server's stream with its recorded receive times; we must report those times.
 
-    The replay server's clock starts when the request reaches it, a little after we sent it (at
-    most the measured time to headers). So no chunk may be reported earlier than recorded, 95% of
-    them no later than that start-up offset plus a few ms, and the error must not grow along the
-    5 s stream.
+    The replay server's clock starts when the request reaches it, a little after we sent it: that
+    start-up offset is the same for every chunk of a stream. So no chunk may be reported earlier
+    than recorded, the error must not grow along the 5 s stream, and its spread beyond the stream's
+    own offset is held to that of a bare aiohttp client reading the same replay in this test: a
+    loaded machine delays both (under two CPU hogs a fixed bound of headers + 4 ms broke, and the
+    offset alone grew to 7-10 ms).
     """
     reads = load_timed_transcript(wire_file(f"{transcript}.recorded.timed.tsv"))
     content_times = [ms for ms, data in reads if b'"content"' in data]
     out = tmp_path / "replay.json"
     with mock_server_process("--replay", str(wire_file(f"{transcript}.recorded.timed.tsv"))) as url:
+        bare = asyncio.run(bare_requests(url + "/v1/chat/completions", 2, 1, 64))
         result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "local/rand-llama",
                             "--prompts", "2", "--concurrency", "2", "--redis-url", redis_url, "--output", str(out))
+    bare_spreads = []
+    for request in bare:
+        late = [(received - request.sent_ns) / 1e6 - recorded
+                for received, recorded in zip(request.token_received_ns, content_times)]
+        assert len(late) == 64
+        bare_spreads += [value - min(late) for value in late]
+    bare_spreads.sort()
     assert result.returncode == 0, result.stderr
     report = load(out)
     assert report["successful_runs"] == 2
@@ -150,10 +160,12 @@ def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcrip
         assert entry["output_tokens"] == 64 and entry["output_tokens_source"] == "usage"
         assert len(entry["chunk_offsets_ms"]) == len(content_times) == 64
         errors = [measured - recorded for measured, recorded in zip(entry["chunk_offsets_ms"], content_times)]
-        assert 0 <= min(errors) and percentile(sorted(errors), 95) <= entry["headers_ms"] + 4, errors
+        assert 0 <= min(errors), errors
+        spreads = sorted(error - min(errors) for error in errors)
+        assert percentile(spreads, 95) <= percentile(bare_spreads, 95) + 5, (errors, bare_spreads)
         # One chunk in a few CI runs arrives ~10 ms late: two streams, the mock, Redis and RQ share
         # two cores. Such a hiccup is bounded; what must not happen is drift along the stream.
-        assert max(errors) <= entry["headers_ms"] + 25, errors
+        assert spreads[-1] <= bare_spreads[-1] + 25, (errors, bare_spreads)
         assert abs(median(errors[-16:]) - median(errors[:16])) <= 2, errors
         assert entry["ttft_ms"] == entry["chunk_offsets_ms"][0]
         assert entry["latency_ms"] == entry["chunk_offsets_ms"][-1]
