@@ -169,7 +169,6 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
         wait_for_records,
     )
     from tokenbench.aggregator.report import build_report
-    from tokenbench.aggregator.token_counts import count_streamed_tokens
     from tokenbench.runner.metrics_scraper import start_scraper
     from tokenbench.runner.progress import Progress
     from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
@@ -193,7 +192,6 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
             progress.finish()
             server = scraper.finish() if scraper is not None else None
     records = read_records(connection, meta)
-    count_streamed_tokens(records, meta.workload)
     cancelled = is_cancelled(connection, run_id)
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),

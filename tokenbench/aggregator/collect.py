@@ -9,6 +9,7 @@ from typing import cast
 import redis
 
 from tokenbench.aggregator.lost_jobs import LostJobWatch
+from tokenbench.aggregator.token_counts import count_streamed_tokens
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import (
@@ -87,14 +88,17 @@ def wait_for_records(
 
 def read_records(connection: redis.Redis, meta: RunMeta) -> list[RequestRecord]:
     """The run's records; each one that cannot be read or used becomes an ``unreadable_record``
-    failure of its job, so that one odd record never costs the report."""
+    failure of its job, so that one odd record never costs the report. Responses that came without
+    usage in a run with --tokenizer get their streamed text counted (token_counts.py)."""
     stored = cast("dict[bytes, bytes]", connection.hgetall(keys.run_records(meta.run_id)))
     records: list[RequestRecord | str]
     try:
         records = list(parse_stored_records(list(stored.values())))
     except Exception:  # at least one is not a record: read them one by one
         records = [_parse_one(raw) for raw in stored.values()]
-    return [_usable_record(meta, field, record) for field, record in zip(stored, records)]
+    usable = [_usable_record(meta, field, record) for field, record in zip(stored, records)]
+    count_streamed_tokens(usable, meta.workload)  # responses without usage, in a run with --tokenizer
+    return usable
 
 
 def _parse_one(raw: bytes) -> RequestRecord | str:

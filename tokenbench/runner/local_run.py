@@ -20,7 +20,6 @@ from rq import Queue, Worker
 
 from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
 from tokenbench.aggregator.report import build_report
-from tokenbench.aggregator.token_counts import count_streamed_tokens
 from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
@@ -289,7 +288,6 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     server = scraper.finish() if scraper is not None else None
     try:
         records = read_records(connection, meta)
-        count_streamed_tokens(records, meta.workload)
         warmups, environment, loop_lag = (read_warmup_records(connection, run_id), read_workers(connection, run_id),
                                           read_loop_lag(connection, run_id))
     except (redis.ConnectionError, redis.TimeoutError):
