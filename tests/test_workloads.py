@@ -53,8 +53,8 @@ def test_the_seed_makes_a_workload_repeatable():
 
 
 def test_without_a_tokenizer_lengths_are_marked_approximate():
-    prompts, workload = build_workload(WorkloadSpec(num_prompts=4, input_tokens=LengthSpec(64),
-                                                    output_tokens=LengthSpec(32)))
+    built = build_workload(WorkloadSpec(num_prompts=4, input_tokens=LengthSpec(64), output_tokens=LengthSpec(32)))
+    prompts, workload = built.prompts, built.description
     assert workload["tokenizer"] == "estimate" and workload["lengths"].startswith("approximate")
     assert [p.max_tokens for p in prompts] == [32] * 4
     assert all(abs(len(p.text) / 4 - 64) <= 2 for p in prompts)

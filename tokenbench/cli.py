@@ -98,13 +98,14 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     config = resolved_config(click.get_current_context())
-    prompts, workload = workload_from_flags(flags)
-    schedule = schedule_for(prompts, flags)
+    workload = workload_from_flags(flags)
+    schedule = schedule_for(workload.prompts, flags)
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
-                                   keep_text_without_usage=tokenizer_path(workload) is not None)
+                                   keep_text_without_usage=tokenizer_path(workload.description) is not None)
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, prompts, run_id=run_id, queue_name=queue, warmup=warmup, ttl_s=ttl_s,
-                       schedule=schedule, config=config, workload=workload, secret=secret_from_env())
+    meta = enqueue_run(connection, endpoint, workload.prompts, run_id=run_id, queue_name=queue, warmup=warmup,
+                       ttl_s=ttl_s, schedule=schedule, config=config, workload=workload.description,
+                       secret=secret_from_env(), turn_delay_s=workload.turn_delay_s)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -290,15 +291,16 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
                        fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
                        extra_args=_mock_option_args(flags.pop("mock_options")))
     config = resolved_config(click.get_current_context())
-    prompts, workload = workload_from_flags(flags)
-    schedule = schedule_for(prompts, flags)
+    workload = workload_from_flags(flags)
+    schedule = schedule_for(workload.prompts, flags)
     return RunOptions(
         config=config,
         endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
-                                     keep_text_without_usage=tokenizer_path(workload) is not None,
+                                     keep_text_without_usage=tokenizer_path(workload.description) is not None,
                                      placeholder_base_url=PLACEHOLDER_BASE_URL if is_mock else None),
-        prompts=prompts,
-        workload=workload,
+        prompts=workload.prompts,
+        workload=workload.description,
+        turn_delay_s=workload.turn_delay_s,
         concurrency=concurrency,
         api_key=api_key,
         redis_url=flags.pop("redis_url"),

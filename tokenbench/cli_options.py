@@ -16,8 +16,9 @@ import orjson
 from tokenbench.aggregator.verdict import DEFAULT_MAX_ERROR_RATE
 from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
+from tokenbench.producer.conversations import MAX_TURNS
 from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes
-from tokenbench.producer.workloads import DATASETS, WorkloadSpec, build_workload
+from tokenbench.producer.workloads import DATASETS, Workload, WorkloadSpec, build_workload
 from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
 from tokenbench.shared.config import (
@@ -88,6 +89,16 @@ def prompts_options(command: Any) -> Any:
                           "its time with a prompt and max_tokens of its lengths."),
         click.option("--trace-speed", type=FiniteFloatRange(min=0.001, max=1e6), default=1.0, show_default=True,
                      metavar="X", help="With --trace: replay X times faster."),
+        click.option("--turns", type=click.IntRange(1, MAX_TURNS), metavar="N",
+                     help="Conversations: each session sends N user turns (the next N prompts of the source) in "
+                          "order on one stream, each with the whole history and the model's actual answers; "
+                          "--prompts then counts sessions. With --conversations: at most N turns each."),
+        click.option("--conversations", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Conversations to send turn by turn: .jsonl of {\"id\", \"turns\": [\"...\", ...]} or "
+                          "ShareGPT records (their human turns; a recorded answer's length is its turn's max_tokens)."),
+        click.option("--turn-delay", type=FiniteFloatRange(0, 3600), metavar="SECONDS",
+                     help="With --turns or --conversations: think time between an answer and the next turn "
+                          "[default: 0]."),
         click.option("--dataset", type=click.Choice(DATASETS),
                      help="Sample prompts from a dataset file (--dataset-path), as vLLM's benchmark does."),
         click.option("--dataset-path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -97,8 +108,8 @@ def prompts_options(command: Any) -> Any:
     return command
 
 
-def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, Any]]:
-    """The prompts and workload description that `prompts_options` (and --seed) describe; pops their flags."""
+def workload_from_flags(flags: dict[str, Any]) -> Workload:
+    """The workload that `prompts_options` (and --seed) describe; pops their flags."""
     from tokenbench.producer.prompt_files import PromptFileError
 
     input_tokens = _length_spec(flags.pop("input_tokens"), flags.pop("input_tokens_stddev"), "--input-tokens")
@@ -108,15 +119,25 @@ def workload_from_flags(flags: dict[str, Any]) -> tuple[list[Prompt], dict[str, 
         raise click.BadParameter("--dataset and --dataset-path go together", param_hint="'--dataset'")
     prefixes = _shared_prefixes(flags.pop("prefix_tokens"), flags.pop("prefix_groups"), input_tokens)
     trace, trace_speed = flags.pop("trace"), flags.pop("trace_speed")
+    turns, turn_delay = flags.pop("turns"), flags.pop("turn_delay")
     spec = WorkloadSpec(num_prompts=flags.pop("num_prompts"), prompts_file=flags.pop("prompts_file"), dataset=dataset,
                         dataset_path=dataset_path, input_tokens=input_tokens, output_tokens=output_tokens,
                         tokenizer=flags.pop("tokenizer"), seed=flags["seed"], prefixes=prefixes, trace=trace,
-                        trace_speed=trace_speed)
+                        trace_speed=trace_speed, turns=turns, conversations=flags.pop("conversations"),
+                        turn_delay_s=turn_delay or 0.0)
     sources = [name for name, given in (("--prompts-file", spec.prompts_file), ("--dataset", spec.dataset),
-                                        ("--input-tokens", spec.input_tokens), ("--trace", spec.trace))
+                                        ("--input-tokens", spec.input_tokens), ("--trace", spec.trace),
+                                        ("--conversations", spec.conversations))
                if given is not None]
     if len(sources) > 1:
         raise click.BadParameter(f"choose one source of prompts, not {' and '.join(sources)}", param_hint="prompts")
+    if turns is not None and spec.trace is not None:
+        raise click.BadParameter("a trace's requests are independent: --turns does not apply", param_hint="'--turns'")
+    if turns is not None and spec.conversations is None and (spec.num_prompts or 1) * turns > MAX_PROMPTS:
+        raise click.BadParameter(f"--prompts {spec.num_prompts} sessions of {turns} turns are more than "
+                                 f"{MAX_PROMPTS:,} requests", param_hint="'--turns'")
+    if turn_delay is not None and turns is None and spec.conversations is None:
+        raise click.BadParameter("--turn-delay needs --turns or --conversations", param_hint="'--turn-delay'")
     try:
         return build_workload(spec)
     except PromptFileError as exc:

@@ -72,6 +72,9 @@ class LostJobWatch:
         except NoSuchJobError:
             return  # nothing left to rerun or describe; the report lists the request as missing
         spec = JobSpec.from_dict(job.args[0])
+        if spec.next_turns:
+            self._settle_conversation(entry, spec)
+            return
         if entry.attempt < self._meta.max_retries:
             self._rerun(job, spec)
             self.rerun += 1
@@ -82,6 +85,25 @@ class LostJobWatch:
         died = RequestRecord.failure(spec, entry.worker, host, ErrorType.WORKER_DIED, message,
                                      epoch_seconds(self._connection.time()))
         save_record(self._connection, died, ttl_s=self._meta.ttl_s)
+        self.declared_dead += 1
+
+    def _settle_conversation(self, entry: InFlight, spec: JobSpec) -> None:
+        """A conversation is not rerun: the model's answers so far died with its worker. The turn in
+        flight is ``worker_died``, the turns after it ``previous_turn_failed``."""
+        in_flight = entry.index - spec.index + 1
+        host = entry.worker.rpartition(":")[0] or socket.gethostname()
+        at = epoch_seconds(self._connection.time())
+        for turn in range(in_flight, spec.turns + 1):
+            turn_spec = spec.for_turn(turn, [])
+            if turn == in_flight:
+                record = RequestRecord.failure(turn_spec, entry.worker, host, ErrorType.WORKER_DIED,
+                                               f"worker {entry.worker} died during turn {turn} of session "
+                                               f"{spec.session_id} (no heartbeat for {keys.WORKER_ALIVE_TTL_S} s); "
+                                               "a conversation is not rerun", at, turn=turn)
+            else:
+                record = RequestRecord.failure(turn_spec, entry.worker, host, ErrorType.PREVIOUS_TURN_FAILED,
+                                               f"not sent: the worker died during turn {in_flight}", at, turn=turn)
+            save_record(self._connection, record, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 
     def _rerun(self, job: Job, spec: JobSpec) -> None:

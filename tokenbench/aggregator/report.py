@@ -43,6 +43,8 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
         "index": record.index,
         "prompt_id": record.prompt_id,
         "category": record.category,
+        "session_id": record.session_id,
+        "turn": record.turn,
         "success": record.success,
         "error_type": record.error_type,
         "error": record.error,
@@ -110,6 +112,29 @@ def category_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]
             "ttft_p95_ms": ttft["p95"],
             "tokens_per_second": _round(mean([t for t in map(tokens_per_second, ok) if t is not None])),
         }
+    return breakdown
+
+
+def turn_breakdown(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
+    """Conversations: per turn number, its requests and their TTFT, input and cached tokens (the
+    history grows with each turn; a prefix cache shows as TTFT falling). None without conversations."""
+    turns = sorted({r.turn for r in records if r.turn is not None})
+    if not turns:
+        return None
+    breakdown = []
+    for turn in turns:
+        mine = [r for r in records if r.turn == turn]
+        ok = [r for r in mine if r.success]
+        breakdown.append({
+            "turn": turn,
+            "requests": len(mine),
+            "successful": len(ok),
+            "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
+            "mean_input_tokens": _round(mean([r.input_tokens for r in ok if r.input_tokens is not None]), 1),
+            "mean_cached_tokens": _round(mean([r.cached_tokens for r in ok if r.cached_tokens is not None]), 1),
+            "cached_token_share": _round(_cached_share(ok), 4),
+            "mean_output_tokens": _round(mean([r.output_tokens for r in ok]), 1),
+        })
     return breakdown
 
 
@@ -229,6 +254,7 @@ def build_report(
         "server_metrics": server_metrics,
         "server_decomposition": decomposition(ttft["mean"], e2e["mean"], total_output, server_metrics),
         "categories": category_breakdown(records),
+        "turns": turn_breakdown(records),  # conversations (--turns, --conversations): figures by turn number
         "workers": workers,
         "hosts": sorted({r.host for r in records}),
         "tokenbench_version": meta.tokenbench_version,

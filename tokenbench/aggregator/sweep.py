@@ -10,6 +10,7 @@ import textwrap
 from typing import Any
 
 from tokenbench import __version__
+from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.verdict import error_rate
 
 # The knee: the first level whose TTFT p99 is more than this many times the first level's.
@@ -107,13 +108,13 @@ def format_sweep(document: dict[str, Any]) -> str:
     lines = [title, f"  {'rate/s' if by_rate else 'workers':>7}{'in flight':>10}"
              + "".join(f"{head:>9}" for head, _, _ in _COLUMNS) + f"{'errors':>7}"]
     for level in document["levels"]:
-        cells = "".join(f"{_number(level[key], digits):>9}" for _, key, digits in _COLUMNS)
+        cells = "".join(f"{figure(level[key], digits):>9}" for _, key, digits in _COLUMNS)
         errors = "-" if level["error_rate"] is None else f"{100 * level['error_rate']:.1f}%"
         first = f"{level['request_rate'] or math.inf:g}" if by_rate else str(level["concurrency"])
-        lines.append(f"  {first:>7}{_number(level['mean_concurrency'], 1):>10}{cells}{errors:>7}")
+        lines.append(f"  {first:>7}{figure(level['mean_concurrency'], 1):>10}{cells}{errors:>7}")
     turn = document["sweep"].get("knee")
     if turn:
-        lines.append(f"  knee: TTFT p99 turns at {level_name(turn)}: {_number(turn['ttft_p99_ms'], 1)} ms, "
+        lines.append(f"  knee: TTFT p99 turns at {level_name(turn)}: {figure(turn['ttft_p99_ms'], 1)} ms, "
                      f"{turn['times_first_level']:g}x the first level's")
     if document["sweep"]["stopped_early"]:
         lines += textwrap.wrap(document["sweep"]["stopped_early"], 80, initial_indent="  stopped early: ",
@@ -121,5 +122,3 @@ def format_sweep(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _number(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"

@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
+from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
 from tokenbench.aggregator.report import LATE_DISPATCH_MS
 
@@ -25,9 +26,6 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-def _number(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
 
 def _shortfall_lines(report: dict[str, Any]) -> list[str]:
     achieved, workers = report["mean_concurrency"], report["concurrency"]
@@ -43,7 +41,7 @@ def _loop_lag_lines(report: dict[str, Any]) -> list[str]:
     lag = report.get("event_loop_lag_ms")
     if not lag or lag["p99"] is None or lag["p99"] <= LOOP_LAG_WARN_MS:
         return []
-    return [f"  warning      the workers' event loops ran late by up to {_number(lag['p99'])} ms (p99): chunk",
+    return [f"  warning      the workers' event loops ran late by up to {figure(lag['p99'])} ms (p99): chunk",
             "               times may be that late (add worker processes or hosts)"]
 
 
@@ -59,9 +57,9 @@ def _schedule_lines(report: dict[str, Any]) -> list[str]:
     lag = report["dispatch_lag_ms"]
     shape = f", burstiness {report['burstiness']:g}" if report["arrival"] == "poisson" else ""
     lines = [f"  schedule     {report['request_rate']:g} req/s, {report['arrival']} arrivals{shape}; "
-             f"sent late by p50 {_number(lag['p50'])} ms, p99 {_number(lag['p99'])} ms"]
+             f"sent late by p50 {figure(lag['p50'])} ms, p99 {figure(lag['p99'])} ms"]
     if lag["p99"] is not None and lag["p99"] > LATE_DISPATCH_MS:
-        lines.append(f"  warning      requests went out up to {_number(lag['max'])} ms after their scheduled time: "
+        lines.append(f"  warning      requests went out up to {figure(lag['max'])} ms after their scheduled time: "
                      "too few workers to keep the schedule (raise --concurrency)")
     return lines
 
@@ -80,8 +78,8 @@ def _goodput_lines(report: dict[str, Any]) -> list[str]:
         return []
     objectives = ", ".join(f"{name} <= {limit:g} ms" for name, limit in report["slo_ms"].items())
     return [
-        f"  goodput      {_number(report['goodput_requests_per_s'], 2)} req/s meeting {objectives}",
-        f"               ({report['good_requests']} requests, {_number(100 * report['slo_attainment'])} %)",
+        f"  goodput      {figure(report['goodput_requests_per_s'], 2)} req/s meeting {objectives}",
+        f"               ({report['good_requests']} requests, {figure(100 * report['slo_attainment'])} %)",
     ]
 
 
@@ -102,14 +100,28 @@ def _server_lines(report: dict[str, Any]) -> list[str]:
     failed = f", {server['failed_scrapes']} failed" if server["failed_scrapes"] else ""
     lines = ["", f"  server       {server['url']} ({server['server']}): {server['scrapes']} scrapes{failed}"]
     if parts["server_ttft_mean_ms"] is not None:
-        queue, prefill = _number(parts["server_queue_time_mean_ms"]), _number(parts["server_prefill_time_mean_ms"])
-        lines.append(f"               TTFT mean {_number(parts['server_ttft_mean_ms'])} ms (queue {queue}, prefill "
-                     f"{prefill}); client {_number(parts['client_ttft_mean_ms'])}")
-        lines.append(f"               client - server: {_number(parts['network_and_client_ms'])} ms of network and "
+        queue, prefill = figure(parts["server_queue_time_mean_ms"]), figure(parts["server_prefill_time_mean_ms"])
+        lines.append(f"               TTFT mean {figure(parts['server_ttft_mean_ms'])} ms (queue {queue}, prefill "
+                     f"{prefill}); client {figure(parts['client_ttft_mean_ms'])}")
+        lines.append(f"               client - server: {figure(parts['network_and_client_ms'])} ms of network and "
                      "client")
     if parts["server_generation_tokens"] is not None:
         lines.append(f"               tokens generated {parts['server_generation_tokens']:,.0f} "
                      f"(client counted {parts['client_output_tokens']:,}), requests {parts['server_requests']}")
+    return lines
+
+
+def _turn_lines(report: dict[str, Any]) -> list[str]:
+    """Conversations: TTFT and the (growing, partly cached) input by turn number."""
+    if not report.get("turns"):
+        return []
+    lines = ["", f"  {'turn':<6}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'input tok':>11}{'cached':>9}  (ms)"]
+    for entry in report["turns"]:
+        ratio = f"{entry['successful']}/{entry['requests']}"
+        share = entry["cached_token_share"]
+        cached = "-" if share is None else f"{100 * share:.0f} %"
+        lines.append(f"  {entry['turn']:<6}{ratio:>9}{figure(entry['ttft_ms']['p50']):>10}"
+                     f"{figure(entry['ttft_ms']['p99']):>10}{figure(entry['mean_input_tokens']):>11}{cached:>9}")
     return lines
 
 
@@ -132,32 +144,33 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{report['missing_runs']} missing of {report['num_prompts']}"
         + (f" (+{report['warmup_requests']} warm-up, not counted)" if report.get("warmup_requests") else ""),
         f"  concurrency  {report['concurrency']} ({_plural(len(report['workers']), 'process', 'processes')}, "
-        f"{_plural(len(report['hosts']), 'host', 'hosts')}); in flight: mean {_number(report['mean_concurrency'])}, "
+        f"{_plural(len(report['hosts']), 'host', 'hosts')}); in flight: mean {figure(report['mean_concurrency'])}, "
         f"max {report['max_concurrency']}",
         *_shortfall_lines(report),
         *_loop_lag_lines(report),
         *_cpu_lines(report),
         *_workload_lines(report),
-        f"  duration     {_number(report['duration_s'], 2)} s",
+        f"  duration     {figure(report['duration_s'], 2)} s",
         f"  output       {report['total_output_tokens']:,} tokens, "
-        f"{_number(report['output_throughput_tokens_per_s'])} tok/s overall, "
-        f"{_number(report['avg_tokens_per_second'])} tok/s per request",
+        f"{figure(report['output_throughput_tokens_per_s'])} tok/s overall, "
+        f"{figure(report['avg_tokens_per_second'])} tok/s per request",
         *_estimate_lines(report),
-        f"  requests/s   {_number(report['request_throughput_per_s'], 2)}",
+        f"  requests/s   {figure(report['request_throughput_per_s'], 2)}",
         *_goodput_lines(report),
         "",
         f"  {'(ms)':<12}" + "".join(f"{c:>10}" for c in _COLUMNS),
     ]
     for label, key in _DISTRIBUTIONS:
         dist = report[key]
-        lines.append(f"  {label:<12}" + "".join(f"{_number(dist[c]):>10}" for c in _COLUMNS))
+        lines.append(f"  {label:<12}" + "".join(f"{figure(dist[c]):>10}" for c in _COLUMNS))
     lines += _server_lines(report)
     if len(report["categories"]) > 1:
         lines += ["", f"  {'category':<22}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'tok/s':>9}  (ms)"]
         for name, entry in report["categories"].items():
             ratio = f"{entry['successful']}/{entry['requests']}"
-            lines.append(f"  {name[:22]:<22}{ratio:>9}{_number(entry['ttft_p50_ms']):>10}"
-                         f"{_number(entry['ttft_p95_ms']):>10}{_number(entry['tokens_per_second']):>9}")
+            lines.append(f"  {name[:22]:<22}{ratio:>9}{figure(entry['ttft_p50_ms']):>10}"
+                         f"{figure(entry['ttft_p95_ms']):>10}{figure(entry['tokens_per_second']):>9}")
+    lines += _turn_lines(report)
     lines += _error_lines(report)
     if report["missing"]:
         shown = ", ".join(f"#{m['index']} {m['prompt_id']}" for m in report["missing"][:5])

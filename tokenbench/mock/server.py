@@ -227,6 +227,9 @@ class MockServer:
             n_cached = self._prefix_cache.hit_and_store(words)
             ttft_s *= max(len(words) - n_cached, 1) / max(len(words), 1)
             self.metrics.prefix_cache(len(words), n_cached)
+            # The answer's blocks are cached too, as vLLM's are: a conversation's next turn, which
+            # sends this prompt and answer back as its history, finds both.
+            self._prefix_cache.hit_and_store(words + [token_text(i).strip() for i in range(n_tokens)])
         return Completion(
             completion_id=f"chatcmpl-mock-{uuid.uuid4().hex[:12]}",
             model=body.get("model") or self.settings.model,

@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from tokenbench import __version__
 from tokenbench.producer.arrivals import ArrivalSchedule
+from tokenbench.producer.conversations import sessions_of
 from tokenbench.producer.prompts import Prompt, as_messages
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
@@ -49,6 +50,7 @@ def enqueue_run(
     config: dict[str, Any] | None = None,
     workload: dict[str, Any] | None = None,
     secret: bytes | None = None,
+    turn_delay_s: float = 0.0,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata.
 
@@ -56,7 +58,8 @@ def enqueue_run(
     send it then, not as soon as they can. The start (on the Redis server's clock) is written once
     every job is, so however long enqueueing takes the first requests are not born late; a worker
     that takes a job before it is written waits for it. With a ``secret`` every job is signed
-    (shared/signing.py)."""
+    (shared/signing.py). A conversation's turns are one job (producer/conversations.py); a
+    schedule times its first turn, and ``turn_delay_s`` comes between an answer and the next turn."""
     run_id = run_id or new_run_id()
     if not keys.is_valid_run_id(run_id):
         raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
@@ -80,45 +83,35 @@ def enqueue_run(
         config=config,
         workload=workload,
     )
-    send_after: list[float | None] = [None] * len(prompts)
+    sessions = sessions_of(prompts)  # a conversation is one job; any other prompt is one job too
+    send_after: list[float | None] = [None] * len(sessions)
     longest_wait_s = 0.0  # a scheduled job may wait on its worker until it is due
     if schedule is not None:
         meta.request_rate, meta.arrival = schedule.rate, schedule.arrival
         meta.burstiness, meta.seed = schedule.burstiness, schedule.seed
-        send_after = list(schedule.send_offsets(len(prompts)))
+        send_after = list(schedule.send_offsets(len(sessions)))
         longest_wait_s = max(send_after, default=0.0) + SCHEDULE_LEAD_S + len(prompts) / SLOWEST_ENQUEUE_JOBS_PER_S
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
-    job_timeout = int(endpoint.total_timeout_s + longest_wait_s) + JOB_TIMEOUT_MARGIN_S
-    specs = [
-        JobSpec(
-            run_id=run_id,
-            index=index,
-            prompt_id=prompt.id,
-            category=prompt.category,
-            messages=as_messages(prompt),
-            max_tokens=prompt.max_tokens,
-            warmup=warmup,
-            ttl_s=ttl_s,
-            send_after_s=send_after[index],
-            endpoint=endpoint_dict,
-        ).to_dict()
-        for index, prompt in enumerate(prompts)
-    ]
+    specs = [job_spec(run_id, session, endpoint_dict, warmup=warmup, ttl_s=ttl_s, send_after_s=send_after[n],
+                      turn_delay_s=turn_delay_s).to_dict()
+             for n, session in enumerate(sessions)]
     if secret is not None:
         for spec in specs:
             spec[SIGNATURE_FIELD] = signature(spec, secret)
     jobs = [
         Queue.prepare_data(
             keys.JOB_FUNCTION,
-            args=(specs[index],),
-            job_id=keys.job_id(run_id, index),
-            timeout=job_timeout,
+            args=(spec,),
+            job_id=keys.job_id(run_id, spec["index"]),
+            # A conversation's turns take their time one after the other, with the think time between.
+            timeout=int((endpoint.total_timeout_s + turn_delay_s) * len(session) + longest_wait_s)
+            + JOB_TIMEOUT_MARGIN_S,
             result_ttl=0,
             failure_ttl=ttl_s,
-            description=f"tokenbench {run_id} #{index} {prompt.id}",
+            description=f"tokenbench {run_id} #{spec['index']} {spec['session_id'] or spec['prompt_id']}",
         )
-        for index, prompt in enumerate(prompts)
+        for spec, session in zip(specs, sessions)
     ]
     with connection.pipeline() as pipe:
         pipe.set(keys.run_meta(run_id), meta.to_json(), ex=ttl_s)
@@ -128,3 +121,28 @@ def enqueue_run(
     if schedule is not None:
         connection.set(keys.run_schedule_start(run_id), epoch_seconds(connection.time()) + SCHEDULE_LEAD_S, ex=ttl_s)
     return meta
+
+
+def job_spec(run_id: str, session: list[tuple[int, Prompt]], endpoint: dict[str, Any], *, warmup: int, ttl_s: int,
+             send_after_s: float | None, turn_delay_s: float) -> JobSpec:
+    """The job of one prompt, or of one conversation's turns (the first sent as its messages, the
+    next ones as the user's words, after the model's answers: worker/conversation.py)."""
+    index, first = session[0]
+    conversation = first.session_id is not None
+    return JobSpec(
+        run_id=run_id,
+        index=index,
+        prompt_id=first.id,
+        category=first.category,
+        messages=as_messages(first),
+        max_tokens=first.max_tokens,
+        warmup=warmup,
+        ttl_s=ttl_s,
+        send_after_s=send_after_s,
+        endpoint=endpoint,
+        session_id=first.session_id,
+        next_turns=[{"prompt_id": p.id, "category": p.category, "content": p.text, "max_tokens": p.max_tokens}
+                    for _, p in session[1:]]
+        if conversation else None,
+        turn_delay_s=turn_delay_s if conversation else 0.0,
+    )

@@ -15,6 +15,8 @@ class Prompt:
     max_tokens: int | None = None  # overrides the run's --max-tokens for this prompt
     input_tokens: int | None = None  # the prompt's length as the workload counted it (see producer/tokenizer.py)
     arrival_s: float | None = None  # a replayed trace's send time after its first request (see producer/trace.py)
+    session_id: str | None = None  # a conversation's turns share it (see producer/conversations.py)
+    turn: int | None = None  # which user turn of its conversation, from 1
 
 
 def _category(category: str, prefix: str, *texts: str) -> list[Prompt]:

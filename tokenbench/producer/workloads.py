@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tokenbench.producer.conversations import as_sessions, conversation_prompts, load_conversation_file
 from tokenbench.producer.prompt_files import load_prompt_file
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
 from tokenbench.producer.sharegpt import load_sharegpt
@@ -32,15 +33,33 @@ class WorkloadSpec:
     prefixes: SharedPrefixes | None = None  # synthetic prompts that start with shared prefixes
     trace: Path | None = None  # replay this arrival trace (producer/trace.py)
     trace_speed: float = 1.0  # the trace's time divided by this
+    turns: int | None = None  # conversations: each session sends this many user turns (at most, from a file)
+    conversations: Path | None = None  # a file of conversations (producer/conversations.py)
+    turn_delay_s: float = 0.0  # conversations: think time between an answer and the next turn
 
 
-def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
+@dataclass(frozen=True)
+class Workload:
+    prompts: list[Prompt]  # every request, in order (a conversation's turns next to each other)
+    description: dict[str, Any]  # where they came from and how their lengths were counted (into the result)
+    turn_delay_s: float = 0.0  # conversations: think time between an answer and the next turn
+
+
+def build_workload(spec: WorkloadSpec) -> Workload:
     """The prompts to send, in order, and the description of where they came from."""
     description: dict[str, Any] = {}
-    counts_lengths = spec.input_tokens is not None or spec.dataset is not None or spec.trace is not None
+    counts_lengths = spec.input_tokens is not None or spec.dataset is not None or spec.trace is not None \
+        or spec.conversations is not None
     counter = load_counter(spec.tokenizer) if counts_lengths or spec.tokenizer else None
-    count = spec.num_prompts or DEFAULT_COUNT
-    if spec.input_tokens is not None:
+    # With --turns, --prompts counts sessions: each takes the next `turns` prompts of the source.
+    per_session = spec.turns if spec.turns and spec.conversations is None else 1
+    count = (spec.num_prompts or DEFAULT_COUNT) * per_session
+    if spec.conversations is not None:
+        assert counter is not None
+        prompts = conversation_prompts(load_conversation_file(spec.conversations, counter), spec.num_prompts,
+                                       spec.turns)
+        description |= {"source": "conversations", "path": str(spec.conversations)}
+    elif spec.input_tokens is not None:
         assert counter is not None
         prompts = synthetic_prompts(count, spec.input_tokens, spec.seed, counter, spec.prefixes)
         description |= {"source": "synthetic", "input_tokens_requested": _length(spec.input_tokens)}
@@ -59,11 +78,15 @@ def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
         prompts = select_prompts(count, tuple(sample))
         description |= {"source": "sharegpt", "path": str(spec.dataset_path), **kept}
     elif spec.prompts_file is not None:
-        prompts = select_prompts(spec.num_prompts, load_prompt_file(spec.prompts_file))
+        prompts = select_prompts(spec.num_prompts and count, load_prompt_file(spec.prompts_file))
         description |= {"source": "file", "path": str(spec.prompts_file)}
     else:
-        prompts = select_prompts(spec.num_prompts, BUILTIN_PROMPTS)
+        prompts = select_prompts(spec.num_prompts and count, BUILTIN_PROMPTS)
         description |= {"source": "builtin"}
+    if per_session > 1:
+        prompts = as_sessions(prompts, per_session)
+    if prompts and prompts[0].session_id is not None:
+        description["conversations"] = conversation_summary(prompts) | {"turn_delay_s": spec.turn_delay_s}
     if spec.output_tokens is not None:
         rng = random.Random(f"{spec.seed}:output")
         prompts = [replace(p, max_tokens=spec.output_tokens.draw(rng)) for p in prompts]
@@ -79,7 +102,14 @@ def build_workload(spec: WorkloadSpec) -> tuple[list[Prompt], dict[str, Any]]:
             "prompt_tokens": {"mean": round(sum(lengths) / len(lengths), 1), "min": min(lengths),
                               "max": max(lengths), "total": sum(lengths)},
         }
-    return prompts, description
+    return Workload(prompts, description, spec.turn_delay_s)
+
+
+def conversation_summary(prompts: list[Prompt]) -> dict[str, Any]:
+    """How many sessions a workload has and how many turns each."""
+    turns = [p.turn or 1 for p in prompts if p.turn is not None]
+    sessions = len({p.session_id for p in prompts})
+    return {"sessions": sessions, "turns": {"mean": round(len(turns) / sessions, 2), "max": max(turns)}}
 
 
 def tokenizer_path(description: dict[str, Any] | None) -> Path | None:

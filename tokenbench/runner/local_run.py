@@ -22,6 +22,7 @@ from tokenbench.aggregator.collect import missing_indices, read_records, wait_fo
 from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
+from tokenbench.producer.conversations import sessions_of
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
@@ -84,6 +85,7 @@ class RunOptions:
     processes: int | None = None  # worker processes the concurrency is spread over; None: one per core
     preflight: bool = True  # one unmeasured request to a server of the user's before the run
     server_metrics: MetricsSource | None = MetricsSource()  # None: --no-server-metrics
+    turn_delay_s: float = 0.0  # conversations: think time between an answer and the next turn
 
     def worker_processes(self, concurrency: int) -> int:
         return min(self.processes or cpu_count(), concurrency)
@@ -148,9 +150,10 @@ class SweepOutcome:
 def wait_bound_s(options: RunOptions, concurrency: int) -> float:
     """How long `run` waits for records at most: every request of the slowest worker timing out,
     after the last one is due."""
-    rounds = math.ceil(len(options.prompts) / concurrency)
-    schedule_s = options.schedule.send_offsets(len(options.prompts))[-1] if options.schedule else 0.0
-    return schedule_s + rounds * options.endpoint.total_timeout_s + WAIT_MARGIN_S
+    jobs = sessions_of(options.prompts)  # a conversation's turns, one after the other, are one job
+    rounds = math.ceil(len(jobs) / concurrency) * max(len(job) for job in jobs)
+    schedule_s = options.schedule.send_offsets(len(jobs))[-1] if options.schedule else 0.0
+    return schedule_s + rounds * (options.endpoint.total_timeout_s + options.turn_delay_s) + WAIT_MARGIN_S
 
 
 @contextmanager
@@ -259,6 +262,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
             schedule=options.schedule,
             config=options.config,
             workload=options.workload,
+            turn_delay_s=options.turn_delay_s,
             secret=secret.encode(),
         )
         progress = Progress(connection, run_id, meta.num_prompts, progress_stream)

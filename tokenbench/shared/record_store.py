@@ -46,8 +46,9 @@ def queue_mark_in_flight(pipe: Any, run_id: str, entry: InFlight, ttl_s: int = k
     pipe.expire(keys.run_in_flight(run_id), ttl_s)
 
 
-def clear_in_flight(pipe: Any, run_id: str, index: int) -> None:
-    pipe.hdel(keys.run_in_flight(run_id), str(index))
+def clear_in_flight(pipe: Any, run_id: str, index: int) -> Any:
+    """Queue on ``pipe`` (or send, on a client: an asyncio one's reply is awaited) the mark's removal."""
+    return pipe.hdel(keys.run_in_flight(run_id), str(index))
 
 
 def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:

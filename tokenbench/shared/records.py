@@ -9,7 +9,7 @@ import math
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cache
 from operator import itemgetter
@@ -49,6 +49,7 @@ class ErrorType(StrEnum):
     HTTP_ERROR = "http_error"
     RATE_LIMITED = "rate_limited"  # 429, after any retries
     STREAM_ERROR = "stream_error"
+    PREVIOUS_TURN_FAILED = "previous_turn_failed"  # a conversation's turn not sent: an earlier turn failed
     WORKER_DIED = "worker_died"
     WORKER_STOPPED = "worker_stopped"
     JOB_TIMEOUT = "job_timeout"
@@ -82,6 +83,27 @@ class JobSpec:
     ttl_s: int = keys.RUN_TTL_S  # how long the run's keys live
     send_after_s: float | None = None  # open-loop runs: when to send, after the schedule's start
     signature: str | None = None  # HMAC of the spec with TOKENBENCH_SECRET (shared/signing.py), when set
+    # A conversation (producer/conversations.py): this job sends all its turns in order, the first
+    # from ``messages``, the next ones from ``next_turns`` ({"prompt_id", "category", "content", "max_tokens"}),
+    # each turn's record under the next index.
+    session_id: str | None = None
+    next_turns: list[dict[str, Any]] | None = None
+    turn_delay_s: float = 0.0  # think time between an answer and the next turn
+
+    @property
+    def turns(self) -> int:
+        """How many requests this job sends: its conversation's turns, or 1."""
+        return 1 + len(self.next_turns or ())
+
+    def for_turn(self, turn: int, messages: list[dict[str, Any]]) -> JobSpec:
+        """The spec of the conversation's ``turn``-th request (from 1), sending ``messages``: its own
+        index and prompt id, sent at once (only the first turn keeps the schedule and the warm-up)."""
+        if turn == 1:
+            return replace(self, messages=messages)
+        following = (self.next_turns or [])[turn - 2]
+        return replace(self, index=self.index + turn - 1, prompt_id=following["prompt_id"],
+                       category=following.get("category", self.category), messages=messages,
+                       max_tokens=following.get("max_tokens"), warmup=0, send_after_s=None)
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every message and the endpoint, which
@@ -148,6 +170,8 @@ class RequestRecord:
     # No usage came and the run has a --tokenizer: the streamed text, which the aggregator counts
     # (aggregator/token_counts.py) and drops; never in a result file.
     output_text: str | None = None
+    session_id: str | None = None  # a conversation's turns share it (producer/conversations.py)
+    turn: int | None = None  # which turn of its conversation, from 1
 
     def to_json(self) -> bytes:
         """The record as stored in Redis: its JSON without ``chunk_offsets_ms``, then, when there are
@@ -172,15 +196,16 @@ class RequestRecord:
 
     @classmethod
     def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str,
-                at: float) -> RequestRecord:
-        """The record of a request that ended without a measurement (its worker died or was stopped).
+                at: float, turn: int | None = None) -> RequestRecord:
+        """The record of a request that ended without a measurement (its worker died or was stopped,
+        or, as a conversation's ``turn``, an earlier turn failed).
 
         ``at``: when it was declared, epoch seconds on the Redis clock; it has no timings, so it
         counts in no duration or throughput window.
         """
         return cls(run_id=spec.run_id, index=spec.index, prompt_id=spec.prompt_id, category=spec.category,
                    worker=worker, host=host, started_at=at, error_type=str(error_type), error=error,
-                   attempt=spec.attempt)
+                   attempt=spec.attempt, session_id=spec.session_id if turn else None, turn=turn)
 
 
 _RECORD_JSON_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "chunk_offsets_ms")

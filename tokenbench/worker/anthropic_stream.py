@@ -69,3 +69,5 @@ class AnthropicStreamReader(StreamReader):
             self.token_chunks.append(TokenChunk(received_ns, reasoning=True, reasoning_chars=len(text)))
         else:  # answer text, or a tool call's input: generated text too
             self.token_chunks.append(TokenChunk(received_ns, answer_chars=len(text)))
+            if kind == "text_delta":
+                self.answer_parts.append(text)

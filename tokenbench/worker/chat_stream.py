@@ -144,6 +144,7 @@ class StreamReader:
         self.cost: float | None = None  # usage.cost (OpenRouter, in credits)
         self.done = False
         self.text_parts: list[str] = []  # every piece of generated text, in order (answer, reasoning, tool calls)
+        self.answer_parts: list[str] = []  # the answer's text alone: what a conversation sends back as history
 
     def on_event(self, event: SSEEvent) -> None:
         raise NotImplementedError
@@ -272,6 +273,8 @@ class ChatStreamReader(StreamReader):
         self.text_parts.append(reasoning + content + tool_text)  # think tags included: generated too
         think_reasoning, answer, saw_tag = self._think.feed(content) if content else ("", "", False)
         reasoning += think_reasoning
+        if answer:
+            self.answer_parts.append(answer)
         return TokenChunk(received_ns=received_ns, reasoning=bool(reasoning) or saw_tag,
                           answer_chars=len(answer) + len(tool_text), reasoning_chars=len(reasoning))
 

@@ -20,7 +20,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.config import PRESETS, api_key_from_env
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker import clock
-from tokenbench.worker.measure import HeaderWaits, measure_request, worker_name
+from tokenbench.worker.measure import Answer, HeaderWaits, measure_request, worker_name
 
 # The clock offset is measured again when it is older than this, so drift over a long run stays small.
 CLOCK_RESYNC_INTERVAL_S = 60.0
@@ -138,7 +138,8 @@ async def wait_for_schedule_start(connection: Redis, run_id: str,
     return float(raw)
 
 
-async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWaits | None = None) -> RequestRecord:
+async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWaits | None = None,
+                  answer: Answer | None = None) -> RequestRecord:
     """Send the job's request (after the run's warm-up and, open loop, when it is due); its record."""
     api_key = process.api_key_for(spec)
     if spec.warmup:
@@ -151,7 +152,7 @@ async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWai
             remaining = send_at - clock.now()
             if remaining > 0:
                 await asyncio.sleep(remaining)
-    record = await measure_request(process.session, spec, api_key, header_waits)
+    record = await measure_request(process.session, spec, api_key, header_waits, answer)
     if send_at is not None:
         record.scheduled_at = send_at
         first_sent_at = record.started_at - record.retry_wait_ms / 1000

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -77,9 +78,17 @@ def redact(text: str | None, secret: str | None) -> str | None:
     return text
 
 
+@dataclass
+class Answer:
+    """The answer's text (reasoning left out), for a conversation's next turn to send back."""
+
+    text: str = ""
+
+
 async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None,
-                          header_waits: HeaderWaits | None = None) -> RequestRecord:
-    """Stream the request of ``spec`` and return its record; failures become records too.
+                          header_waits: HeaderWaits | None = None, answer: Answer | None = None) -> RequestRecord:
+    """Stream the request of ``spec`` and return its record; failures become records too. With an
+    ``answer``, the answer's text is put there.
 
     A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
     server asks for (never longer than the total timeout); the record times the last attempt and
@@ -89,7 +98,7 @@ async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key
     first_sent_ns = None
     retries: list[dict] = []
     while True:
-        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key, header_waits)
+        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key, header_waits, answer)
         first_sent_ns = first_sent_ns or sent_ns
         if retry_after_s is None or len(retries) >= endpoint.max_retries:
             break
@@ -104,7 +113,7 @@ async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key
 
 async def _attempt(
     session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None,
-    header_waits: HeaderWaits | None,
+    header_waits: HeaderWaits | None, answer: Answer | None,
 ) -> tuple[RequestRecord, float | None, int]:
     """One send: (its record, the wait the server asked for before a retry or None, send time)."""
     record = RequestRecord(
@@ -146,6 +155,8 @@ async def _attempt(
             waiting[spec.run_id] -= 1
     record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
     _fill_from_stream(record, reader, sent_ns, endpoint.keep_text_without_usage)
+    if answer is not None:
+        answer.text = "".join(reader.answer_parts)
     offset = clock.current_offset()
     if offset is not None:
         record.clock_offset_ms, record.clock_rtt_ms = round(offset.offset_s * 1000, 3), round(offset.rtt_s * 1000, 3)

@@ -37,6 +37,8 @@ class ResponsesStreamReader(StreamReader):
             if isinstance(text, str) and text:
                 self.text_parts.append(text)
                 reasoning = kind in REASONING_DELTAS
+                if not reasoning:
+                    self.answer_parts.append(text)
                 self.token_chunks.append(TokenChunk(event.received_ns, reasoning=reasoning,
                                                     reasoning_chars=len(text) if reasoning else 0,
                                                     answer_chars=0 if reasoning else len(text)))

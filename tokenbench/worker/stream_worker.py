@@ -47,6 +47,7 @@ from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord
 from tokenbench.shared.signing import SECRET_ENV, is_signed_by
 from tokenbench.shared.terminal import terminal_safe
 from tokenbench.worker import clock
+from tokenbench.worker.conversation import Conversation
 from tokenbench.worker.job import PRESET_HOSTS, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.measure import HeaderWaits
@@ -67,6 +68,7 @@ _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a 
 # ~25 ms, late chunk times for every other stream; batches of 32 interleave with their reads.
 _BATCH = 32
 _SAVE_DELAY_S = 0.005
+_INTERRUPTIONS = (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)  # a job that ends so failed in RQ's terms
 # Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
 # hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip.
 _TAKE_JOBS_SCRIPT = """
@@ -301,22 +303,30 @@ class StreamWorker(BaseWorker):
     # -- one job -----------------------------------------------------------------------------
 
     async def _perform(self, started: StartedJob, stream: int) -> None:
-        """Send the job's request on ``stream``; the stream is free again as soon as it ends, and the
-        record goes to the saver."""
+        """Send the job's request (or its conversation's turns) on ``stream``; the stream is free again
+        as soon as it ends, and every record goes to the saver."""
         assert self._process is not None
         job, spec = started.job, started.spec
         self._loop_lag.job_started(spec.run_id)
+        conversation = Conversation(self._process, spec, job.id, self._header_waits,
+                                    lambda turn: self._finished(started, turn, stream)) if spec.next_turns else None
+        records: list[RequestRecord] = []
         warmups: list[RequestRecord] = []
         try:
             async with asyncio.timeout(job.timeout if job.timeout and job.timeout > 0 else None):
-                record = await run_job(self._process, spec, self._header_waits)
+                if conversation is None:
+                    records = [await run_job(self._process, spec, self._header_waits)]
+                else:
+                    await conversation.run()  # each turn's record is saved as it ends
             if started.first_of_run and spec.warmup:
                 warmups = self._process.warmup(spec).result()
         except TimeoutError:
-            record = self._interrupted(spec, ErrorType.JOB_TIMEOUT, f"RQ's job timeout ({job.timeout} s) passed")
+            records = self._interrupted(conversation, spec, ErrorType.JOB_TIMEOUT,
+                                        f"RQ's job timeout ({job.timeout} s) passed")
         except asyncio.CancelledError:
-            self._saver.save(started, self._interrupted(spec, ErrorType.WORKER_STOPPED, "the worker was stopped (cold "
-                                                                               "shutdown) during the request"))
+            self._finish_job(started, self._interrupted(conversation, spec, ErrorType.WORKER_STOPPED,
+                                                        "the worker was stopped (cold shutdown) during the request"),
+                             stream)
             raise
         except Exception:  # a bug: the job's record is missing, and the log says why
             log.exception("worker %s: job %s failed", self.name, job.id)
@@ -325,14 +335,41 @@ class StreamWorker(BaseWorker):
             self._loop_lag.job_ended(spec.run_id)
             heapq.heappush(self._free_streams, stream)
             self._something_ended.set()
-        record.stream = stream
-        self._saver.save(started, record, warmups)
-        if log.isEnabledFor(logging.INFO):
-            log.info("worker %s: %s #%d %s", self.name, spec.run_id, spec.index, outcome_line(record))
+        self._finish_job(started, records, stream, warmups)
 
-    def _interrupted(self, spec: JobSpec, error_type: str, message: str) -> RequestRecord:
+    def _finish_job(self, started: StartedJob, records: list[RequestRecord], stream: int,
+                    warmups: list[RequestRecord] | None = None) -> None:
+        """Hand the job's last records to the saver, the job's end with the last of them (a
+        conversation that ran to its end has none left: its turns were saved as they ended)."""
+        interruption = next((r.error for r in records if r.error_type in _INTERRUPTIONS), None)
+        for record in records[:-1]:
+            self._finished(started, record, stream)
+        last = records[-1] if records else None
+        if last is not None:
+            self._log_outcome(last, stream)
+        self._saver.save(started, last, warmups, ends_job=True, interruption=interruption)
+
+    def _finished(self, started: StartedJob, record: RequestRecord, stream: int) -> None:
+        """Hand a record to the saver without ending its job (a conversation's turns, as they end)."""
+        self._log_outcome(record, stream)
+        self._saver.save(started, record, ends_job=False)
+
+    def _log_outcome(self, record: RequestRecord, stream: int) -> None:
+        record.stream = stream
+        if log.isEnabledFor(logging.INFO):
+            log.info("worker %s: %s #%d %s", self.name, record.run_id, record.index, outcome_line(record))
+
+    def _interrupted(self, conversation: Conversation | None, spec: JobSpec, error_type: str,
+                     message: str) -> list[RequestRecord]:
+        """The record of the request in flight when the job was stopped; with a conversation's, those
+        of its turns not sent yet."""
         assert self._process is not None
-        return RequestRecord.failure(spec, self._process.name, self._process.host, error_type, message, clock.now())
+        if conversation is None:
+            return [RequestRecord.failure(spec, self._process.name, self._process.host, error_type, message,
+                                          clock.now())]
+        in_flight = RequestRecord.failure(conversation.current, self._process.name, self._process.host, error_type,
+                                          message, clock.now(), turn=conversation.turn)
+        return [in_flight, *conversation.unsent(f"turn {conversation.turn} was stopped: {message}")]
 
     def _background(self, awaitable: Awaitable[None]) -> None:
         """Run beside the streams; the feeder waits for it before a burst worker exits."""
@@ -359,7 +396,10 @@ class StreamWorker(BaseWorker):
                 async with self._aredis.pipeline(transaction=False) as pipe:
                     for finished in batch:
                         started = finished.started
-                        queue_save_record(pipe, finished.record, started.spec.ttl_s)
+                        if finished.record is not None:
+                            queue_save_record(pipe, finished.record, started.spec.ttl_s)
+                        if not finished.ends_job:
+                            continue
                         if finished.warmups:
                             queue_save_warmup_records(pipe, finished.warmups, started.spec.ttl_s)
                         started.execution.delete(started.job, pipeline=pipe)
@@ -378,7 +418,7 @@ class StreamWorker(BaseWorker):
             if finished.failed:
                 started = finished.started
                 await asyncio.to_thread(self._fail_in_rq, started.job, started.queue, started.execution,
-                                        finished.record.error or "")
+                                        finished.interruption or "")
 
     def _fail_in_rq(self, job: Job, queue: Queue, execution: Execution | None, reason: str) -> None:
         """RQ's failed state for the job, in its FailedJobRegistry (rare: refused or interrupted jobs)."""
@@ -478,9 +518,16 @@ class StartedJob:
 @dataclass(frozen=True)
 class Finished:
     started: StartedJob
-    record: RequestRecord
+    record: RequestRecord | None
     warmups: list[RequestRecord]
-    failed: bool  # in RQ's terms: interrupted (job timeout, cold shutdown), so kept in its FailedJobRegistry
+    ends_job: bool  # the job's last record (or, for a conversation, its end): RQ's end of the job comes with it
+    # Why the job was interrupted (job timeout, cold shutdown), when it was: then it is kept in RQ's
+    # FailedJobRegistry, as failed in RQ's terms.
+    interruption: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.ends_job and self.interruption is not None
 
 
 class RecordSaver:
@@ -494,9 +541,9 @@ class RecordSaver:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def save(self, started: StartedJob, record: RequestRecord, warmups: list[RequestRecord] | None = None) -> None:
-        failed = record.error_type in (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)
-        self._pending.append(Finished(started, record, warmups or [], failed))
+    def save(self, started: StartedJob, record: RequestRecord | None, warmups: list[RequestRecord] | None = None,
+             ends_job: bool = True, interruption: str | None = None) -> None:
+        self._pending.append(Finished(started, record, warmups or [], ends_job, interruption))
         self._idle.clear()
         self._wakeup.set()
 

@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from tokenbench import __version__
+from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.html.charts import (
     cdf_chart,
     e2el_series,
@@ -86,6 +87,7 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
         f'<p class="sub">{escape(_subtitle(named_results))}</p>',
         *_banners(named_results),
         _summary_table(named_results),
+        _turns_table(named_results),
         _errors_table(named_results),
         *(lead_charts or []),
         *(chart.render() for chart in distributions + servers + timelines),
@@ -129,6 +131,26 @@ def _errors_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
             + "\n".join(rows) + "\n</table>")
 
 
+def _turns_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+    """Conversations: TTFT and the input (growing with the history, partly cached) by turn number."""
+    rows = []
+    for label, result in named_results:
+        for entry in result.get("turns") or []:
+            ttft = entry.get("ttft_ms") or {}
+            share = entry.get("cached_token_share")
+            cells = [f'{entry.get("successful", 0)}/{entry.get("requests", 0)}', figure(ttft.get("p50")),
+                     figure(ttft.get("p99")), figure(entry.get("mean_input_tokens")),
+                     figure(entry.get("mean_cached_tokens")), "-" if share is None else f"{100 * share:.1f} %"]
+            rows.append(f"<tr><td>{escape(label)}</td><td>{entry.get('turn')}</td>"
+                        + "".join(f'<td class="num">{cell}</td>' for cell in cells) + "</tr>")
+    if not rows:
+        return ""
+    return ("<h2>By conversation turn</h2>\n<table>\n<tr><th>result</th><th>turn</th><th>ok/all</th>"
+            "<th>TTFT p50 (ms)</th><th>TTFT p99 (ms)</th><th>input tokens (mean)</th><th>cached tokens (mean)</th>"
+            "<th>cached share</th></tr>\n" + "\n".join(rows) + "\n</table>")
+
+
+
 def _subtitle(named_results: list[tuple[str, dict[str, Any]]]) -> str:
     runs = "; ".join(f"{label}: {result.get('model')} at {result.get('base_url')}, run {result.get('run_id')}, "
                      f"started {result.get('started_at')}" for label, result in named_results)
@@ -149,4 +171,4 @@ def _cell(result: dict[str, Any], key: str, part: str | None, digits: int) -> st
     value = result.get(key)
     if part is not None:
         value = (value or {}).get(part)
-    return "-" if value is None else f"{value:,.{digits}f}"
+    return figure(value, digits)
