@@ -20,10 +20,12 @@ from tokenbench.cli_options import (
     MAX_TOKENS,
     FiniteFloatRange,
     base_url_option,
+    duration_option,
     endpoint_from_flags,
     force_option,
     max_error_rate_option,
     max_tokens_option,
+    measure_after_option,
     metrics_source_from_flags,
     mode_option,
     model_option,
@@ -32,12 +34,14 @@ from tokenbench.cli_options import (
     parse_levels,
     parse_sse_variants_option,
     prompts_options,
+    ramp_up_option,
     redis_url_option,
     request_options,
     schedule_for,
     schedule_options,
     server_metrics_options,
     slo_option,
+    time_bounds_from_flags,
     ttl_option,
     warmup_option,
     workload_from_flags,
@@ -87,6 +91,8 @@ def cli() -> None:
 @ttl_option
 @request_options
 @schedule_options
+@duration_option
+@measure_after_option
 def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup, ttl_s, **flags) -> None:
     """Put one job per prompt on Redis and print the run id (last line of stdout).
 
@@ -98,6 +104,7 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     config = resolved_config(click.get_current_context())
+    time_bounds = time_bounds_from_flags(flags)
     workload = workload_from_flags(flags)
     schedule = schedule_for(workload.prompts, flags)
     endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
@@ -105,7 +112,7 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     connection = connect(redis_url or default_redis_url(), "enqueue")
     meta = enqueue_run(connection, endpoint, workload.prompts, run_id=run_id, queue_name=queue, warmup=warmup,
                        ttl_s=ttl_s, schedule=schedule, config=config, workload=workload.description,
-                       secret=secret_from_env(), turn_delay_s=workload.turn_delay_s)
+                       secret=secret_from_env(), turn_delay_s=workload.turn_delay_s, time_bounds=time_bounds)
     click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
     click.echo(meta.run_id)
 
@@ -155,7 +162,8 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
 @slo_option
 @max_error_rate_option
 @server_metrics_options
-def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
+@measure_after_option
+def report(run_id, redis_url, timeout_s, slo, max_error_rate, measure_after, **flags) -> None:
     """Wait for a run's records, print the summary and write the JSON.
 
     Exits 1 when records are still missing after --timeout, the run was cancelled (the JSON then
@@ -167,6 +175,7 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
         load_meta,
         missing_indices,
         read_records,
+        run_start,
         wait_for_records,
     )
     from tokenbench.aggregator.report import build_report
@@ -182,7 +191,8 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
     if count_records(connection, run_id) < meta.num_prompts:
         # The server's metrics cover what is left of the run: the scraping starts with the wait.
         scraper = start_scraper(metrics_source, meta.mode, meta.base_url, lambda line: click.echo(line, err=True))
-        progress = Progress(connection, run_id, meta.num_prompts, sys.stderr, queue=meta.queue)
+        progress = Progress(connection, run_id, meta.num_prompts, sys.stderr, queue=meta.queue,
+                            duration_s=meta.duration_s)
 
         def keep_waiting(_done: int | None) -> bool:
             progress.update()
@@ -197,7 +207,8 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, **flags) -> None:
     result = build_report(meta, records, missing_indices(meta, records), cancelled=cancelled, slo=slo,
                           warmup_records=read_warmup_records(connection, run_id),
                           worker_environment=read_workers(connection, run_id),
-                          loop_lag=read_loop_lag(connection, run_id), server_metrics=server)
+                          loop_lag=read_loop_lag(connection, run_id), server_metrics=server,
+                          run_started_at=run_start(connection, run_id), measure_after_s=measure_after)
     _emit(result, files)
     if cancelled and not result["complete"]:
         raise TokenbenchError(f"run {run_id} was cancelled: {result['missing_runs']} of {meta.num_prompts} "
@@ -260,7 +271,7 @@ def benchmark_options(command: Any) -> Any:
         base_url_option, model_option, max_tokens_option,
         redis_url_option("default: an embedded Redis for this run"),
         *mock_options, request_options, slo_option, warmup_option, ttl_option, schedule_options, processes_option,
-        preflight_option, force_option, server_metrics_options,
+        preflight_option, force_option, server_metrics_options, duration_option, ramp_up_option, measure_after_option,
     ]):
         command = option(command)
     return command
@@ -291,6 +302,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
                        fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
                        extra_args=_mock_option_args(flags.pop("mock_options")))
     config = resolved_config(click.get_current_context())
+    time_bounds = time_bounds_from_flags(flags)
     workload = workload_from_flags(flags)
     schedule = schedule_for(workload.prompts, flags)
     return RunOptions(
@@ -301,6 +313,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
         prompts=workload.prompts,
         workload=workload.description,
         turn_delay_s=workload.turn_delay_s,
+        time_bounds=time_bounds,
         concurrency=concurrency,
         api_key=api_key,
         redis_url=flags.pop("redis_url"),

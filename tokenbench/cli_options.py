@@ -18,6 +18,7 @@ from tokenbench.mock.shapes import parse_sse_variants
 from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
 from tokenbench.producer.conversations import MAX_TURNS
 from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes
+from tokenbench.producer.time_bounds import DEFAULT_DURATION_CAP, TimeBounds, parse_span
 from tokenbench.producer.workloads import DATASETS, Workload, WorkloadSpec, build_workload
 from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
@@ -106,6 +107,44 @@ def prompts_options(command: Any) -> Any:
     ]):
         command = option(command)
     return command
+
+
+def _span(_ctx, _param, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_span(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not 0 < seconds <= MAX_SPAN_S:
+        raise click.BadParameter(f"{value!r} is not between 0 and {MAX_SPAN_S // 86400:g} days")
+    return seconds
+
+
+MAX_SPAN_S = 7 * 86400.0
+duration_option = click.option(
+    "--duration", callback=_span, metavar="SPAN",
+    help="End the run this long after its start (90, 90s, 5m, 1h): prompts cycle, --prompts becomes a cap "
+         f"[default cap: {DEFAULT_DURATION_CAP:,}]; requests in flight at the end finish and count.")
+ramp_up_option = click.option(
+    "--ramp-up", callback=_span, metavar="SPAN",
+    help="Start the streams one by one over this span (closed loop), instead of all at once.")
+measure_after_option = click.option(
+    "--measure-after", callback=_span, metavar="SPAN",
+    help="Leave the requests sent in this first span of the run (e.g. the --ramp-up) out of every figure; "
+         "they are kept in excluded_results.")
+
+
+def time_bounds_from_flags(flags: dict[str, Any]) -> TimeBounds:
+    """The run's duration, ramp-up and measuring start, popping their flags; a --duration without
+    --prompts gets the default cap (in sessions, with --turns)."""
+    bounds = TimeBounds(flags.pop("duration", None), flags.pop("ramp_up", None), flags.pop("measure_after", None))
+    if bounds.ramp_up_s is not None and flags.get("request_rate"):
+        raise click.BadParameter("a request rate sets when requests go out: a ramp-up is for closed-loop runs",
+                                 param_hint="'--ramp-up'")
+    if bounds.duration_s is not None and flags.get("num_prompts") is None:
+        flags["num_prompts"] = max(DEFAULT_DURATION_CAP // (flags.get("turns") or 1), 1)
+    return bounds
 
 
 def workload_from_flags(flags: dict[str, Any]) -> Workload:

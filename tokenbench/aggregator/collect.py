@@ -20,8 +20,11 @@ from tokenbench.shared.records import (
     parse_stored_records,
     record_problem,
 )
+from tokenbench.shared.redis_conn import epoch_seconds
 
 POLL_INTERVAL_S = 0.2
+# A job taken just before a run's --duration ends is marked in flight within this (worker/stream_worker.py).
+END_GRACE_S = 1.0
 
 
 def load_meta(connection: redis.Redis, run_id: str) -> RunMeta:
@@ -44,6 +47,23 @@ def _cancelled_and_settled(connection: redis.Redis, run_id: str) -> bool:
     return is_cancelled(connection, run_id) and not connection.hlen(keys.run_in_flight(run_id))
 
 
+def run_start(connection: redis.Redis, run_id: str) -> float | None:
+    """When the run started, on the Redis clock, for a run with a schedule, a ramp-up or a duration."""
+    raw = connection.get(keys.run_schedule_start(run_id))
+    return None if raw is None else float(raw)
+
+
+def _duration_over(connection: redis.Redis, meta: RunMeta) -> bool:
+    """A run with --duration has nothing more to wait for once its end (and a grace) has passed and
+    no request is in flight: its jobs not taken by then are never sent."""
+    if meta.duration_s is None:
+        return False
+    start = run_start(connection, meta.run_id)
+    if start is None or epoch_seconds(connection.time()) < start + meta.duration_s + END_GRACE_S:
+        return False
+    return not connection.hlen(keys.run_in_flight(meta.run_id))
+
+
 def wait_for_records(
     connection: redis.Redis,
     meta: RunMeta,
@@ -53,8 +73,9 @@ def wait_for_records(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Wait until every job of the run has its record; False when ``timeout_s`` passes first, or
-    when the run was cancelled and its last request in flight has ended.
+    """Wait until every job of the run has its record (a run with --duration: or its end has passed
+    with nothing in flight); False when ``timeout_s`` passes first, or when the run was cancelled and
+    its last request in flight has ended.
 
     Meanwhile, requests whose worker died are rerun or recorded as failed (see lost_jobs.py), and a
     Redis that goes away is waited for; one that comes back without the run is a TokenbenchError.
@@ -74,6 +95,8 @@ def wait_for_records(
                                       "persistence, flushed, or its keys expired): there is nothing left to report")
             if _cancelled_and_settled(connection, meta.run_id):
                 return False
+            if _duration_over(connection, meta):
+                return True
             lost_jobs.check()
         except (redis.ConnectionError, redis.TimeoutError):
             lost_jobs.redis_unreachable()

@@ -120,7 +120,7 @@ def compare(baseline: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
 
 # What makes two runs the same experiment: a comparison across any of these compares workloads too.
 WORKLOAD_FIELDS = ("mode", "model", "num_prompts", "max_tokens", "concurrency", "request_rate", "arrival",
-                   "burstiness", "workload")
+                   "burstiness", "duration_limit_s", "ramp_up_s", "measure_after_s", "workload")
 
 
 def comparison_warnings(baseline: dict[str, Any], other: dict[str, Any]) -> list[str]:

@@ -152,13 +152,27 @@ def build_report(
     worker_environment: dict[str, dict] | None = None,
     loop_lag: dict[str, dict] | None = None,
     server_metrics: dict[str, Any] | None = None,
+    run_started_at: float | None = None,
+    measure_after_s: float | None = None,
 ) -> dict[str, Any]:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record;
     ``worker_environment``: worker -> where and on what it ran (record_store.read_workers); ``loop_lag``:
     worker -> its event loop's lag histogram (record_store.read_loop_lag); ``server_metrics``: the
-    server's `/metrics` over the run (server_metrics.summarize)."""
+    server's `/metrics` over the run (server_metrics.summarize); ``run_started_at``: the start a
+    --duration counts from (collect.run_start); ``measure_after_s`` (default: the run's own): requests
+    sent earlier than this after the start are kept apart, out of every figure."""
     records = sorted(records, key=lambda r: r.index)
     missing = missing or []
+    sent = [r.started_at for r in records if r.elapsed_ms is not None]
+    run_start = run_started_at if run_started_at is not None else min(sent, default=None)
+    measure_after_s = meta.measure_after_s if measure_after_s is None else measure_after_s
+    excluded: list[RequestRecord] = []
+    if measure_after_s and run_start is not None:
+        measured_from = run_start + measure_after_s
+        excluded = [r for r in records if r.elapsed_ms is not None and r.started_at < measured_from]
+        records = [r for r in records if not (r.elapsed_ms is not None and r.started_at < measured_from)]
+    # A run with --duration: the jobs without a record were not sent before its end (not missing).
+    not_sent, missing = (len(missing), []) if meta.duration_s is not None else (0, missing)
     ok = [r for r in records if r.success]
     latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
     per_request_rates = [rate for rate in map(tokens_per_second, ok) if rate is not None]
@@ -202,6 +216,15 @@ def build_report(
         "cancelled": cancelled,  # by `tokenbench cancel`
         "interrupted": interrupted,  # `tokenbench run` stopped by Ctrl-C / SIGTERM, or its embedded Redis died
         "interrupted_reason": interrupted_reason,
+        # The start a schedule, a ramp-up or a --duration counts from (epoch seconds, Redis clock); None without one.
+        "run_started_at": run_started_at,
+        "duration_limit_s": meta.duration_s,  # --duration: the run ended this long after its start
+        "not_sent": not_sent,  # --duration: requests of the cap not sent before the end
+        # --duration: requests in flight at the end ran to their finish and count; this many ended after it.
+        "ended_after_duration": _ended_after(records, run_start, meta.duration_s),
+        "ramp_up_s": meta.ramp_up_s,
+        "measure_after_s": measure_after_s or None,  # requests sent before it are in excluded_results
+        "excluded_requests": len(excluded),
         "request_rate": meta.request_rate,  # open loop (--request-rate); None: closed loop
         "arrival": meta.arrival,
         "burstiness": meta.burstiness,
@@ -265,7 +288,15 @@ def build_report(
         "results": [result_entry(r) for r in records],
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],
+        "excluded_results": [result_entry(r) for r in excluded],  # sent before --measure-after
     }
+
+
+def _ended_after(records: list[RequestRecord], start: float | None, duration_s: float | None) -> int | None:
+    if duration_s is None or start is None:
+        return None
+    return sum(r.started_at + (r.elapsed_ms or 0) / 1000 > start + duration_s for r in records
+               if r.elapsed_ms is not None)
 
 
 def _sum_known(values: Iterable[int | None]) -> int | None:

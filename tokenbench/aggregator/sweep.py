@@ -11,7 +11,7 @@ from typing import Any
 
 from tokenbench import __version__
 from tokenbench.aggregator.formatting import figure
-from tokenbench.aggregator.verdict import error_rate
+from tokenbench.aggregator.verdict import error_rate, requests_due
 
 # The knee: the first level whose TTFT p99 is more than this many times the first level's.
 KNEE_FACTOR = 2.0
@@ -24,7 +24,7 @@ def level_summary(report: dict[str, Any]) -> dict[str, Any]:
         "concurrency": report["concurrency"],
         "request_rate": report.get("request_rate"),  # None: the closed loop
         "run_id": report["run_id"],
-        "requests": report["num_prompts"],
+        "requests": requests_due(report),
         "successful_runs": report["successful_runs"],
         "error_rate": None if rate is None else round(rate, 4),
         "request_throughput_per_s": report["request_throughput_per_s"],

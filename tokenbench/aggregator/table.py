@@ -9,6 +9,7 @@ from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
 from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
 from tokenbench.aggregator.report import LATE_DISPATCH_MS
+from tokenbench.aggregator.verdict import requests_due
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
 SATURATED_SHARE = 0.9
@@ -111,6 +112,21 @@ def _server_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _time_bound_lines(report: dict[str, Any]) -> list[str]:
+    """--duration, --ramp-up, --measure-after: what the run's time bounds left out or let run over."""
+    parts = []
+    if report.get("duration_limit_s") is not None:
+        parts.append(f"--duration {report['duration_limit_s']:g} s: {report['not_sent']:,} of the "
+                     f"{report['num_prompts']:,} prompts not sent, {report['ended_after_duration'] or 0} request(s) "
+                     "ended after it")
+    if report.get("ramp_up_s"):
+        parts.append(f"--ramp-up {report['ramp_up_s']:g} s")
+    if report.get("measure_after_s"):
+        parts.append(f"--measure-after {report['measure_after_s']:g} s: {report['excluded_requests']} request(s) "
+                     "sent before it left out")
+    return [f"  time         {part}" for part in parts]
+
+
 def _turn_lines(report: dict[str, Any]) -> list[str]:
     """Conversations: TTFT and the (growing, partly cached) input by turn number."""
     if not report.get("turns"):
@@ -141,8 +157,9 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
         f"  requests     {report['successful_runs']} ok, {report['failed_runs']} failed, "
-        f"{report['missing_runs']} missing of {report['num_prompts']}"
+        f"{report['missing_runs']} missing of {requests_due(report)}"
         + (f" (+{report['warmup_requests']} warm-up, not counted)" if report.get("warmup_requests") else ""),
+        *_time_bound_lines(report),
         f"  concurrency  {report['concurrency']} ({_plural(len(report['workers']), 'process', 'processes')}, "
         f"{_plural(len(report['hosts']), 'host', 'hosts')}); in flight: mean {figure(report['mean_concurrency'])}, "
         f"max {report['max_concurrency']}",

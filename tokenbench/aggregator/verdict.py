@@ -7,15 +7,21 @@ from typing import Any
 DEFAULT_MAX_ERROR_RATE = 0.1
 
 
+def requests_due(report: dict[str, Any]) -> int:
+    """The requests a run was to send: all its prompts, but for a --duration run those sent before its
+    end (and any left out by --measure-after)."""
+    return report["num_prompts"] - (report.get("not_sent") or 0) - (report.get("excluded_requests") or 0)
+
+
 def error_rate(report: dict[str, Any]) -> float | None:
     """Share of a run's requests without a successful record (failed or missing); None without requests."""
-    total = report["num_prompts"]
+    total = requests_due(report)
     return (total - report["successful_runs"]) / total if total else None
 
 
 def failure_reason(report: dict[str, Any], max_error_rate: float) -> str | None:
     """Why the run counts as failed (none succeeded, or more failed than ``max_error_rate``), or None."""
-    total = report["num_prompts"]
+    total = requests_due(report)
     if total and report["successful_runs"] == 0:
         return f"no request of {total} succeeded (see the errors above)"
     rate = error_rate(report)

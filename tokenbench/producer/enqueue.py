@@ -15,6 +15,7 @@ from tokenbench import __version__
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.conversations import sessions_of
 from tokenbench.producer.prompts import Prompt, as_messages
+from tokenbench.producer.time_bounds import UNBOUNDED, TimeBounds
 from tokenbench.shared import keys
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.errors import TokenbenchError
@@ -51,6 +52,7 @@ def enqueue_run(
     workload: dict[str, Any] | None = None,
     secret: bytes | None = None,
     turn_delay_s: float = 0.0,
+    time_bounds: TimeBounds = UNBOUNDED,
 ) -> RunMeta:
     """Write the run's metadata and enqueue one job per prompt; return the metadata.
 
@@ -59,7 +61,9 @@ def enqueue_run(
     every job is, so however long enqueueing takes the first requests are not born late; a worker
     that takes a job before it is written waits for it. With a ``secret`` every job is signed
     (shared/signing.py). A conversation's turns are one job (producer/conversations.py); a
-    schedule times its first turn, and ``turn_delay_s`` comes between an answer and the next turn."""
+    schedule times its first turn, and ``turn_delay_s`` comes between an answer and the next turn.
+    ``time_bounds``: the run's duration, ramp-up (needs ``requested_concurrency``) and measuring
+    start (producer/time_bounds.py)."""
     run_id = run_id or new_run_id()
     if not keys.is_valid_run_id(run_id):
         raise TokenbenchError(f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
@@ -82,7 +86,13 @@ def enqueue_run(
         ttl_s=ttl_s,
         config=config,
         workload=workload,
+        duration_s=time_bounds.duration_s,
+        ramp_up_s=time_bounds.ramp_up_s,
+        measure_after_s=time_bounds.measure_after_s,
     )
+    if time_bounds.ramp_up_s and (schedule is not None or not requested_concurrency):
+        raise TokenbenchError("a ramp-up spreads the first requests of a closed-loop run over its streams: it needs "
+                              "the run's concurrency and no request rate")
     sessions = sessions_of(prompts)  # a conversation is one job; any other prompt is one job too
     send_after: list[float | None] = [None] * len(sessions)
     longest_wait_s = 0.0  # a scheduled job may wait on its worker until it is due
@@ -90,11 +100,17 @@ def enqueue_run(
         meta.request_rate, meta.arrival = schedule.rate, schedule.arrival
         meta.burstiness, meta.seed = schedule.burstiness, schedule.seed
         send_after = list(schedule.send_offsets(len(sessions)))
-        longest_wait_s = max(send_after, default=0.0) + SCHEDULE_LEAD_S + len(prompts) / SLOWEST_ENQUEUE_JOBS_PER_S
+    elif time_bounds.ramp_up_s and requested_concurrency:
+        send_after = time_bounds.ramp_offsets(len(sessions), requested_concurrency)
+    # Jobs due at a time, and every job of a run with a duration, wait for the run's start.
+    waits_for_start = any(offset is not None for offset in send_after) or time_bounds.duration_s is not None
+    if waits_for_start:
+        longest_wait_s = max((o for o in send_after if o is not None), default=0.0) + SCHEDULE_LEAD_S + \
+            len(prompts) / SLOWEST_ENQUEUE_JOBS_PER_S
     queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
     specs = [job_spec(run_id, session, endpoint_dict, warmup=warmup, ttl_s=ttl_s, send_after_s=send_after[n],
-                      turn_delay_s=turn_delay_s).to_dict()
+                      turn_delay_s=turn_delay_s, duration_s=time_bounds.duration_s).to_dict()
              for n, session in enumerate(sessions)]
     if secret is not None:
         for spec in specs:
@@ -118,13 +134,13 @@ def enqueue_run(
         pipe.zadd(keys.RUNS_INDEX, {run_id: meta.created_at})
         queue.enqueue_many(jobs, pipeline=pipe)
         pipe.execute()
-    if schedule is not None:
+    if waits_for_start:  # the moment the schedule and the duration count from
         connection.set(keys.run_schedule_start(run_id), epoch_seconds(connection.time()) + SCHEDULE_LEAD_S, ex=ttl_s)
     return meta
 
 
 def job_spec(run_id: str, session: list[tuple[int, Prompt]], endpoint: dict[str, Any], *, warmup: int, ttl_s: int,
-             send_after_s: float | None, turn_delay_s: float) -> JobSpec:
+             send_after_s: float | None, turn_delay_s: float, duration_s: float | None) -> JobSpec:
     """The job of one prompt, or of one conversation's turns (the first sent as its messages, the
     next ones as the user's words, after the model's answers: worker/conversation.py)."""
     index, first = session[0]
@@ -145,4 +161,5 @@ def job_spec(run_id: str, session: list[tuple[int, Prompt]], endpoint: dict[str,
                     for _, p in session[1:]]
         if conversation else None,
         turn_delay_s=turn_delay_s if conversation else 0.0,
+        duration_s=duration_s,
     )

@@ -18,13 +18,14 @@ import redis
 from redis import Redis
 from rq import Queue, Worker
 
-from tokenbench.aggregator.collect import missing_indices, read_records, wait_for_records
+from tokenbench.aggregator.collect import missing_indices, read_records, run_start, wait_for_records
 from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.conversations import sessions_of
 from tokenbench.producer.enqueue import enqueue_run, new_run_id
 from tokenbench.producer.prompts import Prompt
+from tokenbench.producer.time_bounds import UNBOUNDED, TimeBounds
 from tokenbench.runner.children import launch_mock_server, mock_server_url, start_child, stop_child
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.embedded_redis import embedded_redis
@@ -86,6 +87,7 @@ class RunOptions:
     preflight: bool = True  # one unmeasured request to a server of the user's before the run
     server_metrics: MetricsSource | None = MetricsSource()  # None: --no-server-metrics
     turn_delay_s: float = 0.0  # conversations: think time between an answer and the next turn
+    time_bounds: TimeBounds = UNBOUNDED  # --duration, --ramp-up, --measure-after
 
     def worker_processes(self, concurrency: int) -> int:
         return min(self.processes or cpu_count(), concurrency)
@@ -153,7 +155,11 @@ def wait_bound_s(options: RunOptions, concurrency: int) -> float:
     jobs = sessions_of(options.prompts)  # a conversation's turns, one after the other, are one job
     rounds = math.ceil(len(jobs) / concurrency) * max(len(job) for job in jobs)
     schedule_s = options.schedule.send_offsets(len(jobs))[-1] if options.schedule else 0.0
-    return schedule_s + rounds * (options.endpoint.total_timeout_s + options.turn_delay_s) + WAIT_MARGIN_S
+    bound = schedule_s + rounds * (options.endpoint.total_timeout_s + options.turn_delay_s) + WAIT_MARGIN_S
+    duration = options.time_bounds.duration_s
+    if duration is not None:  # nothing is sent after it: the last requests end within their timeout
+        bound = min(bound, duration + options.endpoint.total_timeout_s * max(len(job) for job in jobs) + WAIT_MARGIN_S)
+    return bound
 
 
 @contextmanager
@@ -248,7 +254,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         # The first scrape is the baseline: before any request of the run goes out.
         scraper = start_scraper(options.server_metrics, endpoint.mode, endpoint.base_url,
                                 lambda line: progress_stream.write(terminal_safe(line) + "\n"))
-        if options.schedule is not None:  # a schedule starts when every worker can keep it
+        if options.schedule is not None or options.time_bounds != UNBOUNDED:  # when every worker can keep it
             wait_for_workers(connection, queue, processes, workers)
         meta = enqueue_run(
             connection,
@@ -263,9 +269,11 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
             config=options.config,
             workload=options.workload,
             turn_delay_s=options.turn_delay_s,
+            time_bounds=options.time_bounds,
             secret=secret.encode(),
         )
-        progress = Progress(connection, run_id, meta.num_prompts, progress_stream)
+        progress = Progress(connection, run_id, meta.num_prompts, progress_stream,
+                            duration_s=options.time_bounds.duration_s)
         cpu = CpuSampler()
         redis_lost = RedisLossWatch(services.embedded)
 
@@ -294,13 +302,16 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         records = read_records(connection, meta)
         warmups, environment, loop_lag = (read_warmup_records(connection, run_id), read_workers(connection, run_id),
                                           read_loop_lag(connection, run_id))
+        started_at = run_start(connection, run_id)
     except (redis.ConnectionError, redis.TimeoutError):
         if interrupted is None:
             raise
         records, warmups, environment, loop_lag = [], [], {}, {}  # gone with the Redis that held them
+        started_at = None
     report = build_report(meta, records, missing_indices(meta, records), interrupted=interrupted is not None,
-                          interrupted_reason=interrupted, slo=options.slo, warmup_records=warmups,
-                          worker_environment=environment, loop_lag=loop_lag, server_metrics=server)
+                          run_started_at=started_at, interrupted_reason=interrupted, slo=options.slo,
+                          warmup_records=warmups, worker_environment=environment, loop_lag=loop_lag,
+                          server_metrics=server)
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
     report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
     return RunOutcome(report=report, interrupted=interrupted is not None, redis_lost=lost)

@@ -35,10 +35,11 @@ def header_waits(entries: dict[bytes, bytes], now: float) -> int:
 
 class Progress:
     def __init__(self, connection: redis.Redis, run_id: str, total: int, stream: TextIO,
-                 queue: str | None = None) -> None:
+                 queue: str | None = None, duration_s: float | None = None) -> None:
         self.connection = connection
         self.run_id = run_id
         self.total = total
+        self.duration_s = duration_s  # a run with --duration: its prompts are only a cap
         self.stream = stream
         self.queue = queue  # watch the workers on it (`report`; `run` starts its own)
         self.interactive = stream.isatty()
@@ -70,7 +71,9 @@ class Progress:
         first_t, first_tokens = self._samples[0]
         rate = (tokens - first_tokens) / (now - first_t) if now > first_t else 0.0
         waiting = header_waits(waits, epoch_seconds(redis_time))
-        line = (f"[{now - self.started:6.1f}s] {done}/{self.total} done, {failed} failed, {in_flight} in flight"
+        done_of = f"{done}/{self.total} done" if self.duration_s is None else \
+            f"{done} done (--duration {self.duration_s:g} s)"
+        line = (f"[{now - self.started:6.1f}s] {done_of}, {failed} failed, {in_flight} in flight"
                 + (f" ({waiting} waiting for headers)" if waiting else "") + f", {rate:,.0f} tok/s")
         if workers is not None:
             line += f", {workers} worker(s) on queue {self.queue!r}"

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import orjson
 import redis
+from rq.job import Job
 
 from tokenbench.shared import keys
 from tokenbench.shared.records import RequestRecord, parse_stored_records
@@ -91,6 +92,35 @@ def queue_save_warmup_records(pipe: Any, records: list[RequestRecord], ttl_s: in
     key = keys.run_warmup(records[0].run_id)
     pipe.rpush(key, *(record.to_json() for record in records))
     pipe.expire(key, ttl_s)
+
+
+# Removes every job id starting with ARGV[1] from the queue KEYS[1], and its hash: the list is
+# rebuilt without them in one pass (an LREM each would be quadratic in the queue's length).
+_DROP_RUN_JOBS_SCRIPT = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local kept, dropped = {}, 0
+for _, id in ipairs(ids) do
+  if string.sub(id, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('DEL', ARGV[2] .. id)
+    dropped = dropped + 1
+  else
+    kept[#kept + 1] = id
+  end
+end
+if dropped > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+  end
+end
+return dropped
+"""
+
+
+def drop_queued_jobs(client: Any, queue_key: str, run_id: str) -> Any:
+    """Remove the run's jobs still waiting on the queue, and their hashes, in one step (other runs'
+    jobs keep their order); the reply is how many. On an asyncio client, await it."""
+    return client.eval(_DROP_RUN_JOBS_SCRIPT, 1, queue_key, keys.job_id_prefix(run_id), Job.redis_job_namespace_prefix)
 
 
 def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRecord]:

@@ -89,6 +89,7 @@ class JobSpec:
     session_id: str | None = None
     next_turns: list[dict[str, Any]] | None = None
     turn_delay_s: float = 0.0  # think time between an answer and the next turn
+    duration_s: float | None = None  # --duration: nothing is sent this long after the run's start
 
     @property
     def turns(self) -> int:
@@ -321,6 +322,9 @@ class RunMeta:
     seed: int | None = None
     config: dict[str, Any] | None = None  # the resolved options of the command that made the run, no secrets
     workload: dict[str, Any] | None = None  # where the prompts came from and how their lengths were counted
+    duration_s: float | None = None  # --duration: the run ends this long after its start; its prompts are a cap
+    ramp_up_s: float | None = None  # --ramp-up: the first requests went out spread over this
+    measure_after_s: float | None = None  # --measure-after: the report leaves out requests sent earlier
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

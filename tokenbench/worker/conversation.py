@@ -18,7 +18,7 @@ from typing import Any
 from tokenbench.shared.record_store import InFlight, clear_in_flight, queue_mark_in_flight
 from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord
 from tokenbench.worker import clock
-from tokenbench.worker.job import WorkerProcess, run_job
+from tokenbench.worker.job import WorkerProcess, run_end, run_job
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request
 
 
@@ -41,7 +41,8 @@ class Conversation:
         self.turn = 1
 
     async def run(self) -> None:
-        """Send the turns in order, each record to ``save_turn`` as its turn ends."""
+        """Send the turns in order, each record to ``save_turn`` as its turn ends; none after the
+        run's duration (RunEnded when not even the first one went out)."""
         spec, answer = self._spec, Answer()
         record = await run_job(self._process, spec, self._header_waits, answer)  # the run's warm-up and schedule
         while True:
@@ -55,6 +56,9 @@ class Conversation:
                 return
             if spec.turn_delay_s > 0:
                 await asyncio.sleep(spec.turn_delay_s)
+            ends_at = await run_end(self._process, spec)
+            if ends_at is not None and clock.now() >= ends_at:
+                return  # the run's duration is over: the turns left are not sent
             following = spec.next_turns[self.turn - 1]  # type: ignore[index]  # turns > 1: next_turns is set
             next_spec = spec.for_turn(self.turn + 1, next_messages(self.current.messages, answer.text,
                                                                     following["content"]))

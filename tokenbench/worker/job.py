@@ -128,8 +128,8 @@ class WorkerProcess:
 
 async def wait_for_schedule_start(connection: Redis, run_id: str,
                                   timeout_s: float = SCHEDULE_START_TIMEOUT_S) -> float | None:
-    """The open-loop schedule's start, waiting for the producer to write it (it does once every job is
-    enqueued); None if it does not within ``timeout_s``."""
+    """The run's start (an open-loop schedule's, a ramp-up's, a duration's), waiting for the producer
+    to write it (it does once every job is enqueued); None if it does not within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while (raw := await connection.get(keys.run_schedule_start(run_id))) is None:
         if time.monotonic() >= deadline:
@@ -138,20 +138,39 @@ async def wait_for_schedule_start(connection: Redis, run_id: str,
     return float(raw)
 
 
+class RunEnded(Exception):
+    """The run's --duration is over: the job is not sent (producer/time_bounds.py)."""
+
+
+async def run_end(process: WorkerProcess, spec: JobSpec) -> float | None:
+    """When the run's --duration ends, on the Redis clock; None for a run without one."""
+    if spec.duration_s is None:
+        return None
+    start = await asyncio.shield(process.schedule_start(spec.run_id))
+    return None if start is None else start + spec.duration_s
+
+
 async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWaits | None = None,
                   answer: Answer | None = None) -> RequestRecord:
-    """Send the job's request (after the run's warm-up and, open loop, when it is due); its record."""
+    """Send the job's request (after the run's warm-up and, open loop or ramping up, when it is
+    due); its record. RunEnded if it would go out after the run's duration."""
     api_key = process.api_key_for(spec)
     if spec.warmup:
         await asyncio.shield(process.warmup(spec))
-    send_at = None
-    if spec.send_after_s is not None:
+    ends_at = await run_end(process, spec)
+    send_at = None  # when the job is due, on the schedule or the ramp
+    not_before = None  # nothing goes out before the run's start when it has one
+    if spec.send_after_s is not None or ends_at is not None:
         start = await asyncio.shield(process.schedule_start(spec.run_id))
         if start is not None:
-            send_at = start + spec.send_after_s
-            remaining = send_at - clock.now()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
+            not_before = start + (spec.send_after_s or 0.0)
+            send_at = not_before if spec.send_after_s is not None else None
+    if ends_at is not None and max(not_before or 0.0, clock.now()) >= ends_at:
+        raise RunEnded
+    if not_before is not None:
+        remaining = not_before - clock.now()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
     record = await measure_request(process.session, spec, api_key, header_waits, answer)
     if send_at is not None:
         record.scheduled_at = send_at

@@ -38,6 +38,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.record_store import (
     InFlight,
     clear_in_flight,
+    drop_queued_jobs,
     queue_mark_in_flight,
     queue_register_worker,
     queue_save_record,
@@ -48,7 +49,7 @@ from tokenbench.shared.signing import SECRET_ENV, is_signed_by
 from tokenbench.shared.terminal import terminal_safe
 from tokenbench.worker import clock
 from tokenbench.worker.conversation import Conversation
-from tokenbench.worker.job import PRESET_HOSTS, WorkerProcess, new_session, run_job
+from tokenbench.worker.job import PRESET_HOSTS, RunEnded, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.measure import HeaderWaits
 
@@ -111,6 +112,7 @@ class StreamWorker(BaseWorker):
         self._retry_pause_s = _RETRY_PAUSE_S
         self.gave_up = False  # Redis was gone for REDIS_GONE_S: the process exits 1
         self._process: WorkerProcess | None = None
+        self._ended_runs: set[str] = set()  # runs whose duration is over (their queued jobs were dropped)
 
     def execute_job(self, job: Job, queue: Queue) -> None:  # RQ's one-job-at-a-time entry; not ours
         raise NotImplementedError("StreamWorker runs its jobs on its event loop (work())")
@@ -320,6 +322,10 @@ class StreamWorker(BaseWorker):
                     await conversation.run()  # each turn's record is saved as it ends
             if started.first_of_run and spec.warmup:
                 warmups = self._process.warmup(spec).result()
+        except RunEnded:  # not sent: the run's duration is over, and so are its jobs still queued
+            if spec.run_id not in self._ended_runs:
+                self._ended_runs.add(spec.run_id)
+                self._background(self._drop_queued_jobs(started.queue, spec.run_id))
         except TimeoutError:
             records = self._interrupted(conversation, spec, ErrorType.JOB_TIMEOUT,
                                         f"RQ's job timeout ({job.timeout} s) passed")
@@ -398,6 +404,8 @@ class StreamWorker(BaseWorker):
                         started = finished.started
                         if finished.record is not None:
                             queue_save_record(pipe, finished.record, started.spec.ttl_s)
+                        elif finished.ends_job:  # nothing left to save (not sent, or turns saved): no mark left
+                            clear_in_flight(pipe, started.spec.run_id, started.spec.index)
                         if not finished.ends_job:
                             continue
                         if finished.warmups:
@@ -419,6 +427,15 @@ class StreamWorker(BaseWorker):
                 started = finished.started
                 await asyncio.to_thread(self._fail_in_rq, started.job, started.queue, started.execution,
                                         finished.interruption or "")
+
+    async def _drop_queued_jobs(self, queue: Queue, run_id: str) -> None:
+        """Remove the run's jobs still on ``queue`` (and their hashes), in one step; other runs' stay."""
+        try:
+            dropped = await drop_queued_jobs(self._aredis, queue.key, run_id)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # they are taken and not sent, one by one
+            log.warning("worker %s: could not drop run %s's queued jobs: %s", self.name, run_id, exc)
+            return
+        log.info("worker %s: run %s's duration is over: %d queued job(s) dropped", self.name, run_id, dropped)
 
     def _fail_in_rq(self, job: Job, queue: Queue, execution: Execution | None, reason: str) -> None:
         """RQ's failed state for the job, in its FailedJobRegistry (rare: refused or interrupted jobs)."""
