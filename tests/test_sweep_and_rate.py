@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from tests.helpers import load, tokenbench
+from tests.helpers import load, tokenbench, tokenbench_in_process
 from tokenbench.aggregator.sweep import format_sweep, sweep_document
 from tokenbench.producer.arrivals import ArrivalSchedule
 
@@ -228,3 +228,45 @@ def test_an_infinite_request_rate_is_vllms_closed_loop():
 
     assert schedule_from_flags(math.inf, None, None, 0) is None
     assert schedule_from_flags(2.0, None, None, 0) == ArrivalSchedule(2.0, "poisson", 1.0, 0)
+
+
+def test_an_auto_sweep_spreads_its_rates_strictly_between_the_measured_ones():
+    from tokenbench.runner.auto_sweep import AutoSweep, by_load
+
+    auto = AutoSweep(rates=3, concurrency=8)
+    assert auto.rates_between(10.0, 50.0) == [20.0, 30.0, 40.0]
+    assert auto.rates_between(1.0, 2.0) == [1.25, 1.5, 1.75]
+    assert auto.rates_between(5.0, 5.0) == [] and auto.rates_between(6.0, 5.0) == []  # nothing to sweep
+    assert by_load(["sync", "saturation", "r1", "r2"]) == ["sync", "r1", "r2", "saturation"]
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--auto", "3", "--concurrency", "1,4"], "one --concurrency of 2 or more"),
+    (["--auto", "3", "--concurrency", "1"], "one --concurrency of 2 or more"),
+    (["--auto", "3", "--concurrency", "4", "--request-rate", "5"], "finds its own request rates"),
+    (["--auto", "0", "--concurrency", "4"], "--auto"),
+])
+def test_bad_auto_sweeps_are_usage_errors(flags, complaint):
+    outcome = tokenbench_in_process("sweep", "--mode", "mock", *flags)
+    assert outcome.returncode == 2 and complaint in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.integration
+def test_an_auto_sweep_finds_the_range_then_sweeps_rates_across_it(redis_url, tmp_path):
+    outcome = tokenbench("sweep", "--mode", "mock", "--auto", "2", "--concurrency", "4", "--arrival", "constant",
+                         "--prompts", "12", "--max-tokens", "5", "--mock-ttft-ms", "20", "--mock-itl-ms", "5",
+                         "--redis-url", redis_url, "--output", str(tmp_path / "s.json"))
+    assert outcome.returncode == 0, outcome.stderr
+    document = load(tmp_path / "s.json")
+    runs, auto = document["runs"], document["sweep"]["auto"]
+    # In order of load: one stream, the two rates, the top concurrency.
+    assert [(run["concurrency"], run["request_rate"]) for run in runs][::3] == [(1, None), (4, None)]
+    synchronous, saturation = runs[0]["request_throughput_per_s"], runs[3]["request_throughput_per_s"]
+    assert (auto["synchronous_rps"], auto["saturation_rps"]) == (synchronous, saturation)
+    from tokenbench.runner.auto_sweep import AutoSweep
+
+    rates = AutoSweep(2, 4).rates_between(synchronous, saturation)
+    assert [run["request_rate"] for run in runs[1:3]] == rates and synchronous < rates[0] < rates[1] < saturation
+    assert all(run["arrival"] == "constant" and run["concurrency"] == 4 for run in runs[1:3])
+    assert document["sweep"]["request_rates"] == [None, *rates, None]
+    assert "    c=1 " in outcome.stdout and "    c=4 " in outcome.stdout

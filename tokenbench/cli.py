@@ -355,15 +355,19 @@ def run(concurrency, max_error_rate, force, **flags) -> None:
 @cli.command()
 @click.option("--concurrency", "concurrencies", required=True, callback=parse_levels, metavar="N,N,...",
               help="Concurrency levels, one run each, in order, e.g. 1,5,10,20; with several --request-rate "
-                   "values, one concurrency: the cap of every level.")
+                   "values or --auto, one concurrency: the cap of every level.")
+@click.option("--auto", "auto_rates", type=click.IntRange(1, 100), metavar="N",
+              help="Find the server's range, then sweep it: a closed-loop level at 1 stream and one at --concurrency "
+                   "(the saturation throughput), then N request rates spread evenly between their throughputs.")
 @benchmark_options
-def sweep(concurrencies, max_error_rate, force, **flags) -> None:
+def sweep(concurrencies, auto_rates, max_error_rate, force, **flags) -> None:
     """One run per level on the same Redis and server, a level being a concurrency (the workers
     follow it) or, with --request-rate R,R,..., a request rate: a table of throughput and latency
     per level, where TTFT p99 turns (the knee), one JSON holding every run, and with --html the
-    throughput-latency curve."""
+    throughput-latency curve. --auto finds the rates itself (guidellm's sweep)."""
     from tokenbench.aggregator.export import results_csv
     from tokenbench.aggregator.sweep import format_sweep, sweep_document
+    from tokenbench.runner.auto_sweep import AutoSweep, by_load
     from tokenbench.runner.local_run import SweepLevel, run_sweep
 
     files = result_files_from_flags(flags)
@@ -371,16 +375,40 @@ def sweep(concurrencies, max_error_rate, force, **flags) -> None:
     if len(rates) > 1 and len(concurrencies) > 1:
         raise click.UsageError("sweep concurrency levels or request rates, not both: give one --concurrency as "
                                "the cap of a rate sweep")
+    auto = None
+    if auto_rates is not None:
+        if rates or len(concurrencies) > 1 or concurrencies[0] < 2:
+            raise click.UsageError("--auto finds its own request rates: give no --request-rate and one --concurrency "
+                                   "of 2 or more (its saturation level and every rate level's cap)")
+        auto = AutoSweep(auto_rates, concurrencies[0])
+        # A placeholder rate carries --arrival, --burstiness and --seed into the rate levels' schedules.
+        rates = (1.0,) if flags["arrival"] is not None or flags["burstiness"] is not None else ()
     flags["request_rate"] = rates[:1] or None
     options = run_options_from_flags(concurrencies[0], flags)
-    if len(rates) > 1:
+    then = None
+    if auto is not None:
+        levels = [SweepLevel(1), SweepLevel(auto.concurrency)]
+
+        def then(reports: list[dict[str, Any]]) -> list[SweepLevel] | str:
+            synchronous, saturation = (report["request_throughput_per_s"] or 0.0 for report in reports)
+            between = auto.rates_between(synchronous, saturation)
+            if not between:
+                return (f"the saturation level ({saturation:g} req/s at concurrency {auto.concurrency}) is not above "
+                        f"the synchronous one ({synchronous:g} req/s): there are no rates between them to sweep")
+            return [SweepLevel(auto.concurrency, schedule) for schedule in auto.schedules(options.schedule, between)]
+    elif len(rates) > 1:
         levels = [SweepLevel(concurrencies[0], _schedule_at(options.schedule, rate)) for rate in rates]
     else:
         levels = [SweepLevel(concurrency, options.schedule) for concurrency in concurrencies]
     _check_capacity(max(concurrencies), options.worker_processes(max(concurrencies)), force)
-    outcome = run_sweep(options, levels, max_error_rate)
-    document = sweep_document(concurrencies, list(rates) if len(rates) > 1 else None, max_error_rate,
-                              outcome.reports, outcome.stopped_early, options.config)
+    outcome = run_sweep(options, levels, max_error_rate, then=then)
+    if auto is not None:
+        reports = by_load(outcome.reports)
+        document = sweep_document(concurrencies, [r["request_rate"] for r in reports], max_error_rate, reports,
+                                  outcome.stopped_early, options.config, auto=auto)
+    else:
+        document = sweep_document(concurrencies, list(rates) if len(rates) > 1 else None, max_error_rate,
+                                  outcome.reports, outcome.stopped_early, options.config)
     click.echo(terminal_safe(format_sweep(document)))
     first_run = outcome.reports[0]["run_id"] if outcome.reports else "none"
 

@@ -5,13 +5,15 @@ A level is a concurrency, or in a rate sweep a request rate at one concurrency c
 
 from __future__ import annotations
 
-import math
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenbench import __version__
 from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.verdict import error_rate, requests_due
+
+if TYPE_CHECKING:
+    from tokenbench.runner.auto_sweep import AutoSweep
 
 # The knee: the first level whose TTFT p99 is more than this many times the first level's.
 KNEE_FACTOR = 2.0
@@ -40,16 +42,25 @@ def level_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sweep_document(concurrency_levels: list[int], request_rates: list[float] | None, max_error_rate: float,
+def sweep_document(concurrency_levels: list[int], request_rates: list[float | None] | None, max_error_rate: float,
                    reports: list[dict[str, Any]], stopped_early: str | None,
-                   config: dict[str, Any] | None = None) -> dict[str, Any]:
+                   config: dict[str, Any] | None = None, auto: AutoSweep | None = None) -> dict[str, Any]:
     """The sweep's JSON: what was asked (concurrency levels, or the rates of a rate sweep), what ran, a
-    summary row per level, the knee, and every level's full report."""
+    summary row per level, the knee, and every level's full report. ``auto``: the levels of
+    `sweep --auto`, already in order of load (runner/auto_sweep.py)."""
     levels = [level_summary(report) for report in reports]
     return {
         "sweep": {
             "concurrency_levels": concurrency_levels,
-            "request_rates": request_rates,  # a rate sweep's levels, at concurrency_levels[0] at most in flight
+            # A rate sweep's levels, at concurrency_levels[0] at most in flight (None: a closed-loop level).
+            "request_rates": request_rates,
+            # --auto: how its rates were found (its closed-loop levels ran first, then the rates).
+            "auto": None if auto is None else {
+                "rates": auto.rates, "concurrency": auto.concurrency,
+                "synchronous_rps": levels[0]["request_throughput_per_s"] if levels else None,
+                "saturation_rps": levels[-1]["request_throughput_per_s"] if len(levels) > 1 else None,
+                "run_order": "concurrency 1, concurrency N, then the rates from low to high",
+            },
             # Each run's level: its concurrency, or in a rate sweep its request rate (None: the closed loop).
             "completed_levels": [report["request_rate"] if request_rates else report["concurrency"]
                                  for report in reports],
@@ -110,7 +121,8 @@ def format_sweep(document: dict[str, Any]) -> str:
     for level in document["levels"]:
         cells = "".join(f"{figure(level[key], digits):>9}" for _, key, digits in _COLUMNS)
         errors = "-" if level["error_rate"] is None else f"{100 * level['error_rate']:.1f}%"
-        first = f"{level['request_rate'] or math.inf:g}" if by_rate else str(level["concurrency"])
+        first = str(level["concurrency"]) if not by_rate else \
+            f"{level['request_rate']:g}" if level["request_rate"] else f"c={level['concurrency']}"
         lines.append(f"  {first:>7}{figure(level['mean_concurrency'], 1):>10}{cells}{errors:>7}")
     turn = document["sweep"].get("knee")
     if turn:

@@ -209,25 +209,38 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
 
 
 def run_sweep(options: RunOptions, levels: list[SweepLevel], max_error_rate: float,
-              progress_stream: TextIO = sys.stderr) -> SweepOutcome:
+              progress_stream: TextIO = sys.stderr,
+              then: Callable[[list[dict[str, Any]]], list[SweepLevel] | str] | None = None) -> SweepOutcome:
     """One run per level (a concurrency, or a request rate), in order, on the same Redis and mock;
-    stops after a level whose share of failed requests exceeds ``max_error_rate``."""
+    stops after a level whose share of failed requests exceeds ``max_error_rate``. ``then`` gives the
+    levels that follow from the reports of these (or why there are none: the sweep stops there)."""
     reports: list[dict[str, Any]] = []
     check_endpoint(options, progress_stream)
     with ExitStack() as started, _sigterm_as_interrupt():
         services = Services(started, options)
-        for number, level in enumerate(levels, 1):
-            progress_stream.write(f"sweep: {level.describe()} ({number} of {len(levels)})\n")
-            outcome = run_once(services, replace(options, schedule=level.schedule), level.concurrency,
-                               progress_stream)
-            reports.append(outcome.report)
-            if outcome.interrupted:
-                return SweepOutcome(reports, "interrupted", True)
-            rate = error_rate(outcome.report) or 0.0
-            if rate > max_error_rate and number < len(levels):
-                return SweepOutcome(reports, f"error rate {rate:.1%} at {level.describe()} exceeds "
-                                             f"--max-error-rate {max_error_rate:.1%}", False)
-    return SweepOutcome(reports, None, False)
+
+        def run_levels(todo: list[SweepLevel], total: int) -> SweepOutcome | None:
+            for level in todo:
+                number = len(reports) + 1
+                progress_stream.write(f"sweep: {level.describe()} ({number} of {total})\n")
+                outcome = run_once(services, replace(options, schedule=level.schedule), level.concurrency,
+                                   progress_stream)
+                reports.append(outcome.report)
+                if outcome.interrupted:
+                    return SweepOutcome(reports, "interrupted", True)
+                rate = error_rate(outcome.report) or 0.0
+                if rate > max_error_rate and number < total:
+                    return SweepOutcome(reports, f"error rate {rate:.1%} at {level.describe()} exceeds "
+                                                 f"--max-error-rate {max_error_rate:.1%}", False)
+            return None
+
+        stopped = run_levels(levels, len(levels) + (1 if then else 0))
+        if stopped is not None or then is None:
+            return stopped or SweepOutcome(reports, None, False)
+        following = then(reports)
+        if isinstance(following, str):
+            return SweepOutcome(reports, following, False)
+        return run_levels(following, len(levels) + len(following)) or SweepOutcome(reports, None, False)
 
 
 def run_once(services: Services, options: RunOptions, concurrency: int, progress_stream: TextIO) -> RunOutcome:
