@@ -298,7 +298,8 @@ def test_traces_are_read_in_time_order_with_their_lengths_and_bad_lines_named(tm
     from tokenbench.producer.trace import TraceRow, read_trace, trace_prompts
 
     jsonl = _mooncake(tmp_path, [(0, 30, 5), (2500, 40, 6), (1000, 20, 7)])  # Mooncake: milliseconds
-    assert read_trace(jsonl) == [TraceRow(0.0, 30, 5), TraceRow(1.0, 20, 7), TraceRow(2.5, 40, 6)]
+    assert read_trace(jsonl) == [TraceRow(0.0, 30, 5, (1, 2)), TraceRow(1.0, 20, 7, (1, 2)),
+                                 TraceRow(2.5, 40, 6, (1, 2))]
     csv_path = tmp_path / "trace.csv"
     csv_path.write_text("timestamp,input_tokens,output_tokens\n10.5,12,3\n10,8,2\n")  # seconds
     assert read_trace(csv_path) == [TraceRow(10.0, 8, 2), TraceRow(10.5, 12, 3)]
@@ -314,6 +315,45 @@ def test_traces_are_read_in_time_order_with_their_lengths_and_bad_lines_named(tm
         (tmp_path / name).write_text(text)
         with pytest.raises(PromptFileError, match=complaint):
             read_trace(tmp_path / name)
+
+
+def _blocks_trace(tmp_path, rows: list[tuple[int, int, list[int]]]) -> Path:
+    path = tmp_path / "blocks.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"timestamp": t, "input_length": i, "output_length": 4, "hash_ids": h})
+                              + b"\n" for t, i, h in rows))
+    return path
+
+
+def test_mooncake_hash_ids_are_replayed_as_shared_blocks_of_text(tmp_path):
+    from tokenbench.producer.prompt_files import PromptFileError
+    from tokenbench.producer.tokenizer import EstimatedCounter
+    from tokenbench.producer.trace import BLOCK_TOKENS, read_trace, trace_prompts
+
+    counter = EstimatedCounter()
+    trace = _blocks_trace(tmp_path, [(0, 1536, [1, 2, 3]), (10, 1536, [1, 2, 9]), (20, 600, [7]), (30, 100, [1])])
+    first, second, third, fourth = (p.text for p in trace_prompts(read_trace(trace), 1.0, 0, counter))
+    assert [counter.count(text) for text in (first, second, third, fourth)] == [1536, 1536, 600, 100]
+    shared = len(os.path.commonprefix([first, second]))
+    # Blocks 1 and 2 (2 x 512 tokens, about 4 characters each) are the same text; block 3 and 9 are not.
+    assert 2 * BLOCK_TOKENS * 4 - 8 <= shared < 3 * BLOCK_TOKENS * 4 - 100
+    assert first.startswith(fourth)  # a shorter prompt with block 1: that block, cut to its length
+    assert len(os.path.commonprefix([first, third])) < 40  # other blocks: other words from the start
+    (tmp_path / "bad.jsonl").write_text('{"timestamp": 0, "input_length": 3, "output_length": 2, "hash_ids": "x"}\n')
+    with pytest.raises(PromptFileError, match="bad.jsonl:1: hash_ids must be a list of whole numbers"):
+        read_trace(tmp_path / "bad.jsonl")
+
+
+@pytest.mark.integration
+def test_a_traces_shared_blocks_hit_the_mocks_prefix_cache(tmp_path, redis_url):
+    trace = _blocks_trace(tmp_path, [(0, 1024, [1, 2]), (300, 1024, [1, 2]), (600, 1024, [3, 4])])
+    out = tmp_path / "r.json"
+    done = tokenbench("run", "--mode", "mock", "--trace", str(trace), "--concurrency", "1", "--mock-ttft-ms", "5",
+                      "--mock-itl-ms", "1", "--mock-option", "prefix-cache", "--redis-url", redis_url,
+                      "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    results = sorted(load(out)["results"], key=lambda r: r["index"])
+    cached = [r["cached_tokens"] for r in results]
+    assert cached[0] == 0 and cached[1] > 0.9 * results[1]["input_tokens"] and cached[2] == 0
 
 
 @pytest.mark.integration

@@ -7,8 +7,11 @@ Two formats, by suffix:
 
 Each request becomes a synthetic prompt of its input length (random words, counted with the run's
 tokenizer, see synthetic.py) whose ``max_tokens`` is its output length, sent at its timestamp
-after the first, divided by ``speed``. ``hash_ids`` (Mooncake's shared prompt blocks) are read
-but not replayed as shared prefixes. Every problem is a ``PromptFileError("FILE:LINE: ...")``.
+after the first, divided by ``speed``. Mooncake's ``hash_ids`` name the prompt's blocks of 512
+tokens, shared between requests with the same id: each id is replayed as the same block of text,
+so requests that share leading blocks share that prefix exactly (a prefix cache sees what the
+trace's server saw); the prompt is its blocks, cut or topped up with its own words to its input
+length. Every problem is a ``PromptFileError("FILE:LINE: ...")``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import csv
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tokenbench.producer.prompt_files import PromptFileError, json_lines, read_text
@@ -26,6 +29,7 @@ from tokenbench.producer.synthetic import text_of_length
 from tokenbench.producer.tokenizer import TokenCounter
 
 CSV_COLUMNS = ("timestamp", "input_tokens", "output_tokens")
+BLOCK_TOKENS = 512  # the tokens of one Mooncake hash_ids block
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class TraceRow:
     at_s: float  # seconds from the trace's start
     input_tokens: int
     output_tokens: int
+    hash_ids: tuple[int, ...] = ()  # the prompt's shared blocks, in order (Mooncake)
 
 
 def read_trace(path: Path) -> list[TraceRow]:
@@ -45,9 +50,18 @@ def read_trace(path: Path) -> list[TraceRow]:
 
 
 def _from_jsonl(path: Path, text: str) -> list[TraceRow]:
-    return [_row(path, number, entry.get("timestamp"), entry.get("input_length"), entry.get("output_length"),
-                 timestamp_scale=1e-3, names=("timestamp", "input_length", "output_length"))
+    return [replace(_row(path, number, entry.get("timestamp"), entry.get("input_length"), entry.get("output_length"),
+                         timestamp_scale=1e-3, names=("timestamp", "input_length", "output_length")),
+                    hash_ids=_hash_ids(path, number, entry.get("hash_ids")))
             for number, entry in json_lines(path, text)]
+
+
+def _hash_ids(path: Path, number: int, value: object) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in value):
+        raise PromptFileError(f"{path}:{number}: hash_ids must be a list of whole numbers")
+    return tuple(value)
 
 
 def _from_csv(path: Path, text: str) -> list[TraceRow]:
@@ -78,11 +92,26 @@ def trace_prompts(rows: list[TraceRow], speed: float, seed: int, counter: TokenC
     """One synthetic prompt per row, of its input length, with its output length as max_tokens and
     its send time after the first request's (the trace's own gaps, divided by ``speed``)."""
     rng = random.Random(f"{seed}:trace")
+    blocks: dict[int, str] = {}
     start = rows[0].at_s
     prompts = []
     for index, row in enumerate(rows):
-        text = text_of_length(row.input_tokens, rng, counter)
+        text = _prompt_text(row, rng, counter, blocks, seed)
         prompts.append(Prompt(f"trace-{index:06d}", "trace", text, max_tokens=row.output_tokens,
                               input_tokens=counter.count(text), arrival_s=(row.at_s - start) / speed))
     return prompts
+
+
+def _prompt_text(row: TraceRow, rng: random.Random, counter: TokenCounter, blocks: dict[int, str], seed: int) -> str:
+    """The row's prompt: its blocks' text (each id always the same words), cut or topped up with its
+    own words to its input length; without hash_ids, its own words alone."""
+    if not row.hash_ids:
+        return text_of_length(row.input_tokens, rng, counter)
+    for block in row.hash_ids:
+        if block not in blocks:
+            blocks[block] = text_of_length(BLOCK_TOKENS, random.Random(f"{seed}:block:{block}"), counter)
+    shared = " ".join(blocks[block] for block in row.hash_ids)
+    if counter.count(shared) >= row.input_tokens:
+        return counter.truncate(shared, row.input_tokens)
+    return text_of_length(row.input_tokens, rng, counter, head=shared + " ")
 

@@ -14,7 +14,7 @@ from tokenbench.producer.prompts import BUILTIN_PROMPTS, Prompt, select_prompts
 from tokenbench.producer.sharegpt import load_sharegpt
 from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes, synthetic_prompts
 from tokenbench.producer.tokenizer import EstimatedCounter, load_counter
-from tokenbench.producer.trace import read_trace, trace_prompts
+from tokenbench.producer.trace import BLOCK_TOKENS, read_trace, trace_prompts
 
 DATASETS = ("sharegpt",)
 DEFAULT_COUNT = len(BUILTIN_PROMPTS)  # requests of a synthetic or dataset run without --prompts
@@ -71,7 +71,9 @@ def build_workload(spec: WorkloadSpec) -> Workload:
         prompts = trace_prompts(rows, spec.trace_speed, spec.seed, counter)
         description |= {"source": "trace", "path": str(spec.trace), "speed": spec.trace_speed,
                         "requests": len(rows), "trace_duration_s": round(rows[-1].at_s - rows[0].at_s, 3),
-                        "shared_blocks": "hash_ids are read, not replayed as shared prefixes"}
+                        # Mooncake's hash_ids, replayed as shared blocks of text (producer/trace.py).
+                        "requests_with_hash_ids": sum(bool(row.hash_ids) for row in rows),
+                        "block_tokens": BLOCK_TOKENS}
     elif spec.dataset == "sharegpt":
         assert counter is not None and spec.dataset_path is not None
         sample, kept = load_sharegpt(spec.dataset_path, count, spec.seed, counter)
