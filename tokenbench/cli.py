@@ -143,7 +143,7 @@ def worker(processes, streams, concurrency, redis_url, queues, burst, log_level,
     """
     from tokenbench.worker.pool import run_workers, split_streams
 
-    if concurrency is not None and click.get_current_context().get_parameter_source("streams").name != "DEFAULT":
+    if concurrency is not None and _given_options(("streams",)):
         raise click.UsageError("give --streams (per process) or --concurrency (in all), not both")
     shares = split_streams(concurrency, processes) if concurrency is not None else [streams] * processes
     _check_capacity(sum(shares), len(shares), force)

@@ -48,20 +48,20 @@ def config_defaults(ctx: click.Context, data: dict[str, Any], path: Path) -> dic
                     by_key[flag[2:]] = param
     defaults: dict[str, Any] = {}
     for key, value in data.items():
-        param = by_key.get(key) or by_key.get(key.replace("_", "-"))
-        if param is None:
+        option = by_key.get(key) or by_key.get(key.replace("_", "-"))
+        if option is None:
             raise click.BadParameter(f"{path}: unknown option {key!r} for `{ctx.command.name}`")
-        if param.name in SECRET_PARAMS:
+        if option.name in SECRET_PARAMS:
             raise click.BadParameter(f"{path}: {key}: keep secrets out of files; set TOKENBENCH_API_KEY "
                                      "(or the mode's variable) in the environment")
-        value = _config_value(param, value)
+        value = _config_value(option, value)
         try:
-            param.process_value(ctx, value)
+            option.process_value(ctx, value)
         except click.BadParameter as exc:
             raise click.BadParameter(f"{path}: {key}: {exc.message}") from None
         except ValueError as exc:  # what no command line can hold, e.g. a NUL byte in a path
             raise click.BadParameter(f"{path}: {key}: {exc}") from None
-        defaults[param.name] = value
+        defaults[str(option.name)] = value
     return defaults
 
 

@@ -265,7 +265,8 @@ class MockServer:
                 if fault == "stall":
                     await asyncio.sleep(3600)
                 elif fault == "drop":
-                    request.transport.abort()
+                    if request.transport is not None:  # None: the client is gone already
+                        request.transport.abort()
                     return None
                 elif fault == "garbage":
                     await response.write(b"data: {this is not json\n\n")

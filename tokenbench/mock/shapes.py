@@ -269,10 +269,11 @@ def plan_anthropic_stream(shape: StreamShape, answer: Completion) -> list[Planne
     """The same answer as an Anthropic Messages stream: reasoning as a thinking block, then text."""
     unicode = "unicode" in shape.sse
     reasoning_total = min(shape.reasoning_tokens, answer.n_tokens) if shape.reasoning else 0
-    message = {"id": "msg_" + answer.completion_id.rpartition("-")[2], "type": "message", "role": "assistant",
-               "content": [], "model": answer.model, "stop_reason": None,
-               "usage": {"input_tokens": answer.n_prompt - (answer.n_cached or 0), "output_tokens": 1,
-                         **({"cache_read_input_tokens": answer.n_cached} if answer.n_cached is not None else {})}}
+    message: dict[str, Any] = {
+        "id": "msg_" + answer.completion_id.rpartition("-")[2], "type": "message", "role": "assistant",
+        "content": [], "model": answer.model, "stop_reason": None,
+        "usage": {"input_tokens": answer.n_prompt - (answer.n_cached or 0), "output_tokens": 1,
+                  **({"cache_read_input_tokens": answer.n_cached} if answer.n_cached is not None else {})}}
     events = [PlannedEvent(0.0, _named("message_start", {"type": "message_start", "message": message})),
               PlannedEvent(0.0, _named("ping", {"type": "ping"}))]
     block = -1

@@ -266,7 +266,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
         endpoint = services.endpoint()
         # The first scrape is the baseline: before any request of the run goes out.
         scraper = start_scraper(options.server_metrics, endpoint.mode, endpoint.base_url,
-                                lambda line: progress_stream.write(terminal_safe(line) + "\n"))
+                                lambda line: print(terminal_safe(line), file=progress_stream))
         if options.schedule is not None or options.time_bounds != UNBOUNDED:  # when every worker can keep it
             wait_for_workers(connection, queue, processes, workers)
         meta = enqueue_run(

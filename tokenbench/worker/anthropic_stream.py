@@ -15,6 +15,8 @@ from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object,
 from tokenbench.worker.sse import SSEEvent
 
 ANTHROPIC_HEADERS = {"anthropic-version": ANTHROPIC_VERSION}
+# Where each kind of content-block delta carries its generated text.
+_DELTA_TEXT_FIELDS = {"thinking_delta": "thinking", "text_delta": "text", "input_json_delta": "partial_json"}
 
 
 def anthropic_body(spec: JobSpec, endpoint: Endpoint, max_tokens: int) -> dict[str, Any]:
@@ -60,7 +62,7 @@ class AnthropicStreamReader(StreamReader):
 
     def _read_delta(self, delta: dict[str, Any], received_ns: int) -> None:
         kind = delta.get("type")
-        field = {"thinking_delta": "thinking", "text_delta": "text", "input_json_delta": "partial_json"}.get(kind)
+        field = _DELTA_TEXT_FIELDS.get(kind) if isinstance(kind, str) else None
         text = delta.get(field) if field else None
         if not isinstance(text, str) or not text:
             return

@@ -146,8 +146,8 @@ async def _attempt(
         record.error_type, record.error = failure.error_type, failure.message
         retry_after_s = failure.retry_after_s
     except TimeoutError:
-        failure = deadline.failure()
-        record.error_type, record.error = failure.error_type, failure.message
+        cut = deadline.failure()
+        record.error_type, record.error = cut.error_type, cut.message
     except aiohttp.ClientError as exc:
         record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
     finally:
@@ -203,7 +203,7 @@ class StreamDeadline:
                 self._handle.cancel()
             self._check()
 
-    def _due(self) -> tuple[int, str]:
+    def _due(self) -> tuple[int, ErrorType]:
         if self._last_data_ns is None:
             due, reason = self._sent_ns + int(self._endpoint.ttft_timeout_s * 1e9), ErrorType.TTFT_TIMEOUT
         else:
@@ -346,8 +346,10 @@ def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int,
     record.answer_tokens = max(record.output_tokens - record.reasoning_tokens, 0)
     record.input_tokens = reader.prompt_tokens
     record.cached_tokens = reader.cached_tokens
-    if chunks and all(c.server_sent_ns is not None for c in chunks):
-        record.chunk_lag_ms = [round((c.received_ns - c.server_sent_ns) / _NS_PER_MS, 3) for c in chunks]
+    stamps = [c.server_sent_ns for c in chunks]
+    if chunks and all(stamp is not None for stamp in stamps):
+        record.chunk_lag_ms = [round((c.received_ns - stamp) / _NS_PER_MS, 3)
+                               for c, stamp in zip(chunks, stamps) if stamp is not None]
     record.finish_reason = reader.finish_reason
     record.served_model = reader.model
     record.provider = reader.provider
@@ -357,13 +359,15 @@ def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int,
 
 def tokens_per_chunk(chunks: list[TokenChunk], tokens_before: int) -> tuple[list[int] | None, str | None]:
     """Tokens in each chunk, from a running usage count on every chunk or from logprobs; else unknown."""
-    if chunks and all(c.running_tokens is not None for c in chunks):
-        running = [tokens_before] + [c.running_tokens for c in chunks]
-        counts = [later - earlier for earlier, later in zip(running, running[1:])]
+    running = [c.running_tokens for c in chunks]
+    if chunks and all(tokens is not None for tokens in running):
+        totals = [tokens_before, *(t for t in running if t is not None)]
+        counts = [later - earlier for earlier, later in zip(totals, totals[1:])]
         if all(k >= 1 for k in counts):
             return counts, "usage"
-    if chunks and all(c.logprob_tokens for c in chunks):
-        return [c.logprob_tokens for c in chunks], "logprobs"
+    logprobs = [c.logprob_tokens for c in chunks]
+    if chunks and all(logprobs):
+        return [k for k in logprobs if k], "logprobs"
     return None, None
 
 

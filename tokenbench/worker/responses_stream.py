@@ -63,6 +63,7 @@ class ResponsesStreamReader(StreamReader):
             self.prompt_tokens = usage["input_tokens"]
         for details, key, name in (("input_tokens_details", "cached_tokens", "cached_tokens"),
                                    ("output_tokens_details", "reasoning_tokens", "reasoning_tokens")):
-            value = usage.get(details).get(key) if isinstance(usage.get(details), dict) else None
+            section = usage.get(details)
+            value = section.get(key) if isinstance(section, dict) else None
             if isinstance(value, int):
                 setattr(self, name, value)

@@ -23,6 +23,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 from redis.asyncio import Redis
@@ -117,7 +118,7 @@ class StreamWorker(BaseWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:  # RQ's one-job-at-a-time entry; not ours
         raise NotImplementedError("StreamWorker runs its jobs on its event loop (work())")
 
-    def work(self, burst: bool = False, logging_level: str = "INFO", **_options) -> bool:
+    def work(self, burst: bool = False, logging_level: str | None = "INFO", *_args: Any, **_options: Any) -> bool:
         """Serve the queues until stopped (SIGTERM/SIGINT) or, with ``burst``, until they are empty."""
         self.bootstrap(logging_level)
         try:
@@ -215,9 +216,13 @@ class StreamWorker(BaseWorker):
             await asyncio.sleep(_MULTI_QUEUE_POLL_S)
             return
         queue = self.queues[0]
-        job_id = await self._aredis.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_BLOCK_S)
-        if job_id is not None:
-            taken.append(TakenJob(job_id.decode(), queue, await self._aredis.hgetall(Job.key_for(job_id.decode()))))
+        # bytes, never str: the client does not decode replies
+        moved = cast("bytes | None", await self._aredis.blmove(queue.key, queue.intermediate_queue_key,
+                                                              DEQUEUE_BLOCK_S))
+        if moved is not None:
+            job_id = moved.decode()
+            taken.append(TakenJob(job_id, queue, cast("dict[bytes, bytes]",
+                                                      await self._aredis.hgetall(Job.key_for(job_id)))))
 
     async def _redis_unreachable(self, exc: Exception) -> None:
         """Wait before the next try, longer each time (0.5 s to 8 s); one log line when Redis goes away
@@ -283,22 +288,25 @@ class StreamWorker(BaseWorker):
                 cancelled_reply = len(pipe)  # queue_mark_in_flight's first reply: was the run cancelled?
                 queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, process.name, spec.attempt, job.id),
                                      spec.ttl_s)
-                execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
-                job.prepare_for_execution(self.name, pipeline=pipe)
+                # RQ's methods only queue their commands on the pipeline they are given: an asyncio
+                # pipeline takes them as a sync one does (hence the ignores here and in _save_batch).
+                execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe,  # type: ignore[arg-type]
+                                             worker_name=self.name)
+                job.prepare_for_execution(self.name, pipeline=pipe)  # type: ignore[arg-type]
                 pipe.lrem(taken_job.queue.intermediate_queue_key, 1, job.id)
                 if first_of_run:
                     queue_register_worker(pipe, spec.run_id, process.name, process.environment, spec.ttl_s)
                 starting.append(StartedJob(job, taken_job.queue, spec, execution, first_of_run, cancelled_reply))
             replies = await pipe.execute() if len(pipe) else []
         process.runs_seen |= new_runs  # only now: a batch that never reached Redis registered nothing
-        started = [job for job in starting if not replies[job.cancelled_reply]]
-        cancelled = [job for job in starting if replies[job.cancelled_reply]]
+        started = [one for one in starting if not replies[one.cancelled_reply]]
+        cancelled = [one for one in starting if replies[one.cancelled_reply]]
         if cancelled:  # the run was cancelled while these waited on the queue: nothing is sent
             async with self._aredis.pipeline(transaction=False) as pipe:
-                for job in cancelled:
-                    clear_in_flight(pipe, job.spec.run_id, job.spec.index)
-                    job.execution.delete(job.job, pipeline=pipe)
-                    pipe.delete(job.job.key)
+                for one in cancelled:
+                    clear_in_flight(pipe, one.spec.run_id, one.spec.index)
+                    one.execution.delete(one.job, pipeline=pipe)  # type: ignore[arg-type]
+                    pipe.delete(one.job.key)
                 await pipe.execute()
         return started
 
@@ -410,10 +418,10 @@ class StreamWorker(BaseWorker):
                             continue
                         if finished.warmups:
                             queue_save_warmup_records(pipe, finished.warmups, started.spec.ttl_s)
-                        started.execution.delete(started.job, pipeline=pipe)
+                        started.execution.delete(started.job, pipeline=pipe)  # type: ignore[arg-type]
                         if not finished.failed:
                             pipe.delete(started.job.key)  # result_ttl 0: the record is the job's result
-                            self.increment_successful_job_count(pipeline=pipe)
+                            self.increment_successful_job_count(pipeline=pipe)  # type: ignore[arg-type]
                     await pipe.execute()
                 break
             except (redis.ConnectionError, redis.TimeoutError):
