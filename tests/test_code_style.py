@@ -19,3 +19,9 @@ def test_mypy_finds_nothing_in_the_package():
     done = subprocess.run([sys.executable, "-m", "mypy", "tokenbench"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_strict_finds_nothing_in_the_shared_records_and_the_aggregator():
+    done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "tokenbench/shared", "tokenbench/aggregator"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

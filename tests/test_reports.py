@@ -180,3 +180,19 @@ def test_cached_tokens_add_up_and_their_share_counts_only_requests_that_say():
     assert [r["cached_tokens"] for r in report["results"]] == [64, 0, None]
     silent = build_report(meta(1), [record(0, 0, 100)])
     assert (silent["total_cached_tokens"], silent["cached_token_share"]) == (None, None)
+
+
+def test_a_result_entry_holds_every_field_of_its_record_and_its_derived_metrics():
+    from dataclasses import fields
+
+    from tokenbench.aggregator.report import result_entry
+    from tokenbench.shared.records import RequestRecord
+
+    record = RequestRecord(run_id="r", index=3, prompt_id="p", category="c", worker="w", host="h", started_at=1.0,
+                           success=True, ttft_ms=10.0, latency_ms=30.0, elapsed_ms=31.0,
+                           chunk_offsets_ms=[10.0, 20.0, 30.0], output_tokens=3, chunk_tokens=[1, 1, 1],
+                           chunk_tokens_source="usage", output_text="never in a result")
+    entry = result_entry(record)
+    assert set(entry) == {f.name for f in fields(RequestRecord)} - {"run_id", "output_text"} | \
+        {"tpot_ms", "tokens_per_second", "itl_source"}
+    assert entry["chunk_tokens_source"] == "usage" and entry["tpot_ms"] == 10.0 and entry["index"] == 3

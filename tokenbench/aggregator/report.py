@@ -6,7 +6,8 @@ Definitions follow vLLM's ``bench serve``; docs/metrics.md states them in full.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,54 +38,31 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+# The order of a ``results[]`` entry (a result file is read and diffed by people): the record's own
+# fields, and the metrics derived from it where they belong. A record field not named here comes
+# after these, so none is ever left out; run_id is the document's, output_text never leaves Redis.
+_RESULT_LAYOUT = (
+    "index", "prompt_id", "category", "session_id", "turn", "success", "error_type", "error", "http_status",
+    "worker", "stream", "host", "attempt", "warmup", "started_at", "clock_offset_ms", "clock_rtt_ms",
+    "scheduled_at", "dispatch_lag_ms", "chunk_lag_ms", "headers_ms", "ttft_ms", "ttfat_ms", "latency_ms",
+    "elapsed_ms", "tpot_ms", "output_tokens", "output_tokens_source", "reasoning_tokens", "answer_tokens",
+    "reasoning_tokens_source", "input_tokens", "cached_tokens", "tokens_per_second", "finish_reason",
+    "served_model", "provider", "generation_id", "cost", "retries", "retry_wait_ms", "chunk_offsets_ms",
+    "chunk_tokens", "chunk_tokens_source", "itl_source",
+)
+_DERIVED: dict[str, Callable[[RequestRecord], Any]] = {
+    "tpot_ms": lambda record: _round(tpot_ms(record)),
+    "tokens_per_second": lambda record: _round(tokens_per_second(record)),
+    "itl_source": itl_source,
+}
+_NOT_IN_RESULTS = frozenset({"run_id", "output_text"})
+_RESULT_KEYS = _RESULT_LAYOUT + tuple(f.name for f in fields(RequestRecord)
+                                      if f.name not in _RESULT_LAYOUT and f.name not in _NOT_IN_RESULTS)
+
+
 def result_entry(record: RequestRecord) -> dict[str, Any]:
-    """One ``results[]`` entry: the record's fields plus its derived metrics."""
-    return {
-        "index": record.index,
-        "prompt_id": record.prompt_id,
-        "category": record.category,
-        "session_id": record.session_id,
-        "turn": record.turn,
-        "success": record.success,
-        "error_type": record.error_type,
-        "error": record.error,
-        "http_status": record.http_status,
-        "worker": record.worker,
-        "stream": record.stream,
-        "host": record.host,
-        "attempt": record.attempt,
-        "warmup": record.warmup,
-        "started_at": record.started_at,
-        "clock_offset_ms": record.clock_offset_ms,
-        "clock_rtt_ms": record.clock_rtt_ms,
-        "scheduled_at": record.scheduled_at,
-        "dispatch_lag_ms": record.dispatch_lag_ms,
-        "chunk_lag_ms": record.chunk_lag_ms,
-        "headers_ms": record.headers_ms,
-        "ttft_ms": record.ttft_ms,
-        "ttfat_ms": record.ttfat_ms,
-        "latency_ms": record.latency_ms,
-        "elapsed_ms": record.elapsed_ms,
-        "tpot_ms": _round(tpot_ms(record)),
-        "output_tokens": record.output_tokens,
-        "output_tokens_source": record.output_tokens_source,
-        "reasoning_tokens": record.reasoning_tokens,
-        "answer_tokens": record.answer_tokens,
-        "reasoning_tokens_source": record.reasoning_tokens_source,
-        "input_tokens": record.input_tokens,
-        "cached_tokens": record.cached_tokens,
-        "tokens_per_second": _round(tokens_per_second(record)),
-        "finish_reason": record.finish_reason,
-        "served_model": record.served_model,
-        "provider": record.provider,
-        "generation_id": record.generation_id,
-        "cost": record.cost,
-        "retries": record.retries,
-        "retry_wait_ms": record.retry_wait_ms,
-        "chunk_offsets_ms": record.chunk_offsets_ms,
-        "chunk_tokens": record.chunk_tokens,
-        "itl_source": itl_source(record),
-    }
+    """One ``results[]`` entry: every field of the record (but run_id and its text), with its derived metrics."""
+    return {key: _DERIVED[key](record) if key in _DERIVED else getattr(record, key) for key in _RESULT_KEYS}
 
 
 def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
@@ -149,8 +127,8 @@ def build_report(
     interrupted_reason: str | None = None,
     slo: dict[str, float] | None = None,
     warmup_records: list[RequestRecord] | None = None,
-    worker_environment: dict[str, dict] | None = None,
-    loop_lag: dict[str, dict] | None = None,
+    worker_environment: dict[str, dict[str, Any]] | None = None,
+    loop_lag: dict[str, dict[str, Any]] | None = None,
     server_metrics: dict[str, Any] | None = None,
     run_started_at: float | None = None,
     measure_after_s: float | None = None,

@@ -10,7 +10,7 @@ DEFAULT_MAX_ERROR_RATE = 0.1
 def requests_due(report: dict[str, Any]) -> int:
     """The requests a run was to send: all its prompts, but for a --duration run those sent before its
     end (and any left out by --measure-after)."""
-    return report["num_prompts"] - (report.get("not_sent") or 0) - (report.get("excluded_requests") or 0)
+    return int(report["num_prompts"]) - int(report.get("not_sent") or 0) - int(report.get("excluded_requests") or 0)
 
 
 def error_rate(report: dict[str, Any]) -> float | None:

@@ -10,6 +10,7 @@ light to heavy load.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tokenbench.producer.arrivals import ArrivalSchedule
 
@@ -35,7 +36,7 @@ class AutoSweep:
                 for rate in rates]
 
 
-def by_load(reports: list[dict]) -> list[dict]:
+def by_load(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The reports of an auto sweep, in the order they ran (synchronous, saturation, then the rates),
     put in order of load: synchronous, the rates, saturation."""
     if len(reports) < 2:

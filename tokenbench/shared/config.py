@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from tokenbench.shared.errors import UsageProblem
@@ -94,7 +95,7 @@ class Endpoint:
     ttft_timeout_s: float = DEFAULT_TTFT_TIMEOUT_S  # request sent -> first token
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # longest silence after the first token
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S  # request sent -> end of stream
-    extra_body: dict = field(default_factory=dict)  # merged into every request body
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
     max_retries: int = 0  # retries of a 429/503 response; reruns of a request whose worker died
     api: str = "openai"  # one of APIS
     reasoning_effort: str | None = None  # OpenRouter's reasoning.effort, else reasoning_effort
@@ -109,11 +110,11 @@ class Endpoint:
     def request_url(self) -> str:
         return self.base_url.rstrip("/") + API_PATHS[self.api]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Endpoint:
+    def from_dict(cls, data: dict[str, Any]) -> Endpoint:
         return from_known_fields(cls, data)
 
     def with_base_url(self, base_url: str) -> Endpoint:
@@ -152,7 +153,7 @@ def resolve_endpoint(
     *,
     timeouts: Timeouts = Timeouts(),
     headers: dict[str, str] | None = None,
-    extra_body: dict | None = None,
+    extra_body: dict[str, Any] | None = None,
     max_retries: int = 0,
     api: str = "openai",
     reasoning_effort: str | None = None,

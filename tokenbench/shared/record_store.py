@@ -127,7 +127,7 @@ def read_warmup_records(connection: redis.Redis, run_id: str) -> list[RequestRec
     return parse_stored_records(cast("list[bytes]", connection.lrange(keys.run_warmup(run_id), 0, -1)))
 
 
-def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict,
+def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict[str, Any],
                           ttl_s: int = keys.RUN_TTL_S) -> None:
     """Note which worker process served the run and what it ran on, so the result explains itself."""
     key = keys.run_workers(run_id)
@@ -135,15 +135,15 @@ def queue_register_worker(pipe: Any, run_id: str, worker: str, environment: dict
     pipe.expire(key, ttl_s)
 
 
-def read_workers(connection: redis.Redis, run_id: str) -> dict[str, dict]:
+def read_workers(connection: redis.Redis, run_id: str) -> dict[str, dict[str, Any]]:
     return _json_by_worker(connection.hgetall(keys.run_workers(run_id)))
 
 
-def read_loop_lag(connection: redis.Redis, run_id: str) -> dict[str, dict]:
+def read_loop_lag(connection: redis.Redis, run_id: str) -> dict[str, dict[str, Any]]:
     """Worker -> the histogram of its event loop's lag while it served the run (worker/loop_lag.py)."""
     return _json_by_worker(connection.hgetall(keys.run_loop_lag(run_id)))
 
 
-def _json_by_worker(stored: Any) -> dict[str, dict]:
+def _json_by_worker(stored: Any) -> dict[str, dict[str, Any]]:
     """A hash of worker -> JSON, read back (redis-py gives bytes: no decode_responses)."""
     return {worker.decode(): orjson.loads(raw) for worker, raw in cast("dict[bytes, bytes]", stored).items()}

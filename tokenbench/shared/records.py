@@ -13,20 +13,24 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
 from tokenbench.shared import keys
+from tokenbench.shared.gc_pause import gc_paused
 
 if TYPE_CHECKING:
     import numpy as np
-from tokenbench.shared.gc_pause import gc_paused
+    from _typeshed import DataclassInstance
 
 # Where a record's output_tokens came from.
 TOKENS_FROM_USAGE = "usage"  # the server's usage.completion_tokens
 TOKENS_FROM_CHUNKS = "chunks"  # the number of token-carrying chunks (no usage was sent)
 TOKENS_FROM_TOKENIZER = "tokenizer"  # no usage: the streamed text counted with the run's --tokenizer
+
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ErrorType(StrEnum):
@@ -56,15 +60,15 @@ class ErrorType(StrEnum):
     UNREADABLE_RECORD = "unreadable_record"  # a stored record the aggregator could not use
 
 
-def from_known_fields(cls, data: dict[str, Any]):
+def from_known_fields(cls: type[T], data: dict[str, Any]) -> T:
     """Build a dataclass from a dict, ignoring keys it does not know (records from newer workers)."""
-    known = _field_names(cls)
+    known = _FIELD_NAMES.get(cls)
+    if known is None:
+        known = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
-@cache
-def _field_names(cls) -> frozenset[str]:
-    return frozenset(f.name for f in fields(cls))
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}  # each dataclass's field names, computed once
 
 
 @dataclass
@@ -227,7 +231,7 @@ def _record_from_stored_json(data: dict[str, Any], chunk_offsets: Sequence[float
         data["chunk_offsets_ms"] = []
         record = RequestRecord(*_record_fields_in_order(data))
     if chunk_offsets is not None:
-        record.chunk_offsets_ms = chunk_offsets
+        record.chunk_offsets_ms = cast("Sequence[float]", chunk_offsets)  # an array: indexed and sized the same
     return record
 
 

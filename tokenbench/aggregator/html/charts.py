@@ -100,7 +100,7 @@ def bin_width_s(duration_s: float, bins: int = TARGET_RATE_BINS) -> float:
         return 1.0
     raw = duration_s / bins
     power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
 def token_rate(times: np.ndarray, tokens: np.ndarray, start: float, width_s: float) -> list[tuple[float, float]]:
