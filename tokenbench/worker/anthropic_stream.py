@@ -11,8 +11,8 @@ from typing import Any
 
 from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
 from tokenbench.shared.records import JobSpec
-from tokenbench.worker.chat_stream import StreamReader, TokenChunk, json_object, text_field
 from tokenbench.worker.sse import SSEEvent
+from tokenbench.worker.stream_reader import StreamReader, TokenChunk, json_object, text_field
 
 ANTHROPIC_HEADERS = {"anthropic-version": ANTHROPIC_VERSION}
 # Where each kind of content-block delta carries its generated text.

@@ -7,7 +7,8 @@ from typing import Any
 
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import JobSpec
-from tokenbench.worker.chat_stream import ChatStreamReader, TokenChunk
+from tokenbench.worker.chat_stream import ChatStreamReader
+from tokenbench.worker.stream_reader import TokenChunk
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import JobSpec
 from tokenbench.worker.anthropic_stream import ANTHROPIC_HEADERS, AnthropicStreamReader, anthropic_body
-from tokenbench.worker.chat_stream import ChatStreamReader, StreamReader, chat_body
+from tokenbench.worker.chat_stream import ChatStreamReader, chat_body
 from tokenbench.worker.completions_stream import CompletionsStreamReader, completions_body
 from tokenbench.worker.responses_stream import ResponsesStreamReader, responses_body
+from tokenbench.worker.stream_reader import StreamReader
 
 
 def bearer(api_key: str) -> dict[str, str]:

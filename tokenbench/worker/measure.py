@@ -22,10 +22,10 @@ import orjson
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, ErrorType, JobSpec, RequestRecord
 from tokenbench.worker import clock
-from tokenbench.worker.chat_stream import StreamReader, TokenChunk, error_message
 from tokenbench.worker.dialects import DIALECTS
 from tokenbench.worker.sse import SSEParser
 from tokenbench.worker.stream_failure import StreamFailure
+from tokenbench.worker.stream_reader import StreamReader, TokenChunk, error_message
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _OPENING_BYTES = 200

@@ -12,9 +12,9 @@ from typing import Any
 
 from tokenbench.shared.config import Endpoint
 from tokenbench.shared.records import ErrorType, JobSpec
-from tokenbench.worker.chat_stream import StreamReader, TokenChunk, error_message, json_object, text_field
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_failure import StreamFailure
+from tokenbench.worker.stream_reader import StreamReader, TokenChunk, error_message, json_object, text_field
 
 ANSWER_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
 REASONING_DELTAS = ("response.reasoning_text.delta", "response.reasoning_summary_text.delta")
