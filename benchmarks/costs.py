@@ -28,7 +28,7 @@ from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompts import select_prompts
 from tokenbench.runner.embedded_redis import embedded_redis
 from tokenbench.shared import keys
-from tokenbench.shared.config import resolve_endpoint
+from tokenbench.shared.endpoint import resolve_endpoint
 from tokenbench.shared.records import RequestRecord, RunMeta
 from tokenbench.shared.redis_conn import connect
 

@@ -18,7 +18,7 @@ from tokenbench.aggregator.verdict import failure_reason
 from tokenbench.cli_outputs import check_writable, write_result_files
 from tokenbench.producer.prompts import BUILTIN_PROMPTS
 from tokenbench.runner.preflight import preflight
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.worker.capacity import too_few_open_files, too_many_streams
 

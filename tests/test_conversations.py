@@ -24,7 +24,7 @@ from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompt_files import PromptFileError
 from tokenbench.producer.tokenizer import EstimatedCounter
 from tokenbench.producer.workloads import WorkloadSpec, build_workload
-from tokenbench.shared.config import resolve_endpoint
+from tokenbench.shared.endpoint import resolve_endpoint
 from tokenbench.shared.record_store import read_in_flight
 from tokenbench.worker.conversation import next_messages
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tests.conftest import free_port, serve_app
 from tokenbench.shared import keys
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.record_store import save_record
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, JobSpec, RequestRecord
 from tokenbench.worker.job import new_session

@@ -10,7 +10,7 @@ from rq.serializers import JSONSerializer
 from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, CATEGORIES, select_prompts
 from tokenbench.shared import keys
-from tokenbench.shared.config import resolve_endpoint
+from tokenbench.shared.endpoint import resolve_endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
 

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
 from tokenbench.shared import keys
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.record_store import read_loop_lag
 from tokenbench.shared.records import parse_stored_records
 from tokenbench.shared.redis_conn import connect, connect_async

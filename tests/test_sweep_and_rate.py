@@ -197,7 +197,7 @@ def test_the_schedule_starts_after_every_job_is_written_and_workers_wait_for_it(
     from tokenbench.producer.enqueue import SCHEDULE_LEAD_S, enqueue_run
     from tokenbench.producer.prompts import select_prompts
     from tokenbench.shared import keys
-    from tokenbench.shared.config import resolve_endpoint
+    from tokenbench.shared.endpoint import resolve_endpoint
     from tokenbench.worker.job import wait_for_schedule_start
 
     server = fakeredis.FakeServer()

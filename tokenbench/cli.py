@@ -58,11 +58,8 @@ from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
 from tokenbench.producer.workloads import tokenizer_path
 from tokenbench.shared import keys
-from tokenbench.shared.config import (
-    api_key_from_env,
-    require_api_key,
-)
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.presets import api_key_from_env, require_api_key
 from tokenbench.shared.redis_conn import connect, default_redis_url
 from tokenbench.shared.terminal import terminal_safe
 

@@ -22,20 +22,20 @@ from tokenbench.producer.time_bounds import DEFAULT_DURATION_CAP, TimeBounds, pa
 from tokenbench.producer.workloads import DATASETS, Workload, WorkloadSpec, build_workload
 from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
-from tokenbench.shared.config import (
+from tokenbench.shared.endpoint import (
     APIS,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     DEFAULT_TTFT_TIMEOUT_S,
     MAX_TOKENS_PARAMS,
-    MODES,
     REASONING_EFFORTS,
     Endpoint,
     Timeouts,
     is_secret_header,
     resolve_endpoint,
 )
+from tokenbench.shared.presets import MODES
 from tokenbench.shared.redis_conn import REDIS_URL_ENV
 
 if TYPE_CHECKING:

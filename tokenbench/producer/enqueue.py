@@ -17,7 +17,7 @@ from tokenbench.producer.conversations import sessions_of
 from tokenbench.producer.prompts import Prompt, as_messages
 from tokenbench.producer.time_bounds import UNBOUNDED, TimeBounds
 from tokenbench.shared import keys
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
 from tokenbench.shared.redis_conn import epoch_seconds

@@ -24,7 +24,7 @@ from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
 from tokenbench.runner.bare_client import bare_requests
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.runner.local_run import MockOptions, RunOptions, Services, run_once
-from tokenbench.shared.config import resolve_endpoint
+from tokenbench.shared.endpoint import resolve_endpoint
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ from tokenbench.runner.metrics_scraper import MetricsSource, start_scraper
 from tokenbench.runner.preflight import preflight
 from tokenbench.runner.progress import Progress
 from tokenbench.shared import keys
-from tokenbench.shared.config import GENERIC_API_KEY_ENV, Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.presets import GENERIC_API_KEY_ENV
 from tokenbench.shared.record_store import read_loop_lag, read_warmup_records, read_workers
 from tokenbench.shared.redis_conn import REDIS_URL_ENV, connect
 from tokenbench.shared.signing import SECRET_ENV

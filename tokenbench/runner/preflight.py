@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tokenbench.producer.prompts import Prompt, as_messages
-from tokenbench.shared.config import Endpoint, api_key_env_names
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
+from tokenbench.shared.presets import api_key_env_names
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker.measure import measure_request
 

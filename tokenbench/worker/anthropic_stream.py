@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbench.shared.config import ANTHROPIC_VERSION, Endpoint
+from tokenbench.shared.endpoint import ANTHROPIC_VERSION, Endpoint
 from tokenbench.shared.records import JobSpec
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_reader import StreamReader, TokenChunk, json_object, text_field

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from tokenbench.shared.calibration import SEND_STAMP_FIELD
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.records import ErrorType, JobSpec
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_failure import StreamFailure

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.records import JobSpec
 from tokenbench.worker.chat_stream import ChatStreamReader
 from tokenbench.worker.stream_reader import TokenChunk

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.records import JobSpec
 from tokenbench.worker.anthropic_stream import ANTHROPIC_HEADERS, AnthropicStreamReader, anthropic_body
 from tokenbench.worker.chat_stream import ChatStreamReader, chat_body

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from tokenbench import __version__
 from tokenbench.shared import keys
-from tokenbench.shared.config import PRESETS, api_key_from_env
+from tokenbench.shared.presets import PRESETS, api_key_from_env
 from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request, worker_name

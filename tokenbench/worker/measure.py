@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 import orjson
 
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, ErrorType, JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.dialects import DIALECTS

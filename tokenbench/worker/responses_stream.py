@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbench.shared.config import Endpoint
+from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.records import ErrorType, JobSpec
 from tokenbench.worker.sse import SSEEvent
 from tokenbench.worker.stream_failure import StreamFailure
