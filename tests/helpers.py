@@ -49,13 +49,14 @@ def tokenbench_in_process(*args: str) -> subprocess.CompletedProcess:
 @contextmanager
 def mock_server_process(*args: str) -> Iterator[str]:
     """`tokenbench mock-server` in a process of its own on a free port; yields its base URL."""
-    mock = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        yield mock.stdout.readline().split("listening on ")[1].strip()
-    finally:
-        mock.terminate()
-        mock.wait(10)
+    with subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", *args],
+                          stdout=subprocess.PIPE, text=True) as mock:  # the with closes its pipe
+        try:
+            assert mock.stdout is not None
+            yield mock.stdout.readline().split("listening on ")[1].strip()
+        finally:
+            mock.terminate()
+            mock.wait(10)
 
 
 def load(path: Path) -> dict:
@@ -100,12 +101,13 @@ def worker_pool(redis_url: str, queue: str, n: int, streams: int = 1, **env: str
                              "--redis-url", redis_url, "--queue", queue, "--log-level", "WARNING"],
                             env=clean_env(**env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        yield pool
-    finally:
-        if pool.poll() is None:
-            os.killpg(pool.pid, signal.SIGKILL)
-        pool.wait(10)
+    with pool:  # closes its pipe on the way out
+        try:
+            yield pool
+        finally:
+            if pool.poll() is None:
+                os.killpg(pool.pid, signal.SIGKILL)
+            pool.wait(10)
 
 
 def enqueue(redis_url: str, mock_url: str, queue: str, *flags: str) -> str:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.builders import make_record
 from tests.helpers import load, tokenbench
 from tokenbench.aggregator.concurrency import worker_idle_gaps_ms
 from tokenbench.aggregator.table import format_summary
@@ -14,8 +15,7 @@ from tokenbench.shared.records import JobSpec, RequestRecord
 
 
 def timed(worker: str, start: float, elapsed_ms: float) -> RequestRecord:
-    return RequestRecord(run_id="r", index=0, prompt_id="p", category="c", worker=worker, host="h",
-                         started_at=start, elapsed_ms=elapsed_ms)
+    return make_record(0, [], worker=worker, started_at=start, elapsed_ms=elapsed_ms, success=False, error_type=None)
 
 
 def test_idle_gaps_are_per_worker_between_one_end_and_the_next_send():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.builders import make_record
 from tokenbench.aggregator.goodput import meets_slo, parse_slo
 from tokenbench.aggregator.report import build_report
 from tokenbench.shared.records import RequestRecord, RunMeta
@@ -27,9 +28,8 @@ def test_parse_slo_rejects_malformed_objectives(text, message):
 
 
 def record(index: int, ttft: float, latency: float, tokens: int, success: bool = True) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category="c", worker="h:1", host="h",
-                         started_at=1000.0 + index, success=success, ttft_ms=ttft, latency_ms=latency,
-                         elapsed_ms=latency, output_tokens=tokens)
+    return make_record(index, [], success=success, ttft_ms=ttft, latency_ms=latency, elapsed_ms=latency,
+                       output_tokens=tokens, output_tokens_source="chunks", error_type=None)
 
 
 def test_a_request_is_good_only_when_it_succeeded_and_meets_every_objective():

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.builders import make_meta, make_record
 from tests.helpers import load, tokenbench
 from tokenbench.aggregator.html import render_report
 from tokenbench.aggregator.html.charts import bin_width_s, cdf_points, token_arrivals, token_rate
@@ -22,17 +23,13 @@ from tokenbench.shared.records import RequestRecord, RunMeta
 
 def record(index: int, start: float, offsets: list[float], tokens: int, chunk_tokens: list[int] | None = None,
            success: bool = True) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category="c", worker=f"h:{index % 3}",
-                         host="h", started_at=start, success=success, ttft_ms=offsets[0] if offsets else None,
-                         latency_ms=offsets[-1] if offsets else None, elapsed_ms=(offsets or [5.0])[-1] + 1,
-                         chunk_offsets_ms=offsets, output_tokens=tokens, chunk_tokens=chunk_tokens,
-                         error_type=None if success else "http_error")
+    return make_record(index, offsets, worker=f"h:{index % 3}", started_at=start, success=success,
+                       elapsed_ms=(offsets or [5.0])[-1] + 1, output_tokens=tokens, chunk_tokens=chunk_tokens,
+                       output_tokens_source="chunks")
 
 
 def report(records: list[RequestRecord], run_id: str = "r") -> dict:
-    meta = RunMeta(run_id=run_id, mode="mock", model="m", base_url="http://x/v1", max_tokens=16,
-                   num_prompts=len(records), queue="q", created_at=0.0,
-                   prompt_ids=[r.prompt_id for r in records], tokenbench_version="t")
+    meta = make_meta(len(records), run_id=run_id, created_at=0.0, prompt_ids=[r.prompt_id for r in records])
     return build_report(meta, records)
 
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.builders import make_meta, make_record
 from tokenbench.aggregator.report import build_report
 from tokenbench.aggregator.request_metrics import (
     inter_chunk_gaps_ms,
@@ -14,25 +15,19 @@ from tokenbench.aggregator.request_metrics import (
     pooled_inter_token_latencies_ms,
     tpot_ms,
 )
-from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta, parse_stored_records
+from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
 
 SEED_KEYS = ["mode", "concurrency", "num_prompts", "successful_runs", "avg_latency_ms",
              "avg_tokens_per_second", "p50_latency_ms", "p95_latency_ms", "results"]
 
 
 def meta(n: int, concurrency: int | None = None) -> RunMeta:
-    return RunMeta(run_id="r1", mode="mock", model="m", base_url="http://x/v1", max_tokens=4, num_prompts=n,
-                   queue="q", created_at=1000.0, prompt_ids=[f"p{i}" for i in range(n)],
-                   tokenbench_version="0", requested_concurrency=concurrency)
+    return make_meta(n, run_id="r1", max_tokens=4, requested_concurrency=concurrency)
 
 
 def record(index: int, offsets: list[float], started_at: float, worker: str = "h:1", **kw) -> RequestRecord:
-    fields = dict(run_id="r1", index=index, prompt_id=f"p{index}", category="c", worker=worker, host="h",
-                  started_at=started_at, success=True, chunk_offsets_ms=offsets, ttft_ms=offsets[0],
-                  latency_ms=offsets[-1], elapsed_ms=offsets[-1] + 1, output_tokens=len(offsets),
-                  output_tokens_source=TOKENS_FROM_USAGE, input_tokens=10)
-    fields.update(kw)
-    return RequestRecord(**fields)
+    return make_record(index, offsets, **{"run_id": "r1", "worker": worker, "started_at": started_at,
+                                          "input_tokens": 10, **kw})
 
 
 def test_tpot_and_itl_of_one_request():

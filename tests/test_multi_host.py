@@ -137,6 +137,9 @@ def test_workers_on_two_hosts_one_skewed_serve_one_run(network, tmp_path):
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(10)
+            if process.stderr is not None:
+                process.stderr.close()
 
     report = load(tmp_path / "r.json")
     assert report["successful_runs"] == 24 and report["complete"]

@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.builders import make_record
 from tokenbench.aggregator.export import document_json, results_csv
 from tokenbench.aggregator.report import build_report
 from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_records
@@ -17,12 +18,9 @@ from tokenbench.shared.records import RequestRecord, RunMeta, parse_stored_recor
 offsets_lists = st.lists(st.floats(0, 1e7, allow_nan=False), max_size=300).map(sorted)
 
 
-def make_record(index: int, offsets: list[float], error: str | None = None, **kw) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category="c", worker=f"h:{index % 3}",
-                         host="h", started_at=1000.0 + index, success=error is None, error=error,
-                         chunk_offsets_ms=offsets, ttft_ms=offsets[0] if offsets else None,
-                         latency_ms=offsets[-1] if offsets else None,
-                         elapsed_ms=offsets[-1] + 1 if offsets else 1.0, output_tokens=len(offsets), **kw)
+def sample(index: int, offsets: list[float], error: str | None = None, **kw) -> RequestRecord:
+    return make_record(index, offsets, worker=f"h:{index % 3}", success=error is None, error=error,
+                       output_tokens_source="chunks", error_type=None, **kw)
 
 
 def fields_but_offsets(record: RequestRecord) -> dict:
@@ -31,7 +29,7 @@ def fields_but_offsets(record: RequestRecord) -> dict:
 
 @given(offsets_lists, st.text())
 def test_a_record_reads_back_as_written(offsets, error):
-    record = make_record(7, offsets, error=error, retries=[{"status": 503, "message": "a\nb"}])
+    record = sample(7, offsets, error=error, retries=[{"status": 503, "message": "a\nb"}])
     stored = record.to_json()
     json_part = stored.split(b"\n", 1)[0]
     assert orjson.loads(json_part)["error"] == error  # a newline in a message never ends the JSON early
@@ -43,7 +41,7 @@ def test_a_record_reads_back_as_written(offsets, error):
 
 
 def test_plain_json_records_of_older_workers_still_read():
-    record = make_record(0, [1.5, 2.25])
+    record = sample(0, [1.5, 2.25])
     old_form = orjson.dumps(vars(record))
     newer_form = orjson.dumps({**vars(record), "a_field_from_the_future": 1})
     for raw in (old_form, newer_form):
@@ -54,7 +52,7 @@ def test_plain_json_records_of_older_workers_still_read():
 
 @given(st.lists(st.tuples(offsets_lists, st.booleans()), max_size=12))
 def test_many_records_read_at_once_keep_their_own_offsets(shapes):
-    records = [make_record(i, offsets) for i, (offsets, _) in enumerate(shapes)]
+    records = [sample(i, offsets) for i, (offsets, _) in enumerate(shapes)]
     raws = [orjson.dumps(vars(r)) if old_form else r.to_json() for r, (_, old_form) in zip(records, shapes)]
     parsed = parse_stored_records(raws)
     assert [fields_but_offsets(p) for p in parsed] == [fields_but_offsets(r) for r in records]
@@ -63,9 +61,9 @@ def test_many_records_read_at_once_keep_their_own_offsets(shapes):
 
 def test_the_report_is_the_same_whether_records_were_measured_here_or_read_from_redis():
     rng = np.random.default_rng(3)
-    records = [make_record(i, np.round(np.cumsum(rng.uniform(1, 20, rng.integers(0, 40))), 3).tolist())
+    records = [sample(i, np.round(np.cumsum(rng.uniform(1, 20, rng.integers(0, 40))), 3).tolist())
                for i in range(50)]
-    records.append(make_record(50, [], error="connection reset"))
+    records.append(sample(50, [], error="connection reset"))
     meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=40, num_prompts=51,
                    queue="q", created_at=1000.0, prompt_ids=[f"p{i}" for i in range(51)], tokenbench_version="0")
     measured = build_report(meta, records)
@@ -97,7 +95,7 @@ def test_the_report_is_made_whatever_redis_holds(edits, garbage):
     connection = fakeredis.FakeRedis()
     meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://h/v1", max_tokens=8, num_prompts=8,
                    queue="q", created_at=1000.0, prompt_ids=[f"p{i}" for i in range(8)], tokenbench_version="0")
-    stored = {str(i): make_record(i, [10.0 + i, 20.0 + i]).to_json() for i in range(6)}
+    stored = {str(i): sample(i, [10.0 + i, 20.0 + i]).to_json() for i in range(6)}
     edited: dict[int, dict] = {}
     for index, changes in edits:
         edited[index] = edited.get(index, orjson.loads(stored[str(index)].split(b"\n", 1)[0])) | changes

@@ -9,6 +9,7 @@ import random
 import orjson
 import pytest
 
+from tests.builders import make_meta, make_record
 from tests.helpers import load, tokenbench
 from tokenbench.aggregator.compare import (
     bootstrap_interval,
@@ -27,15 +28,13 @@ from tokenbench.shared.records import RequestRecord, RunMeta
 
 def record(index: int, start: float, elapsed_ms: float, category: str = "c", success: bool = True,
            ttft: float = 50.0) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category=category, worker=f"h:{index % 2}",
-                         host="h", started_at=start, success=success, ttft_ms=ttft, latency_ms=elapsed_ms,
-                         elapsed_ms=elapsed_ms, output_tokens=10, chunk_offsets_ms=[ttft, elapsed_ms])
+    return make_record(index, [ttft, elapsed_ms], category=category, worker=f"h:{index % 2}", started_at=start,
+                       success=success, elapsed_ms=elapsed_ms, output_tokens=10, error_type=None,
+                       output_tokens_source="chunks")
 
 
 def meta(n: int, concurrency: int | None = None) -> RunMeta:
-    return RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=10, num_prompts=n,
-                   queue="q", created_at=0.0, prompt_ids=[f"p{i}" for i in range(n)], tokenbench_version="t",
-                   requested_concurrency=concurrency)
+    return make_meta(n, max_tokens=10, created_at=0.0, requested_concurrency=concurrency)
 
 
 def test_achieved_concurrency_is_time_weighted_and_peaks_at_the_most_overlap():

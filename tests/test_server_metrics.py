@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.builders import make_meta, make_record
 from tests.conftest import wire_file
 from tests.helpers import load, tokenbench
 from tokenbench.aggregator.report import build_report
@@ -146,16 +147,12 @@ def test_the_stream_wins_where_the_servers_reasoning_count_contradicts_it():
 
 
 def _meta(n: int) -> RunMeta:
-    return RunMeta(run_id="r", mode="openai", model="m", base_url="http://x/v1", max_tokens=32, num_prompts=n,
-                   queue="q", created_at=0.0, prompt_ids=[f"p{i}" for i in range(n)], tokenbench_version="t",
-                   requested_concurrency=n)
+    return make_meta(n, mode="openai", max_tokens=32, created_at=0.0, requested_concurrency=n)
 
 
 def _record(index: int, success: bool = True, source: str = "usage", error: str | None = None) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id=f"p{index}", category="c", worker="h:1", host="h",
-                         started_at=100.0 + index, success=success, ttft_ms=10.0, latency_ms=40.0, elapsed_ms=41.0,
-                         chunk_offsets_ms=[10.0, 20.0, 30.0, 40.0], output_tokens=4, output_tokens_source=source,
-                         error_type=None if success else "http_error", error=error)
+    return make_record(index, [10.0, 20.0, 30.0, 40.0], started_at=100.0 + index, success=success,
+                       output_tokens_source=source, error=error)
 
 
 def test_counts_from_chunks_are_marked_as_estimates_in_the_json_and_the_table():

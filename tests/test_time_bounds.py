@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.builders import make_meta, make_record
 from tests.helpers import load, tokenbench, tokenbench_in_process
 from tokenbench.aggregator.report import build_report
 from tokenbench.producer.time_bounds import TimeBounds, parse_span
-from tokenbench.shared.records import RequestRecord, RunMeta
+from tokenbench.shared.records import RequestRecord
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("1.5m", 90), ("2h", 7200), (" 3 s", 3)])
@@ -39,15 +40,11 @@ def test_bad_time_bounds_are_usage_errors(flags, complaint):
 
 
 def _record(index: int, started_at: float, elapsed_ms: float = 100.0) -> RequestRecord:
-    return RequestRecord(run_id="r", index=index, prompt_id="p", category="c", worker="w", host="h",
-                         started_at=started_at, success=True, elapsed_ms=elapsed_ms, ttft_ms=10.0,
-                         latency_ms=elapsed_ms, chunk_offsets_ms=[10.0, elapsed_ms], output_tokens=2)
+    return make_record(index, [10.0, elapsed_ms], started_at=started_at, elapsed_ms=elapsed_ms)
 
 
 def test_the_report_of_a_duration_run_counts_only_what_was_sent_and_what_ran_over():
-    meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://x/v1", max_tokens=2, num_prompts=100,
-                   queue="q", created_at=0.0, prompt_ids=["p"] * 100, tokenbench_version="0", duration_s=2.0,
-                   measure_after_s=0.5)
+    meta = make_meta(100, duration_s=2.0, measure_after_s=0.5)
     records = [_record(0, 1000.0), _record(1, 1000.6), _record(2, 1001.9, elapsed_ms=300.0)]
     report = build_report(meta, records, [3, 4, 5] + list(range(6, 100)), run_started_at=1000.0)
     assert report["complete"] and report["missing_runs"] == 0 and report["not_sent"] == 97

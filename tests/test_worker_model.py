@@ -179,7 +179,8 @@ def test_the_redis_password_is_in_no_command_line(tmp_path):
                 except OSError:
                     pass
             time.sleep(0.05)
-        assert run.returncode == 0, run.stderr.read()
+        _out, stderr = run.communicate()  # read and closed
+        assert run.returncode == 0, stderr
         assert any(" worker " in line for line in command_lines), command_lines
         assert not [line for line in command_lines if password in line]
         assert load(tmp_path / "r.json")["successful_runs"] == 6

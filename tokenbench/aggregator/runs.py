@@ -9,6 +9,7 @@ import redis
 
 from tokenbench.shared import keys
 from tokenbench.shared.records import RunMeta
+from tokenbench.shared.redis_conn import epoch_seconds
 
 
 def list_runs(connection: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
@@ -24,16 +25,20 @@ def list_runs(connection: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
             pipe.hlen(keys.run_records(run_id))
             pipe.hlen(keys.run_in_flight(run_id))
             pipe.exists(keys.run_cancelled(run_id))
-            raw_meta, records, in_flight, cancelled = pipe.execute()
+            pipe.get(keys.run_schedule_start(run_id))
+            pipe.time()
+            raw_meta, records, in_flight, cancelled, start, now = pipe.execute()
         if raw_meta is None:
             connection.zrem(keys.RUNS_INDEX, run_id)
             continue
         meta = RunMeta.from_json(raw_meta)
+        ended = meta.duration_s is not None and start is not None and \
+            epoch_seconds(now) >= float(start) + meta.duration_s
         runs.append({
             "run_id": run_id,
             "mode": meta.mode,
             "model": meta.model,
-            "status": run_status(records, meta.num_prompts, in_flight, bool(cancelled)),
+            "status": run_status(records, meta.num_prompts, in_flight, bool(cancelled), ended),
             "records": records,
             "total": meta.num_prompts,
             "created_at": datetime.fromtimestamp(meta.created_at, tz=timezone.utc).isoformat(timespec="seconds"),
@@ -43,11 +48,14 @@ def list_runs(connection: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
     return runs
 
 
-def run_status(records: int, total: int, in_flight: int, cancelled: bool) -> str:
+def run_status(records: int, total: int, in_flight: int, cancelled: bool, ended: bool = False) -> str:
+    """complete, cancelled, ended (a --duration run past its end, with nothing in flight), running or waiting."""
     if records >= total:
         return "complete"
     if cancelled:
         return "cancelled"
+    if ended and not in_flight:
+        return "ended"
     return "running" if in_flight else "waiting"
 
 

@@ -49,6 +49,9 @@ def stop_child(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
+    for pipe in (process.stdout, process.stderr):  # the mock's ready line came on stdout
+        if pipe is not None:
+            pipe.close()
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

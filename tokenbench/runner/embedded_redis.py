@@ -72,6 +72,8 @@ def embedded_redis() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 def _wait_until_ready(process: subprocess.Popen, url: str) -> None:

@@ -82,4 +82,4 @@ def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECT
         socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=30,
     )
-    return redis.asyncio.Redis(connection_pool=pool)
+    return redis.asyncio.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections too

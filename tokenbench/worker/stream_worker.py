@@ -150,6 +150,9 @@ class StreamWorker(BaseWorker):
         finally:
             for task in background:
                 task.cancel()
+            # Each gives its Redis connection back to the pool as it ends, so that closing the pool
+            # closes them all.
+            await asyncio.gather(*background, return_exceptions=True)
             await self._save_loop_lag()
             await session.close()
             await self._aredis.aclose()
