@@ -79,7 +79,8 @@ def test_run_shows_requests_that_wait_for_headers(redis_url):
                 held.append(server.accept()[0])
             except OSError:
                 continue
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     port = server.getsockname()[1]
     try:
         ran = tokenbench("run", "--mode", "openai", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m",
@@ -87,7 +88,10 @@ def test_run_shows_requests_that_wait_for_headers(redis_url):
                          "--redis-url", redis_url)
     finally:
         stop = 0
+        acceptor.join(5)
         server.close()
+        for connection in held:
+            connection.close()
     assert ran.returncode == 1
     assert "0/2 done, 0 failed, 2 in flight (2 waiting for headers), 0 tok/s" in ran.stderr
     assert "ttft_timeout" in ran.stdout
