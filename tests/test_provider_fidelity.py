@@ -191,6 +191,19 @@ def test_anthropic_messages_api_with_thinking_end_to_end(redis_url, tmp_path):
         assert (result["reasoning_tokens"], result["reasoning_tokens_source"]) == (4, "estimate")
 
 
+def test_responses_api_with_reasoning_end_to_end(redis_url, tmp_path):
+    report = run_mock(redis_url, tmp_path, "--api", "responses", mock=("reasoning=think", "reasoning-tokens=4"),
+                      max_tokens=10, ttft_ms=30, itl_ms=20)
+    assert report["successful_runs"] == 2, report["errors"]
+    for result in report["results"]:
+        assert result["output_tokens"] == 10 and len(result["chunk_offsets_ms"]) == 10
+        # Reasoning events first (response.reasoning_text.delta), the answer from the fifth token on.
+        assert 30 <= result["ttft_ms"] == result["chunk_offsets_ms"][0]
+        assert 30 + 4 * 20 <= result["ttfat_ms"] == result["chunk_offsets_ms"][4]
+        assert (result["reasoning_tokens"], result["reasoning_tokens_source"]) == (4, "usage")
+        assert result["answer_tokens"] == 6
+
+
 def test_anthropic_error_event_mid_stream(redis_url, tmp_path):
     report = run_mock(redis_url, tmp_path, "--api", "anthropic", "--mock-fault", "error", expect_rc=1)
     assert report["errors"]["stream_error"]["count"] == 2

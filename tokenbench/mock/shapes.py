@@ -246,19 +246,27 @@ def plan_responses_stream(shape: StreamShape, answer: Completion) -> list[Planne
 
     def event(kind: str, **fields: Any) -> bytes:
         return f"event: {kind}\n".encode() + b"data: " + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+    reasoning_total = min(shape.reasoning_tokens, answer.n_tokens) if shape.reasoning else 0
     events = [PlannedEvent(0.0, event("response.created", response=response))]
     for first in range(0, answer.n_tokens, shape.tokens_per_chunk):
         last = min(first + shape.tokens_per_chunk, answer.n_tokens)
-        text = "".join(token_text(i, unicode) for i in range(first, last))
-        events.append(PlannedEvent(answer.ttft_s + (last - 1) * answer.itl_s,
-                                   event("response.output_text.delta", item_id="msg_0", output_index=0,
-                                         content_index=0, delta=text),
-                                   tokens=last - first, tokens_before=first))
+        at_s = answer.ttft_s + (last - 1) * answer.itl_s
+        # With a reasoning style, the first tokens are reasoning text (an item of its own), then the answer.
+        parts = (("response.reasoning_text.delta", "rs_0", first, min(last, reasoning_total)),
+                 ("response.output_text.delta", "msg_0", max(first, reasoning_total), last))
+        for kind, item, lo, hi in parts:
+            if lo < hi:
+                text = "".join(token_text(i, unicode) for i in range(lo, hi))
+                events.append(PlannedEvent(at_s, event(kind, item_id=item, output_index=int(item == "msg_0"),
+                                                       content_index=0, delta=text),
+                                           tokens=hi - lo, tokens_before=lo))
     end_s = answer.ttft_s + max(answer.n_tokens - 1, 0) * answer.itl_s
     usage: dict[str, Any] = {"input_tokens": answer.n_prompt, "output_tokens": answer.n_tokens,
                              "total_tokens": answer.n_prompt + answer.n_tokens}
     if answer.n_cached is not None:
         usage["input_tokens_details"] = {"cached_tokens": answer.n_cached}
+    if reasoning_total:
+        usage["output_tokens_details"] = {"reasoning_tokens": reasoning_total}
     ending = "response.incomplete" if answer.finish_reason == "length" else "response.completed"
     events.append(PlannedEvent(end_s, event(ending, response={**response, "status": ending.rpartition(".")[2],
                                                                "usage": usage})))
