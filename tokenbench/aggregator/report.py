@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,6 +116,45 @@ def turn_breakdown(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
     return breakdown
 
 
+@dataclass(frozen=True)
+class MeasuredRequests:
+    """What a report's figures cover: the records sent from ``--measure-after`` on, in job order."""
+
+    records: list[RequestRecord]
+    excluded: list[RequestRecord]  # sent before --measure-after
+    missing: list[int]  # jobs without a record (none in a --duration run: those were not sent)
+    not_sent: int  # --duration: jobs of the cap never sent
+    run_start: float | None  # the run's start (else its first send), which the time bounds count from
+    measure_after_s: float | None
+
+
+def measured_requests(meta: RunMeta, records: list[RequestRecord], missing: list[int], run_started_at: float | None,
+                      measure_after_s: float | None) -> MeasuredRequests:
+    """The records sorted and split by --measure-after (the report's, else the run's own), and the
+    jobs without a record as missing or, in a --duration run, as not sent."""
+    records = sorted(records, key=lambda r: r.index)
+    sent = [r.started_at for r in records if r.elapsed_ms is not None]
+    run_start = run_started_at if run_started_at is not None else min(sent, default=None)
+    after = meta.measure_after_s if measure_after_s is None else measure_after_s
+    excluded: list[RequestRecord] = []
+    if after and run_start is not None:
+        measured_from = run_start + after
+        excluded = [r for r in records if r.elapsed_ms is not None and r.started_at < measured_from]
+        records = [r for r in records if not (r.elapsed_ms is not None and r.started_at < measured_from)]
+    if meta.duration_s is not None:
+        return MeasuredRequests(records, excluded, [], len(missing), run_start, after or None)
+    return MeasuredRequests(records, excluded, missing, 0, run_start, after or None)
+
+
+def itl_summaries(ok: list[RequestRecord]) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(ITL, inter-chunk gaps) over the successful requests. Without per-chunk token counts the ITL
+    samples are the inter-chunk gaps: summarised once, not twice."""
+    inter_chunk = summarize(pooled_inter_chunk_gaps_ms(ok))
+    if all(r.chunk_tokens is None for r in ok):
+        return inter_chunk, inter_chunk
+    return summarize(pooled_inter_token_latencies_ms(ok)), inter_chunk
+
+
 @gc_paused()
 def build_report(
     meta: RunMeta,
@@ -139,18 +178,8 @@ def build_report(
     server's `/metrics` over the run (server_metrics.summarize); ``run_started_at``: the start a
     --duration counts from (collect.run_start); ``measure_after_s`` (default: the run's own): requests
     sent earlier than this after the start are kept apart, out of every figure."""
-    records = sorted(records, key=lambda r: r.index)
-    missing = missing or []
-    sent = [r.started_at for r in records if r.elapsed_ms is not None]
-    run_start = run_started_at if run_started_at is not None else min(sent, default=None)
-    measure_after_s = meta.measure_after_s if measure_after_s is None else measure_after_s
-    excluded: list[RequestRecord] = []
-    if measure_after_s and run_start is not None:
-        measured_from = run_start + measure_after_s
-        excluded = [r for r in records if r.elapsed_ms is not None and r.started_at < measured_from]
-        records = [r for r in records if not (r.elapsed_ms is not None and r.started_at < measured_from)]
-    # A run with --duration: the jobs without a record were not sent before its end (not missing).
-    not_sent, missing = (len(missing), []) if meta.duration_s is not None else (0, missing)
+    measured = measured_requests(meta, records, missing or [], run_started_at, measure_after_s)
+    records, missing, run_start = measured.records, measured.missing, measured.run_start
     ok = [r for r in records if r.success]
     latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
     per_request_rates = [rate for rate in map(tokens_per_second, ok) if rate is not None]
@@ -169,10 +198,7 @@ def build_report(
     lags = summarize(r.dispatch_lag_ms for r in records if r.dispatch_lag_ms is not None)
     dispatch_p99 = lags["p99"]
     lagged = [r for r in ok if r.chunk_lag_ms]
-    inter_chunk_summary = summarize(pooled_inter_chunk_gaps_ms(ok))
-    # Without per-chunk token counts, ITL samples are the inter-chunk gaps: summarised once, not twice.
-    itl_summary = (inter_chunk_summary if all(r.chunk_tokens is None for r in ok)
-                   else summarize(pooled_inter_token_latencies_ms(ok)))
+    itl_summary, inter_chunk_summary = itl_summaries(ok)
     ttft = summarize(r.ttft_ms for r in ok if r.ttft_ms is not None)
 
     return {
@@ -197,12 +223,12 @@ def build_report(
         # The start a schedule, a ramp-up or a --duration counts from (epoch seconds, Redis clock); None without one.
         "run_started_at": run_started_at,
         "duration_limit_s": meta.duration_s,  # --duration: the run ended this long after its start
-        "not_sent": not_sent,  # --duration: requests of the cap not sent before the end
+        "not_sent": measured.not_sent,  # --duration: requests of the cap not sent before the end
         # --duration: requests in flight at the end ran to their finish and count; this many ended after it.
         "ended_after_duration": _ended_after(records, run_start, meta.duration_s),
         "ramp_up_s": meta.ramp_up_s,
-        "measure_after_s": measure_after_s or None,  # requests sent before it are in excluded_results
-        "excluded_requests": len(excluded),
+        "measure_after_s": measured.measure_after_s,  # requests sent before it are in excluded_results
+        "excluded_requests": len(measured.excluded),
         "request_rate": meta.request_rate,  # open loop (--request-rate); None: closed loop
         "arrival": meta.arrival,
         "burstiness": meta.burstiness,
@@ -266,7 +292,7 @@ def build_report(
         "results": [result_entry(r) for r in records],
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],
-        "excluded_results": [result_entry(r) for r in excluded],  # sent before --measure-after
+        "excluded_results": [result_entry(r) for r in measured.excluded],  # sent before --measure-after
     }
 
 
