@@ -20,8 +20,8 @@ from tokenbench.cli_options import (
     MAX_TOKENS,
     FiniteFloatRange,
     base_url_option,
+    benchmark_inputs,
     duration_option,
-    endpoint_from_flags,
     force_option,
     max_error_rate_option,
     max_tokens_option,
@@ -37,14 +37,11 @@ from tokenbench.cli_options import (
     ramp_up_option,
     redis_url_option,
     request_options,
-    schedule_for,
     schedule_options,
     server_metrics_options,
     slo_option,
-    time_bounds_from_flags,
     ttl_option,
     warmup_option,
-    workload_from_flags,
 )
 from tokenbench.cli_outputs import (
     ResultFiles,
@@ -56,7 +53,6 @@ from tokenbench.cli_outputs import (
 from tokenbench.mock import FAULTS as MOCK_FAULTS
 from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.mock.shapes import ERROR_STYLES, REASONING_STYLES, SSE_VARIANTS, USAGE_STYLES
-from tokenbench.producer.workloads import tokenizer_path
 from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.presets import api_key_from_env, require_api_key
@@ -101,16 +97,14 @@ def enqueue(mode, base_url, model, max_tokens, redis_url, run_id, queue, warmup,
     if mode == "mock" and not base_url:
         raise click.UsageError("--mode mock with enqueue needs --base-url of a running `tokenbench mock-server`")
     config = resolved_config(click.get_current_context())
-    time_bounds = time_bounds_from_flags(flags)
-    workload = workload_from_flags(flags)
-    schedule = schedule_for(workload.prompts, flags)
-    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
-                                   keep_text_without_usage=tokenizer_path(workload.description) is not None)
+    inputs = benchmark_inputs(mode, base_url, model, max_tokens, flags)
+    workload = inputs.workload
     connection = connect(redis_url or default_redis_url(), "enqueue")
-    meta = enqueue_run(connection, endpoint, workload.prompts, run_id=run_id, queue_name=queue, warmup=warmup,
-                       ttl_s=ttl_s, schedule=schedule, config=config, workload=workload.description,
-                       secret=secret_from_env(), turn_delay_s=workload.turn_delay_s, time_bounds=time_bounds)
-    click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {endpoint.model})", err=True)
+    meta = enqueue_run(connection, inputs.endpoint, workload.prompts, run_id=run_id, queue_name=queue, warmup=warmup,
+                       ttl_s=ttl_s, schedule=inputs.schedule, config=config, workload=workload.description,
+                       secret=secret_from_env(), turn_delay_s=workload.turn_delay_s, time_bounds=inputs.time_bounds)
+    click.echo(f"enqueued {meta.num_prompts} jobs on queue {meta.queue!r} ({mode}, {inputs.endpoint.model})",
+               err=True)
     click.echo(meta.run_id)
 
 
@@ -299,18 +293,15 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
                        fault_rate=flags.pop("mock_fault_rate"), fault_after=flags.pop("mock_fault_after"),
                        extra_args=_mock_option_args(flags.pop("mock_options")))
     config = resolved_config(click.get_current_context())
-    time_bounds = time_bounds_from_flags(flags)
-    workload = workload_from_flags(flags)
-    schedule = schedule_for(workload.prompts, flags)
+    inputs = benchmark_inputs(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
+                              placeholder_base_url=PLACEHOLDER_BASE_URL if is_mock else None)
     return RunOptions(
         config=config,
-        endpoint=endpoint_from_flags(mode, base_url, flags.pop("model"), flags.pop("max_tokens"), flags,
-                                     keep_text_without_usage=tokenizer_path(workload.description) is not None,
-                                     placeholder_base_url=PLACEHOLDER_BASE_URL if is_mock else None),
-        prompts=workload.prompts,
-        workload=workload.description,
-        turn_delay_s=workload.turn_delay_s,
-        time_bounds=time_bounds,
+        endpoint=inputs.endpoint,
+        prompts=inputs.workload.prompts,
+        workload=inputs.workload.description,
+        turn_delay_s=inputs.workload.turn_delay_s,
+        time_bounds=inputs.time_bounds,
         concurrency=concurrency,
         api_key=api_key,
         redis_url=flags.pop("redis_url"),
@@ -318,7 +309,7 @@ def run_options_from_flags(concurrency: int, flags: dict[str, Any]) -> RunOption
         slo=flags.pop("slo"),
         warmup=flags.pop("warmup"),
         ttl_s=flags.pop("ttl_s"),
-        schedule=schedule,
+        schedule=inputs.schedule,
         processes=flags.pop("processes"),
         preflight=flags.pop("preflight"),
         server_metrics=metrics_source_from_flags(flags),

@@ -6,6 +6,7 @@ Every parser turns bad input into a ``click.BadParameter`` naming the option: on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from tokenbench.producer.arrivals import ARRIVALS, ArrivalSchedule
 from tokenbench.producer.conversations import MAX_TURNS
 from tokenbench.producer.synthetic import LengthSpec, SharedPrefixes
 from tokenbench.producer.time_bounds import DEFAULT_DURATION_CAP, TimeBounds, parse_span
-from tokenbench.producer.workloads import DATASETS, Workload, WorkloadSpec, build_workload
+from tokenbench.producer.workloads import DATASETS, Workload, WorkloadSpec, build_workload, tokenizer_path
 from tokenbench.runner.metrics_scraper import MetricsSource
 from tokenbench.shared import keys
 from tokenbench.shared.endpoint import (
@@ -137,7 +138,8 @@ measure_after_option = click.option(
 
 def time_bounds_from_flags(flags: dict[str, Any]) -> TimeBounds:
     """The run's duration, ramp-up and measuring start, popping their flags; a --duration without
-    --prompts gets the default cap (in sessions, with --turns)."""
+    --prompts gets the default cap (in sessions, with --turns). Reads --request-rate and --turns,
+    so it comes before the workload and the schedule pop theirs (benchmark_inputs)."""
     bounds = TimeBounds(flags.pop("duration", None), flags.pop("ramp_up", None), flags.pop("measure_after", None))
     if bounds.ramp_up_s is not None and flags.get("request_rate"):
         raise click.BadParameter("a request rate sets when requests go out: a ramp-up is for closed-loop runs",
@@ -147,8 +149,8 @@ def time_bounds_from_flags(flags: dict[str, Any]) -> TimeBounds:
     return bounds
 
 
-def workload_from_flags(flags: dict[str, Any]) -> Workload:
-    """The workload that `prompts_options` (and --seed) describe; pops their flags."""
+def workload_from_flags(flags: dict[str, Any], seed: int) -> Workload:
+    """The workload that `prompts_options` describe (drawn with ``seed``); pops their flags."""
     from tokenbench.producer.prompt_files import PromptFileError
 
     input_tokens = _length_spec(flags.pop("input_tokens"), flags.pop("input_tokens_stddev"), "--input-tokens")
@@ -161,7 +163,7 @@ def workload_from_flags(flags: dict[str, Any]) -> Workload:
     turns, turn_delay = flags.pop("turns"), flags.pop("turn_delay")
     spec = WorkloadSpec(num_prompts=flags.pop("num_prompts"), prompts_file=flags.pop("prompts_file"), dataset=dataset,
                         dataset_path=dataset_path, input_tokens=input_tokens, output_tokens=output_tokens,
-                        tokenizer=flags.pop("tokenizer"), seed=flags["seed"], prefixes=prefixes, trace=trace,
+                        tokenizer=flags.pop("tokenizer"), seed=seed, prefixes=prefixes, trace=trace,
                         trace_speed=trace_speed, turns=turns, conversations=flags.pop("conversations"),
                         turn_delay_s=turn_delay or 0.0)
     sources = [name for name, given in (("--prompts-file", spec.prompts_file), ("--dataset", spec.dataset),
@@ -353,6 +355,32 @@ def endpoint_from_flags(mode, base_url, model, max_tokens, flags: dict[str, Any]
                             max_tokens_param=flags["max_tokens_param"], **kwargs)
 
 
+@dataclass(frozen=True)
+class BenchmarkInputs:
+    """What the options that `enqueue`, `run` and `sweep` share describe, read in one place."""
+
+    time_bounds: TimeBounds
+    workload: Workload
+    schedule: ArrivalSchedule | None  # None: the closed loop
+    endpoint: Endpoint
+
+
+def benchmark_inputs(mode: str, base_url: str | None, model: str | None, max_tokens: int | None,
+                     flags: dict[str, Any], placeholder_base_url: str | None = None) -> BenchmarkInputs:
+    """The typed inputs of a benchmark, popping their flags. The order between them lives here and
+    nowhere else: the time bounds first (a --duration without --prompts sets the cap the workload
+    is cut to), then the workload, its schedule (a trace's own, or --request-rate's, both from the one
+    --seed) and the endpoint (which keeps unmetered text when the workload counts with a tokenizer)."""
+    seed = flags.pop("seed")
+    time_bounds = time_bounds_from_flags(flags)
+    workload = workload_from_flags(flags, seed)
+    schedule = schedule_for(workload.prompts, flags, seed)
+    endpoint = endpoint_from_flags(mode, base_url, model, max_tokens, flags,
+                                   keep_text_without_usage=tokenizer_path(workload.description) is not None,
+                                   placeholder_base_url=placeholder_base_url)
+    return BenchmarkInputs(time_bounds, workload, schedule, endpoint)
+
+
 output_option = click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
                              help="Write the JSON here.")
 
@@ -441,10 +469,10 @@ def parse_request_rates(_ctx, _param, value: Any) -> tuple[float, ...] | None:
     return tuple(rates)
 
 
-def schedule_for(prompts: list[Prompt], flags: dict[str, Any]) -> ArrivalSchedule | None:
+def schedule_for(prompts: list[Prompt], flags: dict[str, Any], seed: int) -> ArrivalSchedule | None:
     """The run's schedule, popping its flags: a replayed trace's own send times, the --request-rate
-    schedule, or None (the closed loop)."""
-    rate, arrival, burstiness, seed = (flags.pop(name) for name in ("request_rate", "arrival", "burstiness", "seed"))
+    schedule (drawn with ``seed``), or None (the closed loop)."""
+    rate, arrival, burstiness = (flags.pop(name) for name in ("request_rate", "arrival", "burstiness"))
     if prompts and prompts[0].arrival_s is not None:
         given = [flag for flag, value in (("--request-rate", rate), ("--arrival", arrival),
                                           ("--burstiness", burstiness)) if value is not None]
