@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -51,6 +52,12 @@ def test_a_run_far_below_its_workers_says_so():
     assert "only 1.0 of 4 requests were in flight on average" in format_summary(report)
     parallel = [record(i, start=0.0, elapsed_ms=1000) for i in range(4)]
     assert "warning" not in format_summary(build_report(meta(4, concurrency=4), parallel))
+    # Fewer in flight by design: a ramp-up still in the figures, or think time between turns.
+    ramping = build_report(replace(meta(4, concurrency=4), ramp_up_s=4.0), sequential)
+    assert "only 1.0 of 4" not in format_summary(ramping)
+    thinking = build_report(replace(meta(4, concurrency=4), workload={"conversations": {"turn_delay_s": 1.0}}),
+                            sequential)
+    assert "only 1.0 of 4" not in format_summary(thinking)
 
 
 def test_categories_count_successes_and_ttft():
