@@ -15,6 +15,7 @@ called, and recorded in the FailedJobRegistry with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import heapq
 import logging
@@ -70,6 +71,7 @@ _MULTI_QUEUE_POLL_S = 0.05  # several queues cannot be waited on at once with a 
 # ~25 ms, late chunk times for every other stream; batches of 32 interleave with their reads.
 _BATCH = 32
 _SAVE_DELAY_S = 0.005
+_STOP_TRIES, _STOP_WAIT_S = 3, 1.0  # how a stopping worker ends its background tasks (stop_tasks)
 _INTERRUPTIONS = (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)  # a job that ends so failed in RQ's terms
 # Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
 # hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip.
@@ -148,11 +150,9 @@ class StreamWorker(BaseWorker):
                 await asyncio.wait(set(self._tasks))
             await self._saver.drain()
         finally:
-            for task in background:
-                task.cancel()
             # Each gives its Redis connection back to the pool as it ends, so that closing the pool
             # closes them all.
-            await asyncio.gather(*background, return_exceptions=True)
+            await stop_tasks(background)
             await self._save_loop_lag()
             await session.close()
             await self._aredis.aclose()
@@ -165,8 +165,7 @@ class StreamWorker(BaseWorker):
         worked = False
         while self._stop_signalled_at is None:
             if not self._free_streams:
-                self._something_ended.clear()
-                await self._something_ended.wait()
+                await self._until_something_ends()
                 continue
             taken = await self._take(min(len(self._free_streams), _BATCH), block=not burst)
             if self._stop_signalled_at is not None:
@@ -176,8 +175,7 @@ class StreamWorker(BaseWorker):
                 if burst and not self._tasks:
                     break
                 if burst:
-                    self._something_ended.clear()
-                    await self._something_ended.wait()
+                    await self._until_something_ends()
                 continue
             worked = True
             try:
@@ -191,6 +189,13 @@ class StreamWorker(BaseWorker):
                 stream = heapq.heappop(self._free_streams)
                 self._track(asyncio.create_task(self._perform(started, stream)))
         return worked
+
+    async def _until_something_ends(self) -> None:
+        """Until a task ends (a stream frees up), or a second passes: the feeder then looks at its
+        state again, so a wake-up it missed can delay it, never stop it."""
+        self._something_ended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._something_ended.wait(), DEQUEUE_BLOCK_S)
 
     async def _take(self, count: int, block: bool) -> list[TakenJob]:
         """Up to ``count`` jobs with their hashes, each moved into its queue's intermediate queue
@@ -590,6 +595,19 @@ class RecordSaver:
     async def drain(self) -> None:
         """Until every record handed in so far is saved (or given up on)."""
         await self._idle.wait()
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait for them to end, cancelling again any that go on (under load a
+    cancel can reach redis-py as a timeout, which the heartbeat treats as Redis away and retries);
+    a few seconds at most, so a worker's stop is bounded."""
+    for _ in range(_STOP_TRIES):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=_STOP_WAIT_S)
 
 
 def _hash(fields: list[bytes]) -> dict[bytes, bytes]:
