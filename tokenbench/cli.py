@@ -57,7 +57,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.presets import api_key_from_env, require_api_key
 from tokenbench.shared.redis_conn import connect, default_redis_url
-from tokenbench.shared.terminal import terminal_safe
+from tokenbench.shared.terminal import one_line, terminal_safe
 
 if TYPE_CHECKING:
     from tokenbench.producer.arrivals import ArrivalSchedule
@@ -718,12 +718,12 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except (click.ClickException, TokenbenchError) as exc:
-        click.echo(f"tokenbench: error: {terminal_safe(_usage_message(exc))}", err=True)
+        click.echo(f"tokenbench: error: {one_line(_usage_message(exc))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _is_redis_error(exc):
             raise
-        click.echo(f"tokenbench: error: Redis: {terminal_safe(str(exc))}", err=True)
+        click.echo(f"tokenbench: error: Redis: {one_line(str(exc))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

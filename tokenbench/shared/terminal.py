@@ -11,3 +11,8 @@ _UNSAFE = {code: None for code in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0D, 
 def terminal_safe(text: str) -> str:
     """``text`` without the characters a terminal would act on rather than show."""
     return text.translate(_UNSAFE)
+
+
+def one_line(text: str) -> str:
+    """``text`` made harmless and kept to one line: a newline in it (from a file name, say) shows as \\n."""
+    return terminal_safe(text).replace("\n", "\\n")
