@@ -60,12 +60,13 @@ def test_any_value_of_any_option_is_one_line_and_never_a_traceback(option, value
     assert "Traceback" not in done.stderr and "\x1b" not in done.stderr
 
 
-def test_a_file_name_with_a_newline_is_still_a_one_line_error(closed_redis_url, monkeypatch):
-    """What hypothesis found: the path is part of the message, and the message must stay one line."""
+@pytest.mark.parametrize("line_break", ["\n", "\u2028", "\u2029", "\r\n"])
+def test_a_file_name_with_a_line_break_is_still_a_one_line_error(line_break, closed_redis_url, monkeypatch):
+    """What hypothesis found (a newline, then U+2028): the path is part of the message, which must stay one line."""
     for name in [name for name in os.environ if name.endswith("API_KEY") or name == "REDIS_URL"]:
         monkeypatch.delenv(name)
     done = tokenbench_in_process("enqueue", "--mode", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
-                                 "--redis-url", closed_redis_url, "--trace", "no\nsuch.csv")
+                                 "--redis-url", closed_redis_url, "--trace", f"no{line_break}such.csv")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["tokenbench: error: Invalid value for '--trace': cannot read no\\nsuch.csv: "
                                         "No such file or directory"]

@@ -14,5 +14,6 @@ def terminal_safe(text: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """``text`` made harmless and kept to one line: a newline in it (from a file name, say) shows as \\n."""
-    return terminal_safe(text).replace("\n", "\\n")
+    """``text`` made harmless and kept to one line: each line break in it (a newline from a file name,
+    say, or U+2028; whatever str.splitlines splits at) shows as \\n."""
+    return "\\n".join(terminal_safe(text).splitlines())
