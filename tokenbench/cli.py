@@ -710,9 +710,21 @@ def _usage_message(exc: click.ClickException | TokenbenchError) -> str:
     return exc.format_message()
 
 
+def _check_utf8(arguments: list[str]) -> None:
+    """Every argument reaches Redis, JSON or HTML as UTF-8: bytes that are not (Python holds them as
+    lone surrogates) are a usage error here, not a traceback wherever the value is first written."""
+    for argument in arguments:
+        try:
+            argument.encode()
+        except UnicodeEncodeError:
+            shown = argument.encode(errors="backslashreplace").decode()
+            raise click.UsageError(f"argument {shown!r} is not valid UTF-8") from None
+
+
 def main() -> None:
     """Console entry point: click's usage errors and ours exit with one line on stderr, never a traceback."""
     try:
+        _check_utf8(sys.argv[1:])
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -70,6 +70,13 @@ def result_files_from_flags(flags: dict[str, Any]) -> ResultFiles:
 
 def check_writable(path: Path, flag: str) -> None:
     """A usage error naming ``flag`` unless ``path`` is a file that can be written or created."""
+    try:
+        _check_writable(path, flag)
+    except OSError as exc:  # a name the file system refuses to look at: too long, a loop of links
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint=f"'{flag}'") from None
+
+
+def _check_writable(path: Path, flag: str) -> None:
     if path.is_dir():
         raise click.BadParameter(f"{path} is a directory", param_hint=f"'{flag}'")
     if path.exists():
