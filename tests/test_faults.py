@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,55 @@ def test_redis_restarted_mid_run_loses_no_record(tmp_path):
     result = load(out)
     assert result["complete"] is True
     assert (result["successful_runs"], len(result["results"])) == (8, 8)
+
+
+def test_a_long_redis_outage_turns_no_finished_measurement_into_a_failure(tmp_path):
+    """Issue 15: an outage of over 60 s while requests finished used to lose their records (the worker
+    gave up saving after 60 s) and the report then counted them failed. Here Redis is gone for 8 s
+    while four requests finish: longer than a worker's liveness key lives (it expires meanwhile) and
+    than the worker's longest pause between tries; and the worker's clock for how long Redis has been
+    away runs 30 times fast, so to it the outage lasts 240 s, four times the old bound."""
+    from tokenbench.shared.redis_conn import connect, connect_async
+    from tokenbench.worker.stream_worker import REDIS_GONE_S, SAVE_RETRY_S, StreamWorker
+
+    outage_s, clock_rate = 8.0, 30.0
+    assert 60 < outage_s * clock_rate < min(SAVE_RETRY_S, REDIS_GONE_S) and outage_s > WORKER_ALIVE_TTL_S
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    out = tmp_path / "r.json"
+    origin = time.monotonic()
+    servers: list[subprocess.Popen] = []
+    with ExitStack() as stack, mock_server_process("--ttft-ms", "50", "--itl-ms", "100") as mock_url:
+        servers.append(stack.enter_context(redis_server_on(port, tmp_path)))
+        run_id = enqueue(url, mock_url, "outage-test", "--prompts", "8", "--max-tokens", "20")
+        report = stack.enter_context(subprocess.Popen(
+            [sys.executable, "-m", "tokenbench", "report", run_id, "--redis-url", url, "--timeout", "120",
+             "--output", str(out)], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        connection = redis.Redis(port=port)
+        stack.callback(connection.close)
+
+        def cut_redis_while_four_requests_run() -> None:
+            wait_in_flight(connection, run_id, 4)
+            time.sleep(0.3)  # each has its first tokens; it ends ~1.7 s later, with Redis gone
+            servers[0].terminate()
+            servers[0].wait(10)
+            time.sleep(outage_s)
+            servers.append(stack.enter_context(redis_server_on(port, tmp_path)))
+
+        outage = threading.Thread(target=cut_redis_while_four_requests_run, daemon=True)
+        outage.start()
+        worker = StreamWorker(["outage-test"], connection=connect(url, "test"),
+                              async_connection=connect_async(url, "test"), streams=4,
+                              monotonic=lambda: origin + (time.monotonic() - origin) * clock_rate)
+        worker.work(burst=True, logging_level="WARNING")  # until the queue is empty, outage or not
+        outage.join(30)
+        _stdout, stderr = report.communicate(timeout=90)
+    assert len(servers) == 2, "the outage did not happen while the worker ran"
+    assert report.returncode == 0, stderr
+    result = load(out)
+    assert (result["complete"], result["successful_runs"], result["failed_runs"]) == (True, 8, 0)
+    assert sorted(r["index"] for r in result["results"]) == list(range(8))
+    assert all(r["output_tokens"] == 20 for r in result["results"])
 
 
 def test_cancel_removes_pending_jobs_and_the_report_says_so(redis_url, tmp_path):

@@ -95,9 +95,11 @@ class StreamWorker(BaseWorker):
 
     def __init__(self, queues: list[str], *, connection: redis.Redis, async_connection: Redis, streams: int,
                  ssl_context: ssl.SSLContext | None = None, secret: bytes | None = None,
-                 key_hosts: frozenset[str] = PRESET_HOSTS, **kwargs) -> None:
+                 key_hosts: frozenset[str] = PRESET_HOSTS, monotonic: Callable[[], float] = time.monotonic,
+                 **kwargs) -> None:
         super().__init__(queues, connection=connection, serializer=JSONSerializer, **kwargs)
         self.streams = streams
+        self._monotonic = monotonic  # for how long Redis has been away (a test runs it fast)
         self._secret = secret
         self._key_hosts = key_hosts
         self._aredis = async_connection
@@ -172,7 +174,7 @@ class StreamWorker(BaseWorker):
                 await self._give_back(taken)
                 break
             if not taken:
-                if burst and not self._tasks:
+                if burst and not self._tasks and self._unreachable_since is None:  # empty, not just unreachable
                     break
                 if burst:
                     await self._until_something_ends()
@@ -235,7 +237,7 @@ class StreamWorker(BaseWorker):
     async def _redis_unreachable(self, exc: Exception) -> None:
         """Wait before the next try, longer each time (0.5 s to 8 s); one log line when Redis goes away
         and one a minute after. Away for REDIS_GONE_S with nothing in flight: the worker stops (exit 1)."""
-        now = time.monotonic()
+        now = self._monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = self._last_unreachable_log = now
             log.warning("worker %s: Redis unreachable (%s); retrying", self.name, exc)
@@ -412,7 +414,7 @@ class StreamWorker(BaseWorker):
     async def _save_batch(self, batch: list[Finished]) -> None:
         """One round trip for a batch of finished jobs: each record (stored once, counted once) and
         RQ's end of its job. While Redis is away the records are kept and retried for ``SAVE_RETRY_S``."""
-        deadline = time.monotonic() + SAVE_RETRY_S
+        deadline = self._monotonic() + SAVE_RETRY_S
         while True:
             try:
                 async with self._aredis.pipeline(transaction=False) as pipe:
@@ -433,7 +435,7 @@ class StreamWorker(BaseWorker):
                     await pipe.execute()
                 break
             except (redis.ConnectionError, redis.TimeoutError):
-                if time.monotonic() >= deadline:
+                if self._monotonic() >= deadline:
                     log.error("worker %s: Redis unreachable for %g s: %d record(s) not saved", self.name,
                               SAVE_RETRY_S, len(batch))
                     return
