@@ -172,3 +172,43 @@ def test_what_the_property_test_found_is_a_one_line_error(case, arguments, messa
     done = tokenbench_in_process(*CASES[case].base, *arguments)
     assert done.returncode in (1, 2)
     assert done.stderr.splitlines()[0].startswith(f"tokenbench: error: {message}"), done.stderr
+
+
+def toml_value(value: object) -> str:
+    """``value`` as TOML (strings as JSON writes them: valid TOML basic strings)."""
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")) if not math.isfinite(value) \
+            else repr(value)
+    if isinstance(value, int | str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{json.dumps(key)} = {toml_value(item)}" for key, item in value.items()) + "}"
+
+
+TOML_SCALARS = st.one_of(st.booleans(), st.integers(min_value=-2**63, max_value=2**63 - 1), st.floats(),
+                         NASTY.filter(lambda text: not any(0xD800 <= ord(c) <= 0xDFFF for c in text)))
+TOML_VALUES = st.recursive(TOML_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=6)
+
+
+@pytest.mark.parametrize("case", ["enqueue", "run", "sweep"])  # the commands that take --config
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_value_of_any_option_in_a_config_file_is_one_line(case, data, sandbox):
+    """The same for `--config FILE.toml`, whose values are TOML's (booleans, numbers, lists, tables) before they
+    are flags', and whose keys include the switches."""
+    keys = sorted(param.opts[-1][2:] for param in cli.commands[CASES[case].base[0]].params
+                  if isinstance(param, click.Option) and param.opts[-1].startswith("--")
+                  and param.opts[-1] not in CASES[case].not_drawn | {"--config"})
+    lines = [f"{data.draw(st.sampled_from(keys), label='key')} = {toml_value(data.draw(TOML_VALUES))}"
+             for _ in range(2)]
+    Path("config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = tokenbench_in_process(*CASES[case].base, "--config", "config.toml")
+    assert_one_line(done, may_succeed=False)

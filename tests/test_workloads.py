@@ -114,6 +114,12 @@ def test_conflicting_workload_flags_are_one_line_errors(flags, complaint):
     ("concurrency = 'many'\n", "concurrency: 'many' is not a valid integer"),
     ("api-key = 'sk-123'\n", "keep secrets out of files"),
     ("mode = \n", "is not valid TOML"),
+    # what the property test found (tracebacks): a boolean for a path, a number for a path (click's
+    # Path takes an int as a file descriptor), an infinite float for a count, a number for a switch
+    ("tokenizer = false\n", "tokenizer: takes a value, not true or false"),
+    ("tokenizer = 2147483648\n", "tokenizer: File '2147483648' does not exist"),
+    ("output-tokens = inf\n", "output-tokens: 'inf' is not a valid integer"),
+    ("no-preflight = 1\n", "no-preflight: takes true or false"),
 ])
 def test_a_bad_config_file_is_a_one_line_error_naming_it(tmp_path, content, complaint):
     (tmp_path / "bench.toml").write_text(content)

@@ -55,11 +55,14 @@ def config_defaults(ctx: click.Context, data: dict[str, Any], path: Path) -> dic
             raise click.BadParameter(f"{path}: {key}: keep secrets out of files; set TOKENBENCH_API_KEY "
                                      "(or the mode's variable) in the environment")
         value = _config_value(option, value)
+        if isinstance(option, click.Option) and option.is_flag != isinstance(value, bool):
+            wanted = "true or false" if option.is_flag else "a value, not true or false"
+            raise click.BadParameter(f"{path}: {key}: takes {wanted}")
         try:
             option.process_value(ctx, value)
         except click.BadParameter as exc:
             raise click.BadParameter(f"{path}: {key}: {exc.message}") from None
-        except ValueError as exc:  # what no command line can hold, e.g. a NUL byte in a path
+        except (ValueError, TypeError, OverflowError) as exc:  # what no command line can hold, e.g. a NUL byte
             raise click.BadParameter(f"{path}: {key}: {exc}") from None
         defaults[str(option.name)] = value
     return defaults
@@ -76,7 +79,9 @@ def _config_value(param: click.Parameter, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
-    return value
+    if isinstance(value, bool | str):
+        return value
+    return str(value)  # a number or a date as the command line would give it: checked by the same rules
 
 
 def resolved_config(ctx: click.Context) -> dict[str, Any]:
