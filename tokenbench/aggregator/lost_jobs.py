@@ -93,16 +93,12 @@ class LostJobWatch:
         in_flight = entry.index - spec.index + 1
         host = entry.worker.rpartition(":")[0] or socket.gethostname()
         at = epoch_seconds(self._connection.time())
-        for turn in range(in_flight, spec.turns + 1):
-            turn_spec = spec.for_turn(turn, [])
-            if turn == in_flight:
-                record = RequestRecord.failure(turn_spec, entry.worker, host, ErrorType.WORKER_DIED,
-                                               f"worker {entry.worker} died during turn {turn} of session "
-                                               f"{spec.session_id} (no heartbeat for {keys.WORKER_ALIVE_TTL_S} s); "
-                                               "a conversation is not rerun", at, turn=turn)
-            else:
-                record = RequestRecord.failure(turn_spec, entry.worker, host, ErrorType.PREVIOUS_TURN_FAILED,
-                                               f"not sent: the worker died during turn {in_flight}", at, turn=turn)
+        died = RequestRecord.failure(spec.for_turn(in_flight, []), entry.worker, host, ErrorType.WORKER_DIED,
+                                     f"worker {entry.worker} died during turn {in_flight} of session "
+                                     f"{spec.session_id} (no heartbeat for {keys.WORKER_ALIVE_TTL_S} s); "
+                                     "a conversation is not rerun", at, turn=in_flight)
+        for record in [died, *RequestRecord.unsent_turns(spec, in_flight + 1, entry.worker, host,
+                                                         f"the worker died during turn {in_flight}", at)]:
             save_record(self._connection, record, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 

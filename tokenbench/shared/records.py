@@ -212,6 +212,15 @@ class RequestRecord:
                    worker=worker, host=host, started_at=at, error_type=str(error_type), error=error,
                    attempt=spec.attempt, session_id=spec.session_id if turn else None, turn=turn)
 
+    @classmethod
+    def unsent_turns(cls, spec: JobSpec, first_turn: int, worker: str, host: str, reason: str,
+                     at: float) -> list[RequestRecord]:
+        """The ``previous_turn_failed`` records of a conversation's turns ``first_turn`` to its last,
+        none of them sent because of ``reason``."""
+        return [cls.failure(spec.for_turn(turn, []), worker, host, ErrorType.PREVIOUS_TURN_FAILED,
+                            f"not sent: {reason}", at, turn=turn)
+                for turn in range(first_turn, spec.turns + 1)]
+
 
 _RECORD_JSON_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "chunk_offsets_ms")
 _RECORD_JSON_FIELD_SET = frozenset(_RECORD_JSON_FIELDS)

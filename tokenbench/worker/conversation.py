@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenbench.shared.record_store import InFlight, clear_in_flight, queue_mark_in_flight
-from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord
+from tokenbench.shared.records import JobSpec, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.job import WorkerProcess, run_end, run_job
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request
@@ -70,10 +70,8 @@ class Conversation:
 
     def unsent(self, reason: str) -> list[RequestRecord]:
         """The records of the turns after the current one, none of them sent."""
-        at = clock.now()
-        return [RequestRecord.failure(self._spec.for_turn(turn, []), self._process.name, self._process.host,
-                                      ErrorType.PREVIOUS_TURN_FAILED, f"not sent: {reason}", at, turn=turn)
-                for turn in range(self.turn + 1, self._spec.turns + 1)]
+        return RequestRecord.unsent_turns(self._spec, self.turn + 1, self._process.name, self._process.host, reason,
+                                          clock.now())
 
     def _numbered(self, record: RequestRecord) -> RequestRecord:
         record.session_id, record.turn = self._spec.session_id, self.turn
