@@ -23,6 +23,7 @@ from tokenbench.shared import keys
 from tokenbench.shared.record_store import InFlight, read_in_flight, save_record
 from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord, RunMeta
 from tokenbench.shared.redis_conn import epoch_seconds
+from tokenbench.shared.rq_jobs import request_job
 
 CHECK_INTERVAL_S = 1.0
 
@@ -105,13 +106,6 @@ class LostJobWatch:
     def _rerun(self, job: Job, spec: JobSpec) -> None:
         spec.attempt += 1
         queue = Queue(self._meta.queue, connection=self._connection, serializer=JSONSerializer)
-        queue.enqueue(
-            keys.JOB_FUNCTION,
-            spec.to_dict(),
-            job_id=keys.job_id(spec.run_id, spec.index, spec.attempt),
-            job_timeout=job.timeout,
-            result_ttl=0,
-            failure_ttl=self._meta.ttl_s,
-            description=f"{job.description} (rerun {spec.attempt})",
-            at_front=True,
-        )
+        timeout = None if job.timeout is None else int(job.timeout)  # the first attempt's: it was an int
+        queue.enqueue_many([request_job(spec.to_dict(), timeout=timeout, ttl_s=self._meta.ttl_s,
+                                        description=f"{job.description} (rerun {spec.attempt})", at_front=True)])

@@ -21,6 +21,7 @@ from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.records import JobSpec, RunMeta
 from tokenbench.shared.redis_conn import epoch_seconds
+from tokenbench.shared.rq_jobs import request_job
 from tokenbench.shared.signing import SIGNATURE_FIELD, signature
 
 # The worker fails a request itself after the endpoint's total timeout; RQ's own job timeout is
@@ -116,15 +117,12 @@ def enqueue_run(
         for spec in specs:
             spec[SIGNATURE_FIELD] = signature(spec, secret)
     jobs = [
-        Queue.prepare_data(
-            keys.JOB_FUNCTION,
-            args=(spec,),
-            job_id=keys.job_id(run_id, spec["index"]),
+        request_job(
+            spec,
             # A conversation's turns take their time one after the other, with the think time between.
             timeout=int((endpoint.total_timeout_s + turn_delay_s) * len(session) + longest_wait_s)
             + JOB_TIMEOUT_MARGIN_S,
-            result_ttl=0,
-            failure_ttl=ttl_s,
+            ttl_s=ttl_s,
             description=f"tokenbench {run_id} #{spec['index']} {spec['session_id'] or spec['prompt_id']}",
         )
         for spec, session in zip(specs, sessions)
