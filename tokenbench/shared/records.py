@@ -123,6 +123,19 @@ class JobSpec:
 _JOB_SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
 
 
+@dataclass(frozen=True)
+class RecordContext:
+    """What a request's record carries from outside the request itself."""
+
+    stream: int | None = None  # which of its worker process's streams sent it
+    scheduled_at: float | None = None  # open loop or ramp-up: when it was due (epoch seconds, Redis clock)
+    warmup: bool = False
+    turn: int | None = None  # a conversation's turn (its session is the spec's)
+
+
+NO_CONTEXT = RecordContext()  # a request sent on its own (the pre-flight, a test)
+
+
 @dataclass
 class RequestRecord:
     """Everything measured about one streamed request. Times are milliseconds after the request
@@ -201,7 +214,7 @@ class RequestRecord:
 
     @classmethod
     def failure(cls, spec: JobSpec, worker: str, host: str, error_type: str, error: str,
-                at: float, turn: int | None = None) -> RequestRecord:
+                at: float, turn: int | None = None, stream: int | None = None) -> RequestRecord:
         """The record of a request that ended without a measurement (its worker died or was stopped,
         or, as a conversation's ``turn``, an earlier turn failed).
 
@@ -210,15 +223,15 @@ class RequestRecord:
         """
         return cls(run_id=spec.run_id, index=spec.index, prompt_id=spec.prompt_id, category=spec.category,
                    worker=worker, host=host, started_at=at, error_type=str(error_type), error=error,
-                   attempt=spec.attempt, session_id=spec.session_id if turn else None, turn=turn)
+                   attempt=spec.attempt, session_id=spec.session_id if turn else None, turn=turn, stream=stream)
 
     @classmethod
     def unsent_turns(cls, spec: JobSpec, first_turn: int, worker: str, host: str, reason: str,
-                     at: float) -> list[RequestRecord]:
+                     at: float, stream: int | None = None) -> list[RequestRecord]:
         """The ``previous_turn_failed`` records of a conversation's turns ``first_turn`` to its last,
         none of them sent because of ``reason``."""
         return [cls.failure(spec.for_turn(turn, []), worker, host, ErrorType.PREVIOUS_TURN_FAILED,
-                            f"not sent: {reason}", at, turn=turn)
+                            f"not sent: {reason}", at, turn=turn, stream=stream)
                 for turn in range(first_turn, spec.turns + 1)]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenbench.shared.record_store import InFlight, clear_in_flight, queue_mark_in_flight
-from tokenbench.shared.records import JobSpec, RequestRecord
+from tokenbench.shared.records import JobSpec, RecordContext, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.job import WorkerProcess, run_end, run_job
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request
@@ -31,8 +31,9 @@ class Conversation:
     """Runs one conversation job; ``current`` is the spec of the turn in flight (or last sent)."""
 
     def __init__(self, process: WorkerProcess, spec: JobSpec, job_id: str, header_waits: HeaderWaits | None,
-                 save_turn: Callable[[RequestRecord], None]) -> None:
+                 save_turn: Callable[[RequestRecord], None], stream: int | None = None) -> None:
         self._process = process
+        self._stream = stream
         self._spec = spec
         self._job_id = job_id
         self._header_waits = header_waits
@@ -44,9 +45,10 @@ class Conversation:
         """Send the turns in order, each record to ``save_turn`` as its turn ends; none after the
         run's duration (RunEnded when not even the first one went out)."""
         spec, answer = self._spec, Answer()
-        record = await run_job(self._process, spec, self._header_waits, answer)  # the run's warm-up and schedule
+        record = await run_job(self._process, spec, self._header_waits, answer,  # the run's warm-up and schedule
+                               RecordContext(stream=self._stream, turn=1))
         while True:
-            self._save_turn(self._numbered(record))
+            self._save_turn(record)
             if not record.success:
                 for unsent in self.unsent(f"turn {self.turn} of session {spec.session_id} failed "
                                           f"({record.error_type}): the model's answer to it is missing"):
@@ -66,16 +68,12 @@ class Conversation:
                 return  # the run was cancelled: nothing more is sent
             self.current, self.turn = next_spec, self.turn + 1
             record = await measure_request(self._process.session, next_spec, self._process.api_key_for(spec),
-                                           self._header_waits, answer)
+                                           self._header_waits, answer, RecordContext(self._stream, turn=self.turn))
 
     def unsent(self, reason: str) -> list[RequestRecord]:
         """The records of the turns after the current one, none of them sent."""
         return RequestRecord.unsent_turns(self._spec, self.turn + 1, self._process.name, self._process.host, reason,
-                                          clock.now())
-
-    def _numbered(self, record: RequestRecord) -> RequestRecord:
-        record.session_id, record.turn = self._spec.session_id, self.turn
-        return record
+                                          clock.now(), self._stream)
 
     async def _start(self, spec: JobSpec) -> bool:
         """Mark the turn in flight; False if the run was cancelled (then the mark is not left)."""

@@ -9,6 +9,7 @@ import platform
 import socket
 import ssl
 import time
+from dataclasses import replace
 from importlib.metadata import version
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from tokenbench import __version__
 from tokenbench.shared import keys
 from tokenbench.shared.presets import PRESETS, api_key_from_env
-from tokenbench.shared.records import JobSpec, RequestRecord
+from tokenbench.shared.records import NO_CONTEXT, JobSpec, RecordContext, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request, worker_name
 
@@ -114,10 +115,9 @@ class WorkerProcess:
         api_key = self.api_key_for(spec)
         records: list[RequestRecord] = []
         for _ in range(spec.warmup):
-            records += await asyncio.gather(*(measure_request(self.session, spec, api_key)
+            records += await asyncio.gather(*(measure_request(self.session, spec, api_key,
+                                                              context=RecordContext(warmup=True))
                                               for _ in range(self.streams)))
-        for record in records:
-            record.warmup = True
         return records
 
     def schedule_start(self, run_id: str) -> asyncio.Task[float | None]:
@@ -151,7 +151,7 @@ async def run_end(process: WorkerProcess, spec: JobSpec) -> float | None:
 
 
 async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWaits | None = None,
-                  answer: Answer | None = None) -> RequestRecord:
+                  answer: Answer | None = None, context: RecordContext = NO_CONTEXT) -> RequestRecord:
     """Send the job's request (after the run's warm-up and, open loop or ramping up, when it is
     due); its record. RunEnded if it would go out after the run's duration."""
     api_key = process.api_key_for(spec)
@@ -171,9 +171,5 @@ async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWai
         remaining = not_before - clock.now()
         if remaining > 0:
             await asyncio.sleep(remaining)
-    record = await measure_request(process.session, spec, api_key, header_waits, answer)
-    if send_at is not None:
-        record.scheduled_at = send_at
-        first_sent_at = record.started_at - record.retry_wait_ms / 1000
-        record.dispatch_lag_ms = round((first_sent_at - send_at) * 1000, 3)
-    return record
+    return await measure_request(process.session, spec, api_key, header_waits, answer,
+                                 replace(context, scheduled_at=send_at))

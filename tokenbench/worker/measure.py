@@ -15,12 +15,21 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
 import orjson
 
 from tokenbench.shared.endpoint import Endpoint
-from tokenbench.shared.records import TOKENS_FROM_CHUNKS, TOKENS_FROM_USAGE, ErrorType, JobSpec, RequestRecord
+from tokenbench.shared.records import (
+    NO_CONTEXT,
+    TOKENS_FROM_CHUNKS,
+    TOKENS_FROM_USAGE,
+    ErrorType,
+    JobSpec,
+    RecordContext,
+    RequestRecord,
+)
 from tokenbench.worker import clock
 from tokenbench.worker.dialects import DIALECTS
 from tokenbench.worker.sse import SSEParser
@@ -86,53 +95,58 @@ class Answer:
 
 
 async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None,
-                          header_waits: HeaderWaits | None = None, answer: Answer | None = None) -> RequestRecord:
+                          header_waits: HeaderWaits | None = None, answer: Answer | None = None,
+                          context: RecordContext = NO_CONTEXT) -> RequestRecord:
     """Stream the request of ``spec`` and return its record; failures become records too. With an
-    ``answer``, the answer's text is put there.
+    ``answer``, the answer's text is put there; ``context`` is what the record carries from outside
+    the request (its stream, when it was due, ...).
 
     A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
     server asks for (never longer than the total timeout); the record times the last attempt and
     lists the earlier ones in ``retries``.
     """
     endpoint = Endpoint.from_dict(spec.endpoint)
-    first_sent_ns = None
-    retries: list[dict] = []
+    retries: list[dict[str, Any]] = []
+    first_sent_ns: int | None = None
     while True:
-        record, retry_after_s, sent_ns = await _attempt(session, spec, endpoint, api_key, header_waits, answer)
-        first_sent_ns = first_sent_ns or sent_ns
-        if retry_after_s is None or len(retries) >= endpoint.max_retries:
+        attempt = await _attempt(session, spec, endpoint, api_key, header_waits)
+        if first_sent_ns is None:
+            first_sent_ns = attempt.sent_ns
+        if attempt.retry_after_s is None or len(retries) >= endpoint.max_retries:
             break
-        retry_after_s = min(retry_after_s, endpoint.total_timeout_s)
-        retries.append({"http_status": record.http_status, "error_type": record.error_type,
-                        "error": record.error, "retry_after_s": retry_after_s})
+        retry_after_s = min(attempt.retry_after_s, endpoint.total_timeout_s)
+        retries.append({"http_status": attempt.http_status, "error_type": attempt.error_type,
+                        "error": redact(attempt.error, api_key), "retry_after_s": retry_after_s})
         await asyncio.sleep(retry_after_s)
-    record.retries = retries
-    record.retry_wait_ms = round((sent_ns - first_sent_ns) / _NS_PER_MS, 3)
-    return record
+    if answer is not None:
+        answer.text = "".join(attempt.reader.answer_parts)
+    return _record(spec, attempt, retries, (attempt.sent_ns - first_sent_ns) / _NS_PER_MS, context,
+                   endpoint.keep_text_without_usage, api_key)
 
 
-async def _attempt(
-    session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None,
-    header_waits: HeaderWaits | None, answer: Answer | None,
-) -> tuple[RequestRecord, float | None, int]:
-    """One send: (its record, the wait the server asked for before a retry or None, send time)."""
-    record = RequestRecord(
-        run_id=spec.run_id,
-        index=spec.index,
-        prompt_id=spec.prompt_id,
-        category=spec.category,
-        worker=worker_name(),
-        host=socket.gethostname(),
-        started_at=0.0,
-        attempt=spec.attempt,
-    )
+@dataclass
+class _Attempt:
+    """What one send of a request saw, as it goes: the record is made from the last one."""
+
+    started_at: float  # epoch seconds on the Redis clock
+    sent_ns: int  # perf_counter_ns
+    reader: StreamReader
+    headers_ms: float | None = None
+    http_status: int | None = None
+    success: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    retry_after_s: float | None = None  # the wait the server asked for before a retry
+    elapsed_ms: float | None = None
+
+
+async def _attempt(session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endpoint, api_key: str | None,
+                   header_waits: HeaderWaits | None) -> _Attempt:
+    """One send."""
     body = orjson.dumps(build_request_body(spec, endpoint))
     headers = build_headers(endpoint, api_key)
-    reader = new_reader(endpoint)
-    retry_after_s = None
-    record.started_at = clock.now()
-    sent_ns = time.perf_counter_ns()
-    deadline = StreamDeadline(endpoint, sent_ns)
+    attempt = _Attempt(clock.now(), time.perf_counter_ns(), new_reader(endpoint))
+    deadline = StreamDeadline(endpoint, attempt.sent_ns)
     waiting = header_waits.by_run if header_waits is not None else None
     if waiting is not None:
         waiting[spec.run_id] += 1
@@ -140,28 +154,89 @@ async def _attempt(
         with deadline:
             async with asyncio.timeout(None) as timer:
                 deadline.start(timer)
-                await _stream(session, endpoint, body, headers, deadline, reader, record, sent_ns, waiting)
-        record.success = True
+                await _stream(session, endpoint, body, headers, deadline, attempt, spec.run_id, waiting)
+        attempt.success = True
     except StreamFailure as failure:
-        record.error_type, record.error = failure.error_type, failure.message
-        retry_after_s = failure.retry_after_s
+        attempt.error_type, attempt.error = failure.error_type, failure.message
+        attempt.retry_after_s = failure.retry_after_s
     except TimeoutError:
         cut = deadline.failure()
-        record.error_type, record.error = cut.error_type, cut.message
+        attempt.error_type, attempt.error = cut.error_type, cut.message
     except aiohttp.ClientError as exc:
-        record.error_type, record.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
+        attempt.error_type, attempt.error = _error_type(exc), f"{type(exc).__name__}: {exc}"
     finally:
-        if waiting is not None and record.headers_ms is None:  # it ended before the headers came
+        if waiting is not None and attempt.headers_ms is None:  # it ended before the headers came
             waiting[spec.run_id] -= 1
-    record.elapsed_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
-    _fill_from_stream(record, reader, sent_ns, endpoint.keep_text_without_usage)
-    if answer is not None:
-        answer.text = "".join(reader.answer_parts)
+    attempt.elapsed_ms = round((time.perf_counter_ns() - attempt.sent_ns) / _NS_PER_MS, 3)
+    return attempt
+
+
+def _record(spec: JobSpec, attempt: _Attempt, retries: list[dict[str, Any]], retry_wait_ms: float,
+            context: RecordContext, keep_text: bool, api_key: str | None) -> RequestRecord:
+    """The request's record, made once: from the spec, its last send, what the stream carried, and
+    the context."""
+    reader = attempt.reader
+    chunks = reader.token_chunks
+    offsets = [round((c.received_ns - attempt.sent_ns) / _NS_PER_MS, 3) for c in chunks]
+    if reader.completion_tokens is not None:
+        output_tokens, output_tokens_source = reader.completion_tokens, TOKENS_FROM_USAGE
+    else:
+        output_tokens, output_tokens_source = len(offsets), TOKENS_FROM_CHUNKS
+    chunk_tokens, chunk_tokens_source = tokens_per_chunk(chunks, reader.tokens_before_first_chunk)
+    reasoning_tokens, reasoning_tokens_source = count_reasoning_tokens(chunks, chunk_tokens, output_tokens,
+                                                                       reader.reasoning_tokens)
+    stamps = [c.server_sent_ns for c in chunks]
+    chunk_lag_ms = [round((c.received_ns - stamp) / _NS_PER_MS, 3) for c, stamp in zip(chunks, stamps)
+                    if stamp is not None] if chunks and all(stamp is not None for stamp in stamps) else None
     offset = clock.current_offset()
-    if offset is not None:
-        record.clock_offset_ms, record.clock_rtt_ms = round(offset.offset_s * 1000, 3), round(offset.rtt_s * 1000, 3)
-    record.error = redact(record.error, api_key)
-    return record, retry_after_s, sent_ns
+    first_sent_at = attempt.started_at - retry_wait_ms / 1000
+    return RequestRecord(
+        run_id=spec.run_id,
+        index=spec.index,
+        prompt_id=spec.prompt_id,
+        category=spec.category,
+        worker=worker_name(),
+        host=socket.gethostname(),
+        started_at=attempt.started_at,
+        success=attempt.success,
+        error_type=attempt.error_type,
+        error=redact(attempt.error, api_key),
+        http_status=attempt.http_status,
+        headers_ms=attempt.headers_ms,
+        ttft_ms=offsets[0] if offsets else None,
+        latency_ms=offsets[-1] if offsets else None,
+        elapsed_ms=attempt.elapsed_ms,
+        chunk_offsets_ms=offsets,
+        output_tokens=output_tokens,
+        output_tokens_source=output_tokens_source,
+        input_tokens=reader.prompt_tokens,
+        cached_tokens=reader.cached_tokens,
+        finish_reason=reader.finish_reason,
+        served_model=reader.model,
+        attempt=spec.attempt,
+        ttfat_ms=next((offset for offset, c in zip(offsets, chunks) if c.answer_chars), None),
+        chunk_tokens=chunk_tokens,
+        chunk_tokens_source=chunk_tokens_source,
+        reasoning_tokens=reasoning_tokens,
+        answer_tokens=max(output_tokens - reasoning_tokens, 0),
+        reasoning_tokens_source=reasoning_tokens_source,
+        provider=reader.provider,
+        generation_id=reader.generation_id,
+        cost=reader.cost,
+        retries=retries,
+        retry_wait_ms=round(retry_wait_ms, 3),
+        warmup=context.warmup,
+        clock_offset_ms=round(offset.offset_s * 1000, 3) if offset is not None else None,
+        clock_rtt_ms=round(offset.rtt_s * 1000, 3) if offset is not None else None,
+        scheduled_at=context.scheduled_at,
+        dispatch_lag_ms=round((first_sent_at - context.scheduled_at) * 1000, 3)
+        if context.scheduled_at is not None else None,
+        chunk_lag_ms=chunk_lag_ms,
+        stream=context.stream,
+        output_text="".join(reader.text_parts) if keep_text and reader.completion_tokens is None else None,
+        session_id=spec.session_id if context.turn is not None else None,
+        turn=context.turn,
+    )
 
 
 class StreamDeadline:
@@ -235,18 +310,18 @@ async def _stream(
     body: bytes,
     headers: dict[str, str],
     deadline: StreamDeadline,
-    reader: StreamReader,
-    record: RequestRecord,
-    sent_ns: int,
+    attempt: _Attempt,
+    run_id: str,
     waiting: Counter[str] | None,
 ) -> None:
     connect = aiohttp.ClientTimeout(total=None, connect=endpoint.connect_timeout_s,
                                     sock_connect=endpoint.connect_timeout_s, sock_read=None)
+    reader = attempt.reader
     async with session.post(endpoint.request_url, data=body, headers=headers, timeout=connect) as response:
-        record.headers_ms = round((time.perf_counter_ns() - sent_ns) / _NS_PER_MS, 3)
+        attempt.headers_ms = round((time.perf_counter_ns() - attempt.sent_ns) / _NS_PER_MS, 3)
         if waiting is not None:
-            waiting[record.run_id] -= 1
-        record.http_status = response.status
+            waiting[run_id] -= 1
+        attempt.http_status = response.status
         if response.status >= 300:
             raise await _http_failure(response)
         parser = SSEParser()
@@ -323,38 +398,6 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> str:
         return error_message(orjson.loads(body))
     except orjson.JSONDecodeError:
         return body[:500].decode("utf-8", errors="replace") or (response.reason or "")
-
-
-def _fill_from_stream(record: RequestRecord, reader: StreamReader, sent_ns: int, keep_text: bool) -> None:
-    chunks = reader.token_chunks
-    offsets = [round((c.received_ns - sent_ns) / _NS_PER_MS, 3) for c in chunks]
-    record.chunk_offsets_ms = offsets
-    if offsets:
-        record.ttft_ms = offsets[0]
-        record.latency_ms = offsets[-1]
-    record.ttfat_ms = next((offset for offset, c in zip(offsets, chunks) if c.answer_chars), None)
-    if reader.completion_tokens is not None:
-        record.output_tokens, record.output_tokens_source = reader.completion_tokens, TOKENS_FROM_USAGE
-    else:
-        record.output_tokens, record.output_tokens_source = len(offsets), TOKENS_FROM_CHUNKS
-        if keep_text:
-            record.output_text = "".join(reader.text_parts)
-    record.chunk_tokens, record.chunk_tokens_source = tokens_per_chunk(chunks, reader.tokens_before_first_chunk)
-    record.reasoning_tokens, record.reasoning_tokens_source = count_reasoning_tokens(
-        chunks, record.chunk_tokens, record.output_tokens, reader.reasoning_tokens
-    )
-    record.answer_tokens = max(record.output_tokens - record.reasoning_tokens, 0)
-    record.input_tokens = reader.prompt_tokens
-    record.cached_tokens = reader.cached_tokens
-    stamps = [c.server_sent_ns for c in chunks]
-    if chunks and all(stamp is not None for stamp in stamps):
-        record.chunk_lag_ms = [round((c.received_ns - stamp) / _NS_PER_MS, 3)
-                               for c, stamp in zip(chunks, stamps) if stamp is not None]
-    record.finish_reason = reader.finish_reason
-    record.served_model = reader.model
-    record.provider = reader.provider
-    record.generation_id = reader.generation_id
-    record.cost = reader.cost
 
 
 def tokens_per_chunk(chunks: list[TokenChunk], tokens_before: int) -> tuple[list[int] | None, str | None]:

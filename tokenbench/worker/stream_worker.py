@@ -46,7 +46,7 @@ from tokenbench.shared.record_store import (
     queue_save_record,
     queue_save_warmup_records,
 )
-from tokenbench.shared.records import ErrorType, JobSpec, RequestRecord
+from tokenbench.shared.records import ErrorType, JobSpec, RecordContext, RequestRecord
 from tokenbench.shared.signing import SECRET_ENV, is_signed_by
 from tokenbench.shared.terminal import terminal_safe
 from tokenbench.worker import clock
@@ -329,13 +329,13 @@ class StreamWorker(BaseWorker):
         job, spec = started.job, started.spec
         self._loop_lag.job_started(spec.run_id)
         conversation = Conversation(self._process, spec, job.id, self._header_waits,
-                                    lambda turn: self._finished(started, turn, stream)) if spec.next_turns else None
+                                    lambda turn: self._finished(started, turn), stream) if spec.next_turns else None
         records: list[RequestRecord] = []
         warmups: list[RequestRecord] = []
         try:
             async with asyncio.timeout(job.timeout if job.timeout and job.timeout > 0 else None):
                 if conversation is None:
-                    records = [await run_job(self._process, spec, self._header_waits)]
+                    records = [await run_job(self._process, spec, self._header_waits, context=RecordContext(stream))]
                 else:
                     await conversation.run()  # each turn's record is saved as it ends
             if started.first_of_run and spec.warmup:
@@ -345,12 +345,11 @@ class StreamWorker(BaseWorker):
                 self._ended_runs.add(spec.run_id)
                 self._background(self._drop_queued_jobs(started.queue, spec.run_id))
         except TimeoutError:
-            records = self._interrupted(conversation, spec, ErrorType.JOB_TIMEOUT,
+            records = self._interrupted(conversation, spec, stream, ErrorType.JOB_TIMEOUT,
                                         f"RQ's job timeout ({job.timeout} s) passed")
         except asyncio.CancelledError:
-            self._finish_job(started, self._interrupted(conversation, spec, ErrorType.WORKER_STOPPED,
-                                                        "the worker was stopped (cold shutdown) during the request"),
-                             stream)
+            self._finish_job(started, self._interrupted(conversation, spec, stream, ErrorType.WORKER_STOPPED,
+                                                        "the worker was stopped (cold shutdown) during the request"))
             raise
         except Exception:  # a bug: the job's record is missing, and the log says why
             log.exception("worker %s: job %s failed", self.name, job.id)
@@ -359,40 +358,39 @@ class StreamWorker(BaseWorker):
             self._loop_lag.job_ended(spec.run_id)
             heapq.heappush(self._free_streams, stream)
             self._something_ended.set()
-        self._finish_job(started, records, stream, warmups)
+        self._finish_job(started, records, warmups)
 
-    def _finish_job(self, started: StartedJob, records: list[RequestRecord], stream: int,
+    def _finish_job(self, started: StartedJob, records: list[RequestRecord],
                     warmups: list[RequestRecord] | None = None) -> None:
         """Hand the job's last records to the saver, the job's end with the last of them (a
         conversation that ran to its end has none left: its turns were saved as they ended)."""
         interruption = next((r.error for r in records if r.error_type in _INTERRUPTIONS), None)
         for record in records[:-1]:
-            self._finished(started, record, stream)
+            self._finished(started, record)
         last = records[-1] if records else None
         if last is not None:
-            self._log_outcome(last, stream)
+            self._log_outcome(last)
         self._saver.save(started, last, warmups, ends_job=True, interruption=interruption)
 
-    def _finished(self, started: StartedJob, record: RequestRecord, stream: int) -> None:
+    def _finished(self, started: StartedJob, record: RequestRecord) -> None:
         """Hand a record to the saver without ending its job (a conversation's turns, as they end)."""
-        self._log_outcome(record, stream)
+        self._log_outcome(record)
         self._saver.save(started, record, ends_job=False)
 
-    def _log_outcome(self, record: RequestRecord, stream: int) -> None:
-        record.stream = stream
+    def _log_outcome(self, record: RequestRecord) -> None:
         if log.isEnabledFor(logging.INFO):
             log.info("worker %s: %s #%d %s", self.name, record.run_id, record.index, outcome_line(record))
 
-    def _interrupted(self, conversation: Conversation | None, spec: JobSpec, error_type: str,
+    def _interrupted(self, conversation: Conversation | None, spec: JobSpec, stream: int, error_type: str,
                      message: str) -> list[RequestRecord]:
-        """The record of the request in flight when the job was stopped; with a conversation's, those
-        of its turns not sent yet."""
+        """The record of the request in flight on ``stream`` when the job was stopped; with a
+        conversation's, those of its turns not sent yet."""
         assert self._process is not None
         if conversation is None:
             return [RequestRecord.failure(spec, self._process.name, self._process.host, error_type, message,
-                                          clock.now())]
+                                          clock.now(), stream=stream)]
         in_flight = RequestRecord.failure(conversation.current, self._process.name, self._process.host, error_type,
-                                          message, clock.now(), turn=conversation.turn)
+                                          message, clock.now(), turn=conversation.turn, stream=stream)
         return [in_flight, *conversation.unsent(f"turn {conversation.turn} was stopped: {message}")]
 
     def _background(self, awaitable: Awaitable[None]) -> None:
