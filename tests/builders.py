@@ -1,11 +1,13 @@
-"""The one way tests make records and run metadata: a plausible default for every field, the fields a
-test cares about given by name."""
+"""The one way tests make records, run metadata and reports: a plausible default for every field, the
+fields a test cares about given by name."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from tokenbench.aggregator.report import build_report
+from tokenbench.aggregator.schema import Distribution, Report
 from tokenbench.shared.records import TOKENS_FROM_USAGE, RequestRecord, RunMeta
 
 
@@ -37,3 +39,17 @@ def make_meta(num_prompts: int, **fields: Any) -> RunMeta:
     }
     values.update(fields)
     return RunMeta(**values)
+
+
+def make_distribution(**parts: float | None) -> Distribution:
+    """A distribution whose figures are ``parts`` (e.g. p50=10.0), the others None."""
+    empty: dict[str, float | None] = dict.fromkeys(Distribution.__annotations__)
+    return cast(Distribution, empty | parts)
+
+
+def make_report(num_prompts: int, successful: int, **fields: Any) -> Report:
+    """The report of run "r" whose first ``successful`` requests succeeded and the rest have no record,
+    with ``fields`` put in place of what build_report made."""
+    report = build_report(make_meta(num_prompts), [make_record(i) for i in range(successful)],
+                          missing=list(range(successful, num_prompts)))
+    return cast(Report, {**report, **fields})

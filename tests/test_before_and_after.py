@@ -12,6 +12,7 @@ import click
 import pytest
 from aiohttp import web
 
+from tests.builders import make_report
 from tests.conftest import free_port, serve_app
 from tests.helpers import clean_env, load, tokenbench
 from tokenbench.aggregator.verdict import failure_reason
@@ -90,17 +91,13 @@ def test_every_run_is_saved_by_default_unless_no_save(tmp_path):
 
 # --- the exit rule -------------------------------------------------------------------------------------------
 
-def _report(total: int, ok: int) -> dict:
-    return {"num_prompts": total, "successful_runs": ok}
-
-
 def test_the_exit_rule():
-    assert failure_reason(_report(10, 9), 0.1) is None
-    assert failure_reason(_report(10, 8), 0.1) == ("2 of 10 requests failed or have no record (20.0%), more than "
-                                                   "--max-error-rate 10.0%")
-    assert failure_reason(_report(10, 8), 0.5) is None
-    assert failure_reason(_report(3, 0), 1.0) == "no request of 3 succeeded (see the errors above)"
-    assert failure_reason(_report(0, 0), 0.0) is None
+    assert failure_reason(make_report(10, 9), 0.1) is None
+    assert failure_reason(make_report(10, 8), 0.1) == ("2 of 10 requests failed or have no record (20.0%), more "
+                                                       "than --max-error-rate 10.0%")
+    assert failure_reason(make_report(10, 8), 0.5) is None
+    assert failure_reason(make_report(3, 0), 1.0) == "no request of 3 succeeded (see the errors above)"
+    assert failure_reason(make_report(0, 0), 0.0) is None
 
 
 @pytest.mark.integration

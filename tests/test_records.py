@@ -90,6 +90,7 @@ def test_the_report_is_made_whatever_redis_holds(edits, garbage):
     import fakeredis
 
     from tokenbench.aggregator.collect import read_records
+    from tokenbench.aggregator.schema import result_problem
     from tokenbench.shared import keys
 
     connection = fakeredis.FakeRedis()
@@ -107,7 +108,7 @@ def test_the_report_is_made_whatever_redis_holds(edits, garbage):
     records = read_records(connection, meta)
     assert sorted(r.index for r in records) == sorted(int(i) for i in stored)
     report = build_report(meta, records, [i for i in range(8) if str(i) not in stored])
-    document_json(report)
+    assert result_problem(orjson.loads(document_json(report))) is None  # compare and plot read what it writes
     results_csv(report)
     unreadable = report["errors"].get("unreadable_record", {}).get("count", 0)
     assert report["successful_runs"] + report["failed_runs"] == len(stored) and unreadable <= len(stored)

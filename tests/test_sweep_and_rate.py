@@ -9,7 +9,9 @@ import statistics
 
 import pytest
 
+from tests.builders import make_distribution, make_report
 from tests.helpers import load, tokenbench, tokenbench_in_process
+from tokenbench.aggregator.schema import Report
 from tokenbench.aggregator.sweep import format_sweep, sweep_document
 from tokenbench.producer.arrivals import ArrivalSchedule
 
@@ -35,12 +37,12 @@ def test_the_seed_makes_a_schedule_repeatable():
     assert first != ArrivalSchedule(5.0, seed=2).send_offsets(50)
 
 
-def level_report(concurrency: int, ok: int, total: int = 10) -> dict:
-    dist = {"p50": 10.0, "p99": 20.0}
-    return {"concurrency": concurrency, "run_id": f"r{concurrency}", "num_prompts": total, "successful_runs": ok,
-            "request_throughput_per_s": 1.5 * concurrency, "output_throughput_tokens_per_s": 1234.5 * concurrency,
-            "mean_concurrency": concurrency * 0.9, "ttft_ms": dist, "itl_ms": dist, "tpot_ms": dist,
-            "e2e_latency_ms": {"p50": 12345.6, "p99": 20000.0}}
+def level_report(concurrency: int, ok: int, total: int = 10) -> Report:
+    dist = make_distribution(p50=10.0, p99=20.0)
+    return make_report(total, ok, concurrency=concurrency, run_id=f"r{concurrency}",
+                       request_throughput_per_s=1.5 * concurrency, output_throughput_tokens_per_s=1234.5 * concurrency,
+                       mean_concurrency=concurrency * 0.9, ttft_ms=dist, itl_ms=dist, tpot_ms=dist,
+                       e2e_latency_ms=make_distribution(p50=12345.6, p99=20000.0))
 
 
 def test_sweep_table_fits_80_columns_and_says_why_it_stopped():
@@ -54,7 +56,7 @@ def test_sweep_table_fits_80_columns_and_says_why_it_stopped():
 
 
 def test_the_knee_is_where_ttft_p99_passes_twice_the_first_levels_and_a_rate_sweep_says_so():
-    reports = [level_report(8, 10) | {"request_rate": rate, "ttft_ms": {"p50": 10.0, "p99": p99}}
+    reports = [level_report(8, 10) | {"request_rate": rate, "ttft_ms": make_distribution(p50=10.0, p99=p99)}
                for rate, p99 in ((1.0, 20.0), (2.0, 30.0), (4.0, 41.0), (8.0, 90.0))]
     document = sweep_document([8], [1.0, 2.0, 4.0, 8.0], 0.1, reports, None)
     assert document["sweep"]["completed_levels"] == [1.0, 2.0, 4.0, 8.0]

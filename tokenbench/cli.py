@@ -6,10 +6,9 @@ import math
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-import orjson
 
 from tokenbench import __version__
 from tokenbench.aggregator.export import document_json
@@ -46,6 +45,8 @@ from tokenbench.cli_options import (
 from tokenbench.cli_outputs import (
     ResultFiles,
     check_writable,
+    load_result,
+    load_result_or_sweep,
     result_file_options,
     result_files_from_flags,
     write_result_files,
@@ -60,6 +61,7 @@ from tokenbench.shared.redis_conn import connect, default_redis_url
 from tokenbench.shared.terminal import one_line, terminal_safe
 
 if TYPE_CHECKING:
+    from tokenbench.aggregator.schema import Report, SweepDocument
     from tokenbench.producer.arrivals import ArrivalSchedule
     from tokenbench.runner.local_run import RunOptions
 
@@ -377,7 +379,7 @@ def sweep(concurrencies, auto_rates, max_error_rate, force, **flags) -> None:
     if auto is not None:
         levels = [SweepLevel(1), SweepLevel(auto.concurrency)]
 
-        def then(reports: list[dict[str, Any]]) -> list[SweepLevel] | str:
+        def then(reports: list[Report]) -> list[SweepLevel] | str:
             synchronous, saturation = (report["request_throughput_per_s"] or 0.0 for report in reports)
             between = auto.rates_between(synchronous, saturation)
             if not between:
@@ -444,11 +446,11 @@ def compare(results, output, threshold_pct) -> None:
     if output is not None:
         check_writable(output, "--output")
     baseline_path, *others = results
-    baseline = _load_result(baseline_path)
+    baseline = load_result(baseline_path)
     comparisons = []
     regressed = []
     for path in others:
-        other = _load_result(path)
+        other = load_result(path)
         rows = compare_reports(baseline, other)
         warnings = comparison_warnings(baseline, other)
         comparisons.append({"baseline": str(baseline_path), "other": str(path), "warnings": warnings, "metrics": rows})
@@ -474,43 +476,24 @@ def plot(results, output, labels) -> None:
     several), output tokens/s over time, and each run's requests by worker; for a sweep's JSON, its
     throughput-latency curves too. Works offline."""
     from tokenbench.aggregator.html import render_report, render_sweep_report
-    from tokenbench.aggregator.sweep import is_sweep, level_name
+    from tokenbench.aggregator.sweep import level_name
 
     if len(labels) > len(results):
         raise click.BadParameter(f"{len(labels)} labels for {len(results)} results", param_hint="'--label'")
     check_writable(output, "--output")
     names = list(labels) + [path.stem for path in results[len(labels):]]
-    documents = [_load_result(path, sweep_ok=True) for path in results]
-    if len(documents) == 1 and is_sweep(documents[0]):
-        _write(output, render_sweep_report(documents[0]).encode())
+    documents = [load_result_or_sweep(path) for path in results]
+    if len(documents) == 1 and "sweep" in documents[0]:
+        _write(output, render_sweep_report(cast("SweepDocument", documents[0])).encode())
         return
-    named = []
+    named: list[tuple[str, Report]] = []
     for name, document in zip(names, documents):
-        if is_sweep(document):
-            named += [(f"{name} {level_name(level)}", run) for level, run in zip(document["levels"], document["runs"])]
+        if "sweep" in document:
+            sweep = cast("SweepDocument", document)
+            named += [(f"{name} {level_name(level)}", run) for level, run in zip(sweep["levels"], sweep["runs"])]
         else:
-            named.append((name, document))
+            named.append((name, cast("Report", document)))
     _write(output, render_report(named).encode())
-
-
-def _load_result(path: Path, sweep_ok: bool = False) -> dict:
-    try:
-        result = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="RESULTS") from None
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="RESULTS") from None
-    if sweep_ok and isinstance(result, dict) and isinstance(result.get("sweep"), dict):
-        if not isinstance(result.get("runs"), list) or not all(_is_result(run) for run in result["runs"]):
-            raise click.BadParameter(f"{path} is not a complete tokenbench sweep", param_hint="RESULTS")
-        return result
-    if not _is_result(result):
-        raise click.BadParameter(f"{path} is not a tokenbench result (no results list)", param_hint="RESULTS")
-    return result
-
-
-def _is_result(document: object) -> bool:
-    return isinstance(document, dict) and isinstance(document.get("results"), list)
 
 
 @cli.command()
@@ -631,7 +614,7 @@ def _mock_option_args(options: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(args)
 
 
-def _emit(result: dict, files: ResultFiles) -> None:
+def _emit(result: Report, files: ResultFiles) -> None:
     """The summary table, then every file asked for (and the JSON by default)."""
     from tokenbench.aggregator.export import results_csv
     from tokenbench.aggregator.table import format_summary
@@ -667,7 +650,7 @@ def _check_capacity(concurrency: int, processes: int, force: bool) -> None:
         raise click.UsageError(problem)
 
 
-def _exit_on_failures(report: dict, max_error_rate: float) -> None:
+def _exit_on_failures(report: Report, max_error_rate: float) -> None:
     reason = failure_reason(report, max_error_rate)
     if reason is not None:
         raise TokenbenchError(reason)

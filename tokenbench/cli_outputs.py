@@ -12,11 +12,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+import orjson
 
 from tokenbench.shared.errors import TokenbenchError
+
+if TYPE_CHECKING:
+    from tokenbench.aggregator.schema import Report, SweepDocument
 
 DEFAULT_RESULTS_DIR = Path("tokenbench-results")
 
@@ -110,3 +114,39 @@ def write_result_files(contents: list[tuple[Path, Callable[[], bytes]]]) -> None
         click.echo(f"wrote {path}", err=True)
     if failures:
         raise TokenbenchError("; ".join(failures))
+
+
+def load_result(path: Path) -> Report:
+    """A result file for `compare` or `plot`, checked against the result's schema first: a file that
+    is not one (or one of another version with fields missing) is a usage error naming what is wrong."""
+    from tokenbench.aggregator.schema import result_problem
+
+    document = _read_json(path)
+    problem = result_problem(document)
+    if problem is not None:
+        raise click.BadParameter(f"{path} is not a tokenbench result this version can read: {problem}",
+                                 param_hint="RESULTS")
+    return cast("Report", document)
+
+
+def load_result_or_sweep(path: Path) -> Report | SweepDocument:
+    """As ``load_result``; a sweep's document too."""
+    from tokenbench.aggregator.schema import sweep_problem
+
+    document = _read_json(path)
+    if not (isinstance(document, dict) and "sweep" in document):
+        return load_result(path)
+    problem = sweep_problem(document)
+    if problem is not None:
+        raise click.BadParameter(f"{path} is not a tokenbench sweep this version can read: {problem}",
+                                 param_hint="RESULTS")
+    return cast("SweepDocument", document)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="RESULTS") from None
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="RESULTS") from None

@@ -14,12 +14,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from statistics import median
-from typing import Any
+from typing import Any, Literal, get_args
 
-from tokenbench.aggregator.request_metrics import inter_token_latencies_ms
+from tokenbench.aggregator.headline import FIGURES, THROUGHPUTS
+from tokenbench.aggregator.schema import ComparisonRow, Report, ResultEntry
 from tokenbench.aggregator.stats import percentile
-from tokenbench.shared.records import RequestRecord, from_known_fields
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -29,39 +28,29 @@ MIN_EFFECT = 0.01  # differences below 1% of the baseline are not called
 
 @dataclass(frozen=True)
 class Metric:
+    """A statistic of a per-request value, compared by resampling the requests."""
+
     label: str
-    per_request: Callable[[dict[str, Any]], float | None]  # from a results[] entry
-    statistic: str  # "p50" or "p99"
+    per_request: Callable[[ResultEntry], float | None]  # from a results[] entry
+    percentile: int  # the statistic: this percentile of the requests' values
     higher_is_better: bool = False
 
 
-def _itl_median(entry: dict[str, Any]) -> float | None:
-    record = from_known_fields(RequestRecord, {"run_id": "", **entry})
-    gaps = inter_token_latencies_ms(record)
-    return median(gaps) if gaps else None
+# The headline latencies (aggregator/headline.py), then the per-request throughput.
+METRICS = (*(Metric(f"{f.label} (ms)", f.latency.per_request, int(f.percentile[1:])) for f in FIGURES),
+           Metric("tok/s p50", lambda entry: entry["tokens_per_second"], 50, higher_is_better=True))
 
 
-METRICS = (
-    Metric("TTFT p50 (ms)", lambda r: r["ttft_ms"], "p50"),
-    Metric("TTFT p99 (ms)", lambda r: r["ttft_ms"], "p99"),
-    Metric("TPOT p50 (ms)", lambda r: r["tpot_ms"], "p50"),
-    Metric("ITL p50 (ms)", _itl_median, "p50"),
-    Metric("E2E p50 (ms)", lambda r: r["latency_ms"], "p50"),
-    Metric("tok/s p50", lambda r: r["tokens_per_second"], "p50", higher_is_better=True),
-)
+def _statistic(values: list[float], q: int) -> float:
+    return percentile(sorted(values), q)
 
 
-def _statistic(values: list[float], name: str) -> float:
-    ordered = sorted(values)
-    return percentile(ordered, 50 if name == "p50" else 99)
-
-
-def samples(report: dict[str, Any], metric: Metric) -> list[float]:
-    values = (metric.per_request(r) for r in report["results"] if r["success"])
+def samples(report: Report, metric: Metric) -> list[float]:
+    values = (metric.per_request(entry) for entry in report["results"] if entry["success"])
     return [v for v in values if v is not None]
 
 
-def bootstrap_interval(baseline: list[float], other: list[float], statistic: str,
+def bootstrap_interval(baseline: list[float], other: list[float], statistic: int,
                        rng: random.Random) -> tuple[float, float]:
     """The CONFIDENCE interval of statistic(other) - statistic(baseline) over bootstrap resamples."""
     differences = sorted(
@@ -90,54 +79,54 @@ def worse_by_at_least_pct(interval: tuple[float, float], baseline: float, higher
     return round(max(worse, 0.0) / abs(baseline) * 100, 2) if baseline else 0.0
 
 
-def compare(baseline: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
+def compare(baseline: Report, other: Report) -> list[ComparisonRow]:
     """One row per metric: both values, their ratio, the interval of the difference, the verdict,
     and by how much the other run is worse at the least."""
     rng = random.Random(SEED)
     rows = []
     for metric in METRICS:
         a, b = samples(baseline, metric), samples(other, metric)
-        value_a = _statistic(a, metric.statistic) if a else None
-        value_b = _statistic(b, metric.statistic) if b else None
-        row: dict[str, Any] = {"metric": metric.label, "baseline": None if value_a is None else round(value_a, 3),
-                               "other": None if value_b is None else round(value_b, 3), "ratio": None,
-                               "difference_ci": None, "verdict": "no data", "worse_by_at_least_pct": None}
+        value_a = _statistic(a, metric.percentile) if a else None
+        value_b = _statistic(b, metric.percentile) if b else None
+        row = ComparisonRow(metric=metric.label, baseline=None if value_a is None else round(value_a, 3),
+                            other=None if value_b is None else round(value_b, 3), ratio=None, difference_ci=None,
+                            verdict="no data", worse_by_at_least_pct=None)
         if value_a is not None and value_b is not None:
-            interval = bootstrap_interval(a, b, metric.statistic, rng)
-            row.update(ratio=round(value_b / value_a, 3) if value_a else None,
-                       difference_ci=[round(interval[0], 3), round(interval[1], 3)],
-                       verdict=verdict(interval, value_a, metric.higher_is_better),
-                       worse_by_at_least_pct=worse_by_at_least_pct(interval, value_a, metric.higher_is_better))
+            interval = bootstrap_interval(a, b, metric.percentile, rng)
+            row["ratio"] = round(value_b / value_a, 3) if value_a else None
+            row["difference_ci"] = [round(interval[0], 3), round(interval[1], 3)]
+            row["verdict"] = verdict(interval, value_a, metric.higher_is_better)
+            row["worse_by_at_least_pct"] = worse_by_at_least_pct(interval, value_a, metric.higher_is_better)
         rows.append(row)
-    throughput = ("output_throughput_tokens_per_s", "request_throughput_per_s")
-    for key in throughput:  # one figure per run: a ratio, but no test
-        first, second = baseline.get(key), other.get(key)
-        rows.append({"metric": key, "baseline": first, "other": second,
-                     "ratio": round(second / first, 3) if first and second else None,
-                     "difference_ci": None, "verdict": "one value per run: no test", "worse_by_at_least_pct": None})
+    for throughput in THROUGHPUTS:  # one figure per run: a ratio, but no test
+        first, second = baseline[throughput.key], other[throughput.key]
+        rows.append(ComparisonRow(metric=throughput.name, baseline=first, other=second,
+                                  ratio=round(second / first, 3) if first and second else None, difference_ci=None,
+                                  verdict="one value per run: no test", worse_by_at_least_pct=None))
     return rows
 
 
 # What makes two runs the same experiment: a comparison across any of these compares workloads too.
-WORKLOAD_FIELDS = ("mode", "model", "num_prompts", "max_tokens", "concurrency", "request_rate", "arrival",
-                   "burstiness", "duration_limit_s", "ramp_up_s", "measure_after_s", "workload")
+WorkloadField = Literal["mode", "model", "num_prompts", "max_tokens", "concurrency", "request_rate", "arrival",
+                        "burstiness", "duration_limit_s", "ramp_up_s", "measure_after_s", "workload"]
+WORKLOAD_FIELDS: tuple[WorkloadField, ...] = get_args(WorkloadField)
 
 
-def comparison_warnings(baseline: dict[str, Any], other: dict[str, Any]) -> list[str]:
+def comparison_warnings(baseline: Report, other: Report) -> list[str]:
     """Why the two runs may not be comparable: a different workload, or a run that did not finish."""
-    warnings = [f"the runs differ in {field}: {_shown(baseline.get(field))} vs {_shown(other.get(field))}"
-                for field in WORKLOAD_FIELDS if baseline.get(field) != other.get(field)]
+    warnings = [f"the runs differ in {field}: {_shown(baseline[field])} vs {_shown(other[field])}"
+                for field in WORKLOAD_FIELDS if baseline[field] != other[field]]
     for name, result in (("the baseline", baseline), ("the other run", other)):
-        if result.get("complete") is False:
-            why = result.get("interrupted_reason") or ("interrupted" if result.get("interrupted") else "incomplete")
-            warnings.append(f"{name} is incomplete: {result.get('missing_runs')} of {result.get('num_prompts')} "
+        if not result["complete"]:
+            why = result["interrupted_reason"] or ("interrupted" if result["interrupted"] else "incomplete")
+            warnings.append(f"{name} is incomplete: {result['missing_runs']} of {result['num_prompts']} "
                             f"requests have no record ({why})")
-        if result.get("num_prompts") and not result.get("successful_runs"):
+        if result["num_prompts"] and not result["successful_runs"]:
             warnings.append(f"{name} has no successful request")
     return warnings
 
 
-def regressions(rows: list[dict[str, Any]], threshold_pct: float) -> list[dict[str, Any]]:
+def regressions(rows: list[ComparisonRow], threshold_pct: float) -> list[ComparisonRow]:
     """The rows whose other run is worse than the baseline beyond noise by more than ``threshold_pct``."""
     return [row for row in rows if (row["worse_by_at_least_pct"] or 0) > threshold_pct]
 
@@ -146,7 +135,7 @@ def _shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def format_comparison(baseline_name: str, other_name: str, rows: list[dict[str, Any]]) -> str:
+def format_comparison(baseline_name: str, other_name: str, rows: list[ComparisonRow]) -> str:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:,.1f}"
 
@@ -158,8 +147,6 @@ def format_comparison(baseline_name: str, other_name: str, rows: list[dict[str, 
         if row["difference_ci"]:
             low, high = row["difference_ci"]
             interval = f" [{low:+.1f}, {high:+.1f}]"
-        name = {"output_throughput_tokens_per_s": "output tok/s", "request_throughput_per_s": "requests/s"}.get(
-            row["metric"], row["metric"])
-        lines.append(f"  {name:<16}{number(row['baseline']):>10}{number(row['other']):>10}{ratio:>7}  "
+        lines.append(f"  {row['metric']:<16}{number(row['baseline']):>10}{number(row['other']):>10}{ratio:>7}  "
                      f"{row['verdict']}{interval}")
     return "\n".join(lines)

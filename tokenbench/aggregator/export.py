@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from tokenbench.aggregator.schema import Report
+
 # Chunk offsets read from Redis are numpy arrays; they are written as JSON lists of numbers.
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
 
@@ -17,10 +19,10 @@ def document_json(document: Any) -> bytes:
     return orjson.dumps(document, option=_JSON_OPTIONS) + b"\n"
 
 
-def results_csv(*reports: dict[str, Any]) -> str:
+def results_csv(*reports: Report) -> str:
     """CSV text of every report's ``results`` (a sweep gives several), one header."""
     rows = [(report["run_id"], row) for report in reports
-            for row in report["results"] + report.get("warmup_results", [])]
+            for row in report["results"] + report["warmup_results"]]
     if not rows:
         return ""
     out = io.StringIO()

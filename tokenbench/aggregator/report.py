@@ -21,6 +21,14 @@ from tokenbench.aggregator.request_metrics import (
     tokens_per_second,
     tpot_ms,
 )
+from tokenbench.aggregator.schema import (
+    CategoryFigures,
+    Distribution,
+    ErrorCount,
+    Report,
+    ServerMetrics,
+    TurnFigures,
+)
 from tokenbench.aggregator.server_metrics import decomposition
 from tokenbench.aggregator.stats import mean, summarize
 from tokenbench.shared.gc_pause import gc_paused
@@ -65,35 +73,35 @@ def result_entry(record: RequestRecord) -> dict[str, Any]:
     return {key: _DERIVED[key](record) if key in _DERIVED else getattr(record, key) for key in _RESULT_KEYS}
 
 
-def error_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+def error_breakdown(records: list[RequestRecord]) -> dict[str, ErrorCount]:
     """Failed requests by error type: count and one example message."""
-    breakdown: dict[str, dict[str, Any]] = {}
+    breakdown: dict[str, ErrorCount] = {}
     for record in records:
         if not record.success:
-            entry = breakdown.setdefault(record.error_type or "unknown", {"count": 0, "example": record.error})
+            entry = breakdown.setdefault(record.error_type or "unknown", ErrorCount(count=0, example=record.error))
             entry["count"] += 1
     return dict(sorted(breakdown.items(), key=lambda item: -item[1]["count"]))
 
 
-def category_breakdown(records: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+def category_breakdown(records: list[RequestRecord]) -> dict[str, CategoryFigures]:
     """Per prompt category: requests, success rate, TTFT p50/p95 and mean tokens/s of the successful ones."""
     breakdown = {}
     for category in sorted({r.category for r in records}):
         mine = [r for r in records if r.category == category]
         ok = [r for r in mine if r.success]
         ttft = summarize(r.ttft_ms for r in ok if r.ttft_ms is not None)
-        breakdown[category] = {
-            "requests": len(mine),
-            "successful": len(ok),
-            "success_rate": _round(len(ok) / len(mine), 4),
-            "ttft_p50_ms": ttft["p50"],
-            "ttft_p95_ms": ttft["p95"],
-            "tokens_per_second": _round(mean([t for t in map(tokens_per_second, ok) if t is not None])),
-        }
+        breakdown[category] = CategoryFigures(
+            requests=len(mine),
+            successful=len(ok),
+            success_rate=_round(len(ok) / len(mine), 4),
+            ttft_p50_ms=ttft["p50"],
+            ttft_p95_ms=ttft["p95"],
+            tokens_per_second=_round(mean([t for t in map(tokens_per_second, ok) if t is not None])),
+        )
     return breakdown
 
 
-def turn_breakdown(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
+def turn_breakdown(records: list[RequestRecord]) -> list[TurnFigures] | None:
     """Conversations: per turn number, its requests and their TTFT, input and cached tokens (the
     history grows with each turn; a prefix cache shows as TTFT falling). None without conversations."""
     turns = sorted({r.turn for r in records if r.turn is not None})
@@ -103,16 +111,16 @@ def turn_breakdown(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
     for turn in turns:
         mine = [r for r in records if r.turn == turn]
         ok = [r for r in mine if r.success]
-        breakdown.append({
-            "turn": turn,
-            "requests": len(mine),
-            "successful": len(ok),
-            "ttft_ms": summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
-            "mean_input_tokens": _round(mean([r.input_tokens for r in ok if r.input_tokens is not None]), 1),
-            "mean_cached_tokens": _round(mean([r.cached_tokens for r in ok if r.cached_tokens is not None]), 1),
-            "cached_token_share": _round(_cached_share(ok), 4),
-            "mean_output_tokens": _round(mean([r.output_tokens for r in ok]), 1),
-        })
+        breakdown.append(TurnFigures(
+            turn=turn,
+            requests=len(mine),
+            successful=len(ok),
+            ttft_ms=summarize(r.ttft_ms for r in ok if r.ttft_ms is not None),
+            mean_input_tokens=_round(mean([r.input_tokens for r in ok if r.input_tokens is not None]), 1),
+            mean_cached_tokens=_round(mean([r.cached_tokens for r in ok if r.cached_tokens is not None]), 1),
+            cached_token_share=_round(_cached_share(ok), 4),
+            mean_output_tokens=_round(mean([r.output_tokens for r in ok]), 1),
+        ))
     return breakdown
 
 
@@ -146,7 +154,7 @@ def measured_requests(meta: RunMeta, records: list[RequestRecord], missing: list
     return MeasuredRequests(records, excluded, missing, 0, run_start, after or None)
 
 
-def itl_summaries(ok: list[RequestRecord]) -> tuple[dict[str, float | None], dict[str, float | None]]:
+def itl_summaries(ok: list[RequestRecord]) -> tuple[Distribution, Distribution]:
     """(ITL, inter-chunk gaps) over the successful requests. Without per-chunk token counts the ITL
     samples are the inter-chunk gaps: summarised once, not twice."""
     inter_chunk = summarize(pooled_inter_chunk_gaps_ms(ok))
@@ -168,10 +176,10 @@ def build_report(
     warmup_records: list[RequestRecord] | None = None,
     worker_environment: dict[str, dict[str, Any]] | None = None,
     loop_lag: dict[str, dict[str, Any]] | None = None,
-    server_metrics: dict[str, Any] | None = None,
+    server_metrics: ServerMetrics | None = None,
     run_started_at: float | None = None,
     measure_after_s: float | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """The result document: the seed's keys first, then the rest. ``missing``: job indices without a record;
     ``worker_environment``: worker -> where and on what it ran (record_store.read_workers); ``loop_lag``:
     worker -> its event loop's lag histogram (record_store.read_loop_lag); ``server_metrics``: the
@@ -201,7 +209,7 @@ def build_report(
     itl_summary, inter_chunk_summary = itl_summaries(ok)
     ttft = summarize(r.ttft_ms for r in ok if r.ttft_ms is not None)
 
-    return {
+    return Report({
         "mode": meta.mode,
         "concurrency": meta.requested_concurrency or len({(r.worker, r.stream) for r in records}),
         "num_prompts": meta.num_prompts,
@@ -293,7 +301,7 @@ def build_report(
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],
         "excluded_results": [result_entry(r) for r in measured.excluded],  # sent before --measure-after
-    }
+    })
 
 
 def _ended_after(records: list[RequestRecord], start: float | None, duration_s: float | None) -> int | None:

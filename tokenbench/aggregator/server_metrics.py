@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenbench.aggregator.schema import ServerDecomposition, ServerDistribution, ServerMetrics
+
 SERVER_PREFIXES = ("vllm:", "sglang:")
 
 # figure -> the names servers give it, newest first (prometheus_client drops a counter's _total).
@@ -147,7 +149,7 @@ def quantile(histogram: Histogram, q: float) -> float | None:
     return lower_le
 
 
-def distribution_ms(histogram: Histogram) -> dict[str, Any]:
+def distribution_ms(histogram: Histogram) -> ServerDistribution:
     """A seconds histogram's delta as milliseconds: exact count, sum and mean; estimated percentiles."""
     if histogram.count <= 0:
         return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None}
@@ -159,7 +161,7 @@ def distribution_ms(histogram: Histogram) -> dict[str, Any]:
             "p99": ms(quantile(histogram, 0.99)), "percentiles": "estimated from the histogram's buckets"}
 
 
-def summarize(url: str, scrapes: list[Scrape], failed: int) -> dict[str, Any] | None:
+def summarize(url: str, scrapes: list[Scrape], failed: int) -> ServerMetrics | None:
     """What the result holds of the server's metrics: gauges over time, and the counters' and
     histograms' change from the first scrape to the last."""
     if not scrapes:
@@ -180,7 +182,7 @@ def summarize(url: str, scrapes: list[Scrape], failed: int) -> dict[str, Any] | 
 
 
 def decomposition(client_ttft_mean_ms: float | None, client_e2e_mean_ms: float | None, client_output_tokens: int,
-                  server: dict[str, Any] | None) -> dict[str, Any] | None:
+                  server: ServerMetrics | None) -> ServerDecomposition | None:
     """Client TTFT beside the server's TTFT, queue and prefill time (means, which histograms hold
     exactly); what is left is network + client. Tokens: the client's count beside the server's."""
     if not server:
@@ -188,8 +190,10 @@ def decomposition(client_ttft_mean_ms: float | None, client_e2e_mean_ms: float |
     histograms = server["histograms"]
 
     def mean(name: str) -> float | None:
-        return (histograms.get(name) or {}).get("mean")
+        histogram = histograms.get(name)
+        return None if histogram is None else histogram["mean"]
     server_ttft = mean("ttft_ms")
+    e2e = histograms.get("e2e_latency_ms")
     return {
         "client_ttft_mean_ms": client_ttft_mean_ms,
         "server_ttft_mean_ms": server_ttft,
@@ -201,5 +205,5 @@ def decomposition(client_ttft_mean_ms: float | None, client_e2e_mean_ms: float |
         "server_e2e_mean_ms": mean("e2e_latency_ms"),
         "client_output_tokens": client_output_tokens,
         "server_generation_tokens": server["counters"].get("generation_tokens"),
-        "server_requests": (histograms.get("e2e_latency_ms") or {}).get("count"),
+        "server_requests": None if e2e is None else e2e["count"],
     }

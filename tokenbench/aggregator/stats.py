@@ -6,11 +6,11 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from tokenbench.aggregator.schema import Distribution
+
 if TYPE_CHECKING:
     import numpy as np
 
-PERCENTILES = (50, 90, 95, 99)
-DISTRIBUTION_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
 def percentile(sorted_values: Sequence[float] | np.ndarray, q: float) -> float:
@@ -28,7 +28,7 @@ def mean(values: Sequence[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def summarize(values: Iterable[float], digits: int = 3) -> dict[str, float | None]:
+def summarize(values: Iterable[float], digits: int = 3) -> Distribution:
     """mean, population std (numpy's default), min, p50/p90/p95/p99 and max; all None when empty.
 
     numpy sorts and sums: a run of 100,000 requests pools 25 million ITL samples, which Python's
@@ -38,9 +38,11 @@ def summarize(values: Iterable[float], digits: int = 3) -> dict[str, float | Non
 
     array = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64)
     if array.size == 0:
-        return dict.fromkeys(DISTRIBUTION_KEYS)
+        return Distribution(mean=None, std=None, min=None, p50=None, p90=None, p95=None, p99=None, max=None)
     ordered = np.sort(array)
-    summary = {"mean": ordered.mean(), "std": ordered.std(), "min": ordered[0]}
-    summary.update({f"p{q}": percentile(ordered, q) for q in PERCENTILES})
-    summary["max"] = ordered[-1]
-    return {key: round(float(value), digits) for key, value in summary.items()}
+
+    def at(q: int) -> float:
+        return round(float(percentile(ordered, q)), digits)
+    return Distribution(mean=round(float(ordered.mean()), digits), std=round(float(ordered.std()), digits),
+                        min=round(float(ordered[0]), digits), p50=at(50), p90=at(90), p95=at(95), p99=at(99),
+                        max=round(float(ordered[-1]), digits))

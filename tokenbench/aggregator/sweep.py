@@ -6,10 +6,12 @@ A level is a concurrency, or in a rate sweep a request rate at one concurrency c
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tokenbench import __version__
 from tokenbench.aggregator.formatting import figure
+from tokenbench.aggregator.headline import FIGURES, MEAN_CONCURRENCY, THROUGHPUTS
+from tokenbench.aggregator.schema import AutoRates, Knee, LevelFigures, Report, SweepDocument
 from tokenbench.aggregator.verdict import error_rate, requests_due
 
 if TYPE_CHECKING:
@@ -19,32 +21,24 @@ if TYPE_CHECKING:
 KNEE_FACTOR = 2.0
 
 
-def level_summary(report: dict[str, Any]) -> dict[str, Any]:
+def level_summary(report: Report) -> LevelFigures:
     """One level's headline figures, taken from its run's report."""
     rate = error_rate(report)
-    return {
+    return cast(LevelFigures, {
         "concurrency": report["concurrency"],
-        "request_rate": report.get("request_rate"),  # None: the closed loop
+        "request_rate": report["request_rate"],  # None: the closed loop
         "run_id": report["run_id"],
         "requests": requests_due(report),
         "successful_runs": report["successful_runs"],
         "error_rate": None if rate is None else round(rate, 4),
-        "request_throughput_per_s": report["request_throughput_per_s"],
-        "output_throughput_tokens_per_s": report["output_throughput_tokens_per_s"],
-        "mean_concurrency": report["mean_concurrency"],
-        "ttft_p50_ms": report["ttft_ms"]["p50"],
-        "ttft_p99_ms": report["ttft_ms"]["p99"],
-        "itl_p50_ms": report["itl_ms"]["p50"],
-        "itl_p99_ms": report["itl_ms"]["p99"],
-        "tpot_p50_ms": report["tpot_ms"]["p50"],
-        "e2e_latency_p50_ms": report["e2e_latency_ms"]["p50"],
-        "e2e_latency_p99_ms": report["e2e_latency_ms"]["p99"],
-    }
+        **{throughput.key: report[throughput.key] for throughput in (*THROUGHPUTS, MEAN_CONCURRENCY)},
+        **{headline.level_key: report[headline.latency.key][headline.percentile] for headline in FIGURES},
+    })
 
 
 def sweep_document(concurrency_levels: list[int], request_rates: list[float | None] | None, max_error_rate: float,
-                   reports: list[dict[str, Any]], stopped_early: str | None,
-                   config: dict[str, Any] | None = None, auto: AutoSweep | None = None) -> dict[str, Any]:
+                   reports: list[Report], stopped_early: str | None,
+                   config: dict[str, Any] | None = None, auto: AutoSweep | None = None) -> SweepDocument:
     """The sweep's JSON: what was asked (concurrency levels, or the rates of a rate sweep), what ran, a
     summary row per level, the knee, and every level's full report. ``auto``: the levels of
     `sweep --auto`, already in order of load (runner/auto_sweep.py)."""
@@ -55,12 +49,12 @@ def sweep_document(concurrency_levels: list[int], request_rates: list[float | No
             # A rate sweep's levels, at concurrency_levels[0] at most in flight (None: a closed-loop level).
             "request_rates": request_rates,
             # --auto: how its rates were found (its closed-loop levels ran first, then the rates).
-            "auto": None if auto is None else {
-                "rates": auto.rates, "concurrency": auto.concurrency,
-                "synchronous_rps": levels[0]["request_throughput_per_s"] if levels else None,
-                "saturation_rps": levels[-1]["request_throughput_per_s"] if len(levels) > 1 else None,
-                "run_order": "concurrency 1, concurrency N, then the rates from low to high",
-            },
+            "auto": None if auto is None else AutoRates(
+                rates=auto.rates, concurrency=auto.concurrency,
+                synchronous_rps=levels[0]["request_throughput_per_s"] if levels else None,
+                saturation_rps=levels[-1]["request_throughput_per_s"] if len(levels) > 1 else None,
+                run_order="concurrency 1, concurrency N, then the rates from low to high",
+            ),
             # Each run's level: its concurrency, or in a rate sweep its request rate (None: the closed loop).
             "completed_levels": [report["request_rate"] if request_rates else report["concurrency"]
                                  for report in reports],
@@ -75,40 +69,33 @@ def sweep_document(concurrency_levels: list[int], request_rates: list[float | No
     }
 
 
-def knee(levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+def knee(levels: list[LevelFigures]) -> Knee | None:
     """Where latency turns: the first level whose TTFT p99 exceeds KNEE_FACTOR times the first level's."""
     base = levels[0]["ttft_p99_ms"] if levels else None
     if not base:
         return None
     for number, level in enumerate(levels):
-        if level["ttft_p99_ms"] is not None and level["ttft_p99_ms"] > KNEE_FACTOR * base:
+        p99 = level["ttft_p99_ms"]
+        if p99 is not None and p99 > KNEE_FACTOR * base:
             return {"level": number, "concurrency": level["concurrency"], "request_rate": level["request_rate"],
-                    "ttft_p99_ms": level["ttft_p99_ms"], "times_first_level": round(level["ttft_p99_ms"] / base, 2),
+                    "ttft_p99_ms": p99, "times_first_level": round(p99 / base, 2),
                     "rule": f"the first level whose TTFT p99 is over {KNEE_FACTOR:g}x the first level's"}
     return None
 
 
-def level_name(level: dict[str, Any]) -> str:
+def level_name(level: LevelFigures | Knee) -> str:
     """``c=16``, or a rate sweep's ``4 req/s``."""
-    rate = level.get("request_rate")
+    rate = level["request_rate"]
     return f"{rate:g} req/s" if rate else f"c={level['concurrency']}"
 
 
-def is_sweep(document: dict[str, Any]) -> bool:
-    return isinstance(document.get("sweep"), dict) and isinstance(document.get("runs"), list)
+# (heading, key, decimals): 8 columns of 9 fit 80 columns
+_COLUMNS = tuple((throughput.name.removeprefix("output "), throughput.key, throughput.decimals)
+                 for throughput in THROUGHPUTS) + tuple((headline.label, headline.level_key, headline.latency.decimals)
+                                                        for headline in FIGURES if headline.in_sweep_table)
 
 
-_COLUMNS = (  # (heading, key, decimals): 8 columns of 9 fit 80 columns
-    ("req/s", "request_throughput_per_s", 2),
-    ("tok/s", "output_throughput_tokens_per_s", 0),
-    ("TTFT p50", "ttft_p50_ms", 1),
-    ("TTFT p99", "ttft_p99_ms", 1),
-    ("ITL p50", "itl_p50_ms", 2),
-    ("E2EL p50", "e2e_latency_p50_ms", 0),
-)
-
-
-def format_sweep(document: dict[str, Any]) -> str:
+def format_sweep(document: SweepDocument) -> str:
     """Throughput and latency per level (ms unless marked), at most 80 columns wide."""
     by_rate = bool(document["sweep"].get("request_rates"))
     if by_rate:
@@ -119,7 +106,8 @@ def format_sweep(document: dict[str, Any]) -> str:
     lines = [title, f"  {'rate/s' if by_rate else 'workers':>7}{'in flight':>10}"
              + "".join(f"{head:>9}" for head, _, _ in _COLUMNS) + f"{'errors':>7}"]
     for level in document["levels"]:
-        cells = "".join(f"{figure(level[key], digits):>9}" for _, key, digits in _COLUMNS)
+        row = cast(dict[str, float | None], level)
+        cells = "".join(f"{figure(row[key], digits):>9}" for _, key, digits in _COLUMNS)
         errors = "-" if level["error_rate"] is None else f"{100 * level['error_rate']:.1f}%"
         first = str(level["concurrency"]) if not by_rate else \
             f"{level['request_rate']:g}" if level["request_rate"] else f"c={level['concurrency']}"

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import Literal
 
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
 from tokenbench.aggregator.formatting import figure
+from tokenbench.aggregator.headline import LATENCIES
 from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
 from tokenbench.aggregator.report import LATE_DISPATCH_MS
+from tokenbench.aggregator.schema import Report
 from tokenbench.aggregator.verdict import requests_due
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
 SATURATED_SHARE = 0.9
 
-_DISTRIBUTIONS = (
-    ("TTFT", "ttft_ms"),
-    ("TPOT", "tpot_ms"),
-    ("ITL", "itl_ms"),
-    ("E2E latency", "e2e_latency_ms"),
-)
-_COLUMNS = ("mean", "p50", "p90", "p95", "p99", "max")
+_COLUMNS: tuple[Literal["mean", "p50", "p90", "p95", "p99", "max"], ...] = ("mean", "p50", "p90", "p95", "p99", "max")
 
 
 def _plural(count: int, one: str, many: str) -> str:
@@ -28,7 +24,7 @@ def _plural(count: int, one: str, many: str) -> str:
 
 
 
-def _shortfall_lines(report: dict[str, Any]) -> list[str]:
+def _shortfall_lines(report: Report) -> list[str]:
     achieved, workers = report["mean_concurrency"], report["concurrency"]
     if report.get("request_rate"):  # open loop: the schedule, not the workers, sets what is in flight
         return _schedule_lines(report)
@@ -41,7 +37,7 @@ def _shortfall_lines(report: dict[str, Any]) -> list[str]:
             "               the workers, not the server, may be the limit"]
 
 
-def _loop_lag_lines(report: dict[str, Any]) -> list[str]:
+def _loop_lag_lines(report: Report) -> list[str]:
     lag = report.get("event_loop_lag_ms")
     if not lag or lag["p99"] is None or lag["p99"] <= LOOP_LAG_WARN_MS:
         return []
@@ -49,16 +45,19 @@ def _loop_lag_lines(report: dict[str, Any]) -> list[str]:
             "               times may be that late (add worker processes or hosts)"]
 
 
-def _cpu_lines(report: dict[str, Any]) -> list[str]:
-    busy = (report.get("local_cpu") or {}).get("busy_share")
+def _cpu_lines(report: Report) -> list[str]:
+    cpu = report.get("local_cpu")
+    busy = cpu["busy_share"] if cpu is not None else None
     if busy is None or busy < SATURATED_SHARE:
         return []
     return [f"  warning      this machine's CPUs were {100 * busy:.0f}% busy during the run: the",
             "               workers may have timed their own delay (use fewer, or more hosts)"]
 
 
-def _schedule_lines(report: dict[str, Any]) -> list[str]:
+def _schedule_lines(report: Report) -> list[str]:
     lag = report["dispatch_lag_ms"]
+    if lag is None:
+        return []
     shape = f", burstiness {report['burstiness']:g}" if report["arrival"] == "poisson" else ""
     lines = [f"  schedule     {report['request_rate']:g} req/s, {report['arrival']} arrivals{shape}; "
              f"sent late by p50 {figure(lag['p50'])} ms, p99 {figure(lag['p99'])} ms"]
@@ -68,7 +67,7 @@ def _schedule_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _workload_lines(report: dict[str, Any]) -> list[str]:
+def _workload_lines(report: Report) -> list[str]:
     workload = report.get("workload") or {}
     if "prompt_tokens" not in workload:
         return []
@@ -77,17 +76,19 @@ def _workload_lines(report: dict[str, Any]) -> list[str]:
             f"({exactness}), seed {workload['seed']}"]
 
 
-def _goodput_lines(report: dict[str, Any]) -> list[str]:
-    if not report.get("slo_ms"):
+def _goodput_lines(report: Report) -> list[str]:
+    slo, attainment = report["slo_ms"], report["slo_attainment"]
+    if not slo:
         return []
-    objectives = ", ".join(f"{name} <= {limit:g} ms" for name, limit in report["slo_ms"].items())
+    objectives = ", ".join(f"{name} <= {limit:g} ms" for name, limit in slo.items())
     return [
         f"  goodput      {figure(report['goodput_requests_per_s'], 2)} req/s meeting {objectives}",
-        f"               ({report['good_requests']} requests, {figure(100 * report['slo_attainment'])} %)",
+        f"               ({report['good_requests']} requests, "
+        f"{figure(None if attainment is None else 100 * attainment)} %)",
     ]
 
 
-def _estimate_lines(report: dict[str, Any]) -> list[str]:
+def _estimate_lines(report: Report) -> list[str]:
     if not report.get("estimated_figures"):
         return []
     chunks = report["output_tokens_source"].get("chunks", 0)
@@ -95,7 +96,7 @@ def _estimate_lines(report: dict[str, Any]) -> list[str]:
             "               tokens, tok/s and TPOT are approximate (low if a chunk has more)"]
 
 
-def _server_lines(report: dict[str, Any]) -> list[str]:
+def _server_lines(report: Report) -> list[str]:
     """The server's own TTFT beside the client's: what the server spent (queue, prefill) and what
     is left for the network and the client."""
     server, parts = report.get("server_metrics"), report.get("server_decomposition")
@@ -115,7 +116,7 @@ def _server_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _time_bound_lines(report: dict[str, Any]) -> list[str]:
+def _time_bound_lines(report: Report) -> list[str]:
     """--duration, --ramp-up, --measure-after: what the run's time bounds left out or let run over."""
     parts = []
     if report.get("duration_limit_s") is not None:
@@ -130,12 +131,13 @@ def _time_bound_lines(report: dict[str, Any]) -> list[str]:
     return [f"  time         {part}" for part in parts]
 
 
-def _turn_lines(report: dict[str, Any]) -> list[str]:
+def _turn_lines(report: Report) -> list[str]:
     """Conversations: TTFT and the (growing, partly cached) input by turn number."""
-    if not report.get("turns"):
+    turns = report["turns"]
+    if not turns:
         return []
     lines = ["", f"  {'turn':<6}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'input tok':>11}{'cached':>9}  (ms)"]
-    for entry in report["turns"]:
+    for entry in turns:
         ratio = f"{entry['successful']}/{entry['requests']}"
         share = entry["cached_token_share"]
         cached = "-" if share is None else f"{100 * share:.0f} %"
@@ -144,7 +146,7 @@ def _turn_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _error_lines(report: dict[str, Any]) -> list[str]:
+def _error_lines(report: Report) -> list[str]:
     """Each kind of failure, its count, and its example whole (wrapped, three lines at most)."""
     if not report["errors"]:
         return []
@@ -156,7 +158,7 @@ def _error_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def format_summary(report: dict[str, Any]) -> str:
+def format_summary(report: Report) -> str:
     lines = [
         f"tokenbench run {report['run_id']}  ({report['mode']}, {report['model']})",
         f"  requests     {report['successful_runs']} ok, {report['failed_runs']} failed, "
@@ -180,9 +182,9 @@ def format_summary(report: dict[str, Any]) -> str:
         "",
         f"  {'(ms)':<12}" + "".join(f"{c:>10}" for c in _COLUMNS),
     ]
-    for label, key in _DISTRIBUTIONS:
-        dist = report[key]
-        lines.append(f"  {label:<12}" + "".join(f"{figure(dist[c]):>10}" for c in _COLUMNS))
+    for latency in LATENCIES:
+        dist = report[latency.key]
+        lines.append(f"  {latency.name:<12}" + "".join(f"{figure(dist[c]):>10}" for c in _COLUMNS))
     lines += _server_lines(report)
     if len(report["categories"]) > 1:
         lines += ["", f"  {'category':<22}{'ok/all':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'tok/s':>9}  (ms)"]

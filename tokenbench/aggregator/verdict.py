@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from tokenbench.aggregator.schema import Report
 
 DEFAULT_MAX_ERROR_RATE = 0.1
 
 
-def requests_due(report: dict[str, Any]) -> int:
+def requests_due(report: Report) -> int:
     """The requests a run was to send: all its prompts, but for a --duration run those sent before its
     end (and any left out by --measure-after)."""
-    return int(report["num_prompts"]) - int(report.get("not_sent") or 0) - int(report.get("excluded_requests") or 0)
+    return report["num_prompts"] - report["not_sent"] - report["excluded_requests"]
 
 
-def error_rate(report: dict[str, Any]) -> float | None:
+def error_rate(report: Report) -> float | None:
     """Share of a run's requests without a successful record (failed or missing); None without requests."""
     total = requests_due(report)
     return (total - report["successful_runs"]) / total if total else None
 
 
-def failure_reason(report: dict[str, Any], max_error_rate: float) -> str | None:
+def failure_reason(report: Report, max_error_rate: float) -> str | None:
     """Why the run counts as failed (none succeeded, or more failed than ``max_error_rate``), or None."""
     total = requests_due(report)
     if total and report["successful_runs"] == 0:

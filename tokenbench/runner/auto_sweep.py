@@ -10,8 +10,8 @@ light to heavy load.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from tokenbench.aggregator.schema import Report
 from tokenbench.producer.arrivals import ArrivalSchedule
 
 
@@ -36,7 +36,7 @@ class AutoSweep:
                 for rate in rates]
 
 
-def by_load(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def by_load(reports: list[Report]) -> list[Report]:
     """The reports of an auto sweep, in the order they ran (synchronous, saturation, then the rates),
     put in order of load: synchronous, the rates, saturation."""
     if len(reports) < 2:

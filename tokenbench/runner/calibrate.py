@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from tokenbench.aggregator.schema import Distribution, Report
 from tokenbench.aggregator.stats import summarize
 from tokenbench.mock import PLACEHOLDER_BASE_URL
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
@@ -40,8 +41,8 @@ class CalibrationSettings:
 class ClientFigures:
     """One client's measurements at one level: lag per chunk and TTFT error, as distributions (ms)."""
 
-    lag_ms: dict[str, float | None]
-    ttft_error_ms: dict[str, float | None]
+    lag_ms: Distribution
+    ttft_error_ms: Distribution
     chunks: int
     chunk_rate: float  # chunks/s received over the level's duration
     cpu_busy: float | None  # share of the machine's CPU time spent busy meanwhile
@@ -74,7 +75,7 @@ def calibrate(settings: CalibrationSettings, progress_stream: TextIO = sys.stder
     return levels
 
 
-def _harness_figures(report: dict[str, Any], settings: CalibrationSettings, cpu_busy: float | None) -> ClientFigures:
+def _harness_figures(report: Report, settings: CalibrationSettings, cpu_busy: float | None) -> ClientFigures:
     ok = [r for r in report["results"] if r["success"]]
     chunks = sum(len(r["chunk_offsets_ms"]) for r in ok)
     return ClientFigures(

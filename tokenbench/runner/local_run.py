@@ -20,6 +20,7 @@ from rq import Queue, Worker
 
 from tokenbench.aggregator.collect import missing_indices, read_records, run_start, wait_for_records
 from tokenbench.aggregator.report import build_report
+from tokenbench.aggregator.schema import Report
 from tokenbench.aggregator.verdict import error_rate
 from tokenbench.producer.arrivals import ArrivalSchedule
 from tokenbench.producer.conversations import sessions_of
@@ -96,7 +97,7 @@ class RunOptions:
 
 @dataclass
 class RunOutcome:
-    report: dict[str, Any]
+    report: Report
     interrupted: bool
     redis_lost: bool = False  # the embedded Redis died: the report holds nothing it had
 
@@ -145,7 +146,7 @@ class SweepLevel:
 
 @dataclass
 class SweepOutcome:
-    reports: list[dict[str, Any]]  # one per level run, in order
+    reports: list[Report]  # one per level run, in order
     stopped_early: str | None  # why the sweep stopped before its last level
     interrupted: bool
 
@@ -211,11 +212,11 @@ def run_benchmark(options: RunOptions, progress_stream: TextIO = sys.stderr) -> 
 
 def run_sweep(options: RunOptions, levels: list[SweepLevel], max_error_rate: float,
               progress_stream: TextIO = sys.stderr,
-              then: Callable[[list[dict[str, Any]]], list[SweepLevel] | str] | None = None) -> SweepOutcome:
+              then: Callable[[list[Report]], list[SweepLevel] | str] | None = None) -> SweepOutcome:
     """One run per level (a concurrency, or a request rate), in order, on the same Redis and mock;
     stops after a level whose share of failed requests exceeds ``max_error_rate``. ``then`` gives the
     levels that follow from the reports of these (or why there are none: the sweep stops there)."""
-    reports: list[dict[str, Any]] = []
+    reports: list[Report] = []
     check_endpoint(options, progress_stream)
     with ExitStack() as started, _sigterm_as_interrupt():
         services = Services(started, options)

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
+from tokenbench.aggregator.schema import ServerMetrics
 from tokenbench.aggregator.server_metrics import Scrape, parse_scrape, summarize
 
 SCRAPE_INTERVAL_S = 1.0
@@ -99,7 +99,7 @@ class MetricsScraper:
         except (OSError, ValueError):
             self._failed += 1
 
-    def finish(self) -> dict[str, Any] | None:
+    def finish(self) -> ServerMetrics | None:
         """Stop, scrape once more (the run's last counts), and the summary for the result."""
         if self._thread.is_alive():
             self._stop.set()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import cast
 
 import numpy as np
 
+from tokenbench.aggregator.headline import Figure, Latency
 from tokenbench.aggregator.html.svg import Chart, color, nice_ticks
 from tokenbench.aggregator.request_metrics import concatenated_chunk_offsets, pooled_inter_token_latencies_ms
+from tokenbench.aggregator.schema import LevelFigures, Report
 from tokenbench.aggregator.stats import percentile
 from tokenbench.aggregator.sweep import level_name
 from tokenbench.shared.records import RequestRecord, from_known_fields
@@ -26,10 +28,9 @@ Series = tuple[str, np.ndarray]  # (label, samples)
 NamedRecords = tuple[str, list[RequestRecord]]  # (label, one run's records)
 
 
-def request_records(result: dict[str, Any]) -> list[RequestRecord]:
+def request_records(result: Report) -> list[RequestRecord]:
     """The measured requests of a result document, as records (so the metric definitions are the aggregator's)."""
-    return [from_known_fields(RequestRecord, {**entry, "run_id": result.get("run_id", "")})
-            for entry in result["results"]]
+    return [from_known_fields(RequestRecord, {**entry, "run_id": result["run_id"]}) for entry in result["results"]]
 
 
 def successful(records: list[RequestRecord]) -> list[RequestRecord]:
@@ -132,11 +133,12 @@ def token_rate_chart(named_records: list[NamedRecords]) -> Chart:
 SERVER_GAUGES = (("requests_waiting", "waiting (queued)"), ("requests_running", "running"))
 
 
-def server_gauges_chart(label: str, result: dict[str, Any], records: list[RequestRecord]) -> Chart | None:
+def server_gauges_chart(label: str, result: Report, records: list[RequestRecord]) -> Chart | None:
     """The server's queue and running requests over time (its /metrics), on the axis of the tokens/s
     chart (seconds since the run's first request), with KV-cache use as a share of the peak count."""
-    series = ((result.get("server_metrics") or {}).get("series")) or {}
-    answered = series.get("answered_at") or []
+    server = result["server_metrics"]
+    series = server["series"] if server is not None else {}
+    answered = [t for t in series.get("answered_at") or [] if t is not None]
     if not answered:
         return None
     start = min((r.started_at for r in records if r.elapsed_ms is not None), default=answered[0])
@@ -200,18 +202,18 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
 
 
-def sweep_curve_chart(levels: list[dict[str, Any]], metric: str, name: str) -> Chart:
-    """Latency (p50 and p99 of ``metric``) against output throughput, one point per concurrency level."""
-    rows = [level for level in levels if level["output_throughput_tokens_per_s"] is not None]
-    throughput = [level["output_throughput_tokens_per_s"] for level in rows]
-    latencies = [level[f"{metric}_{q}_ms"] for level in rows for q in ("p50", "p99")]
-    latencies = [value for value in latencies if value is not None]
-    by = "request rate" if any(level.get("request_rate") for level in rows) else "concurrency"
+def sweep_curve_chart(levels: list[LevelFigures], latency: Latency) -> Chart:
+    """Latency (p50 and p99) against output throughput, one point per level."""
+    name = latency.name
+    quantiles = [Figure(latency, "p50"), Figure(latency, "p99")]
+    points = [[(throughput, value, level_name(level)) for level in levels
+               if (throughput := level["output_throughput_tokens_per_s"]) is not None
+               and (value := cast(dict[str, float | None], level)[quantile.level_key]) is not None]
+              for quantile in quantiles]
+    by = "request rate" if any(level["request_rate"] for level in levels) else "concurrency"
     chart = Chart(f"{name} against throughput, by {by}", "output tokens/s (all requests)", f"{name} (ms)",
-                  (0, nice_ticks(0, max(throughput, default=1.0))[-1]),
-                  (0, nice_ticks(0, max(latencies, default=1.0))[-1]))
-    for index, q in enumerate(("p50", "p99")):
-        points = [(level["output_throughput_tokens_per_s"], level[f"{metric}_{q}_ms"], level_name(level))
-                  for level in rows if level[f"{metric}_{q}_ms"] is not None]
-        chart.labelled_points(points, color(index), f"{name} {q}", show_names=q == "p50")
+                  (0, nice_ticks(0, max((x for series in points for x, _, _ in series), default=1.0))[-1]),
+                  (0, nice_ticks(0, max((y for series in points for _, y, _ in series), default=1.0))[-1]))
+    for index, (quantile, series) in enumerate(zip(quantiles, points)):
+        chart.labelled_points(series, color(index), quantile.label, show_names=quantile.percentile == "p50")
     return chart

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 
 from tokenbench import __version__
 from tokenbench.aggregator.formatting import figure
+from tokenbench.aggregator.headline import E2EL, FIGURES, ITL, MEAN_CONCURRENCY, THROUGHPUTS, TTFT
 from tokenbench.aggregator.html.charts import (
     cdf_chart,
     e2el_series,
@@ -18,6 +18,7 @@ from tokenbench.aggregator.html.charts import (
     token_rate_chart,
     ttft_series,
 )
+from tokenbench.aggregator.schema import Report, SweepDocument
 from tokenbench.aggregator.sweep import level_name
 
 _STYLE = """
@@ -39,37 +40,22 @@ p.banner.failed { background: #f8d7da; border-color: #d98a92; }
 td.text { text-align: left; max-width: 60em; overflow-wrap: anywhere; }
 """
 
-# (column heading, key in the result, distribution key or None, decimals)
-_SUMMARY_COLUMNS = (
-    ("requests ok", "successful_runs", None, 0),
-    ("failed", "failed_runs", None, 0),
-    ("TTFT p50 ms", "ttft_ms", "p50", 1),
-    ("TTFT p99 ms", "ttft_ms", "p99", 1),
-    ("ITL p50 ms", "itl_ms", "p50", 2),
-    ("ITL p99 ms", "itl_ms", "p99", 2),
-    ("TPOT p50 ms", "tpot_ms", "p50", 2),
-    ("E2EL p50 ms", "e2e_latency_ms", "p50", 0),
-    ("output tok/s", "output_throughput_tokens_per_s", None, 1),
-    ("req/s", "request_throughput_per_s", None, 2),
-    ("concurrency", "mean_concurrency", None, 1),
-)
 
 
-def render_sweep_report(document: dict[str, Any]) -> str:
+def render_sweep_report(document: SweepDocument) -> str:
     """The page of a sweep: its throughput-latency curves, then every level's run as in ``render_report``."""
-    curves = [sweep_curve_chart(document["levels"], metric, name)
-              for metric, name in (("ttft", "TTFT"), ("itl", "ITL"), ("e2e_latency", "E2EL"))]
+    curves = [sweep_curve_chart(document["levels"], latency) for latency in (TTFT, ITL, E2EL)]
     named = [(level_name(level), report) for level, report in zip(document["levels"], document["runs"])]
     return render_report(named, title="tokenbench sweep", lead_charts=[chart.render() for chart in curves])
 
 
-def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = "tokenbench report",
+def render_report(named_results: list[tuple[str, Report]], title: str = "tokenbench report",
                   lead_charts: list[str] | None = None) -> str:
     """The page for one or more result documents, each with the label it is shown under."""
     if not named_results:
         raise ValueError("no results to plot")
     named_records = [(label, request_records(result)) for label, result in named_results]  # parsed once
-    any_success = any(result.get("successful_runs") for _, result in named_results)
+    any_success = any(result["successful_runs"] for _, result in named_results)
     distributions = [
         cdf_chart("TTFT distribution", "time to first token (ms)",
                   [ttft_series(label, records) for label, records in named_records]),
@@ -97,51 +83,50 @@ def render_report(named_results: list[tuple[str, dict[str, Any]]], title: str = 
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def _banners(named_results: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def _banners(named_results: list[tuple[str, Report]]) -> list[str]:
     """What a reader must know before any figure: a run that did not finish, or in which nothing succeeded."""
     banners = []
     for label, result in named_results:
-        total, ok = result.get("num_prompts") or 0, result.get("successful_runs") or 0
+        total, ok = result["num_prompts"], result["successful_runs"]
         if total and not ok:
             banners.append(f'<p class="banner failed"><b>{escape(label)}: no request succeeded</b> ({total} '
                            "failed or have no record): there are no latency figures to draw; the errors are "
                            "below.</p>")
-        if result.get("complete") is False:
-            why = result.get("interrupted_reason") or ("interrupted" if result.get("interrupted") else
-                                                       "records missing when the report was made")
-            missing = result.get("missing_runs") or 0
+        if not result["complete"]:
+            why = result["interrupted_reason"] or ("interrupted" if result["interrupted"] else
+                                                   "records missing when the report was made")
+            missing = result["missing_runs"]
             banners.append(f'<p class="banner"><b>{escape(label)}: incomplete run</b>: {missing} of {total} requests '
                            f"have no record ({escape(str(why))}). Every figure covers only the requests that "
                            "finished.</p>")
     return banners
 
 
-def _errors_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+def _errors_table(named_results: list[tuple[str, Report]]) -> str:
     """Every kind of failure: how many, and one example (types defined in docs/failure-semantics.md)."""
     rows = []
     for label, result in named_results:
-        errors = result.get("errors") or {}
-        for error_type, summary in sorted(errors.items(), key=lambda item: -(item[1].get("count") or 0)):
+        for error_type, summary in sorted(result["errors"].items(), key=lambda item: -item[1]["count"]):
             rows.append(f"<tr><td>{escape(label)}</td><td>{escape(error_type)}</td>"
-                        f'<td class="num">{summary.get("count", 0):,}</td>'
-                        f'<td class="text">{escape(str(summary.get("example") or ""))}</td></tr>')
+                        f'<td class="num">{summary["count"]:,}</td>'
+                        f'<td class="text">{escape(summary["example"] or "")}</td></tr>')
     if not rows:
         return ""
     return ("<h2>Errors</h2>\n<table>\n<tr><th>result</th><th>type</th><th>count</th><th>example</th></tr>\n"
             + "\n".join(rows) + "\n</table>")
 
 
-def _turns_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
+def _turns_table(named_results: list[tuple[str, Report]]) -> str:
     """Conversations: TTFT and the input (growing with the history, partly cached) by turn number."""
     rows = []
     for label, result in named_results:
-        for entry in result.get("turns") or []:
-            ttft = entry.get("ttft_ms") or {}
-            share = entry.get("cached_token_share")
-            cells = [f'{entry.get("successful", 0)}/{entry.get("requests", 0)}', figure(ttft.get("p50")),
-                     figure(ttft.get("p99")), figure(entry.get("mean_input_tokens")),
-                     figure(entry.get("mean_cached_tokens")), "-" if share is None else f"{100 * share:.1f} %"]
-            rows.append(f"<tr><td>{escape(label)}</td><td>{entry.get('turn')}</td>"
+        for entry in result["turns"] or []:
+            ttft = entry["ttft_ms"]
+            share = entry["cached_token_share"]
+            cells = [f'{entry["successful"]}/{entry["requests"]}', figure(ttft["p50"]), figure(ttft["p99"]),
+                     figure(entry["mean_input_tokens"]), figure(entry["mean_cached_tokens"]),
+                     "-" if share is None else f"{100 * share:.1f} %"]
+            rows.append(f"<tr><td>{escape(label)}</td><td>{entry['turn']}</td>"
                         + "".join(f'<td class="num">{cell}</td>' for cell in cells) + "</tr>")
     if not rows:
         return ""
@@ -151,24 +136,21 @@ def _turns_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 
-def _subtitle(named_results: list[tuple[str, dict[str, Any]]]) -> str:
-    runs = "; ".join(f"{label}: {result.get('model')} at {result.get('base_url')}, run {result.get('run_id')}, "
-                     f"started {result.get('started_at')}" for label, result in named_results)
+def _subtitle(named_results: list[tuple[str, Report]]) -> str:
+    runs = "; ".join(f"{label}: {result['model']} at {result['base_url']}, run {result['run_id']}, "
+                     f"started {result['started_at']}" for label, result in named_results)
     return f"{runs}. Drawn by tokenbench {__version__}; definitions in docs/metrics.md."
 
 
-def _summary_table(named_results: list[tuple[str, dict[str, Any]]]) -> str:
-    head = "".join(f"<th>{escape(name)}</th>" for name, *_ in _SUMMARY_COLUMNS)
+def _summary_table(named_results: list[tuple[str, Report]]) -> str:
+    """Each result's headline figures (aggregator/headline.py), one row each."""
+    heads = ["requests ok", "failed", *(f"{f.label} ms" for f in FIGURES), *(t.name for t in THROUGHPUTS),
+             "concurrency"]
     rows = []
     for label, result in named_results:
-        cells = "".join(f'<td class="num">{_cell(result, key, part, digits)}</td>'
-                        for _, key, part, digits in _SUMMARY_COLUMNS)
-        rows.append(f"<tr><td>{escape(label)}</td>{cells}</tr>")
-    return f"<table>\n<tr><th>result</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
-
-
-def _cell(result: dict[str, Any], key: str, part: str | None, digits: int) -> str:
-    value = result.get(key)
-    if part is not None:
-        value = (value or {}).get(part)
-    return figure(value, digits)
+        values = [figure(result["successful_runs"], 0), figure(result["failed_runs"], 0),
+                  *(figure(result[f.latency.key][f.percentile], f.latency.decimals) for f in FIGURES),
+                  *(figure(result[t.key], t.decimals) for t in (*THROUGHPUTS, MEAN_CONCURRENCY))]
+        rows.append(f"<tr><td>{escape(label)}</td>" + "".join(f'<td class="num">{v}</td>' for v in values) + "</tr>")
+    return ("<table>\n<tr><th>result</th>" + "".join(f"<th>{escape(head)}</th>" for head in heads) + "</tr>\n"
+            + "\n".join(rows) + "\n</table>")
