@@ -188,3 +188,24 @@ def test_the_html_report_draws_the_servers_queue_and_running_requests():
     assert "waiting (queued)" in page and "running" in page
     plain = render_report([("plain", build_report(_meta(2), [_record(0), _record(1)]))])
     assert "Server:" not in plain
+
+
+@pytest.mark.parametrize("processes, status", [(1, 200), (2, 404)])
+def test_a_mock_of_several_processes_serves_no_metrics(processes, status):
+    """Each process counts only the requests it served: its /metrics would pass a share of the run off as the
+    whole (a 1,024-stream run on 2 processes showed half the tokens), so there is none, and a scraper stops."""
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers import mock_server_process
+
+    with mock_server_process("--processes", str(processes)) as url:
+        answers = set()
+        for _ in range(6):  # the kernel spreads connections over the processes
+            try:
+                with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+                    answers.add(response.status)
+            except urllib.error.HTTPError as exc:
+                answers.add(exc.code)
+                exc.close()
+    assert answers == {status}

@@ -563,7 +563,8 @@ def prompts() -> None:
 @click.option("--sse", "sse_variants", callback=parse_sse_variants_option, metavar="VARIANT,...",
               help="SSE framing variants: " + ", ".join(SSE_VARIANTS) + ".")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes serving the port (SO_REUSEPORT), for more streams than one core can time.")
+              help="Processes serving the port (SO_REUSEPORT), for more streams than one core can time. With more "
+                   "than one there is no /metrics: each process counts only its own requests.")
 @click.option("--prefix-cache", is_flag=True,
               help="Simulate a prefix cache (blocks of 16 words): a prompt's already seen prefix shortens its TTFT in "
                    "proportion and is reported as usage.prompt_tokens_details.cached_tokens.")

@@ -1,6 +1,7 @@
 """The mock's `/metrics`, in vLLM's names and format (prometheus_client, as vLLM itself uses), true to
 what the mock served: a request "queues" for 0 s, its "prefill" is the TTFT wait, its "decode" the
-time from the first token-carrying chunk to the last. Each mock process counts its own requests."""
+time from the first token-carrying chunk to the last. Each mock process counts its own requests, so
+only a mock of one process serves it (mock/server.py)."""
 
 from __future__ import annotations
 

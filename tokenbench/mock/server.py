@@ -120,8 +120,11 @@ def _error(status: int, message: str, error_type: str, headers: dict[str, str] |
 
 
 class MockServer:
-    def __init__(self, settings: MockSettings) -> None:
+    def __init__(self, settings: MockSettings, serves_metrics: bool = True) -> None:
         self.settings = settings
+        # One of several processes on a port counts only the requests it served: its /metrics would
+        # be a share of the run, passed off as the whole. Without one a scraper turns itself off.
+        self._serves_metrics = serves_metrics
         self._streams_started = 0
         self._faults = tuple(settings.fault.split(",")) if settings.fault else ()
         self._faults_injected = 0
@@ -135,7 +138,8 @@ class MockServer:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/metrics", self.prometheus_metrics)
+        if self._serves_metrics:
+            app.router.add_get("/metrics", self.prometheus_metrics)
         return app
 
     async def prometheus_metrics(self, request: web.Request) -> web.Response:
@@ -333,11 +337,11 @@ def serve(settings: MockSettings, sock: socket.socket, processes: int = 1) -> No
         pid = os.fork()
         if pid == 0:  # a child: its own socket on the same port, its own event loop
             die_with_parent()
-            _run(settings, bind_socket(host, port))
+            _run(settings, bind_socket(host, port), serves_metrics=False)
             os._exit(0)
         children.append(pid)
     try:
-        _run(settings, sock)
+        _run(settings, sock, serves_metrics=processes == 1)
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
@@ -347,5 +351,6 @@ def serve(settings: MockSettings, sock: socket.socket, processes: int = 1) -> No
                 os.waitpid(pid, 0)
 
 
-def _run(settings: MockSettings, sock: socket.socket) -> None:
-    web.run_app(MockServer(settings).app(), sock=sock, print=None, access_log=None, handle_signals=True)
+def _run(settings: MockSettings, sock: socket.socket, serves_metrics: bool) -> None:
+    web.run_app(MockServer(settings, serves_metrics).app(), sock=sock, print=None, access_log=None,
+                handle_signals=True)
