@@ -144,8 +144,10 @@ def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcrip
     out = tmp_path / "replay.json"
     with mock_server_process("--replay", str(wire_file(f"{transcript}.recorded.timed.tsv"))) as url:
         bare = asyncio.run(bare_requests(url + "/v1/chat/completions", 2, 1, 64))
+        # No pre-flight request: the replay answers it with the whole 5 s recording.
         result = tokenbench("run", "--mode", "openai", "--base-url", url + "/v1", "--model", "local/rand-llama",
-                            "--prompts", "2", "--concurrency", "2", "--redis-url", redis_url, "--output", str(out))
+                            "--prompts", "2", "--concurrency", "2", "--redis-url", redis_url, "--output", str(out),
+                            "--no-preflight")
     bare_spreads = []
     for request in bare:
         late = [(received - request.sent_ns) / 1e6 - recorded

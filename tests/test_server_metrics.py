@@ -190,16 +190,19 @@ def test_the_html_report_draws_the_servers_queue_and_running_requests():
     assert "Server:" not in plain
 
 
-@pytest.mark.parametrize("processes, status", [(1, 200), (2, 404)])
-def test_a_mock_of_several_processes_serves_no_metrics(processes, status):
+@pytest.mark.parametrize("args, status", [((), 200), (("--processes", "2"), 404),
+                                          (("--replay", str(wire_file("transformers-serve-cb.recorded.timed.tsv"))),
+                                           404)])
+def test_a_mock_of_several_processes_or_a_replay_serves_no_metrics(args, status):
     """Each process counts only the requests it served: its /metrics would pass a share of the run off as the
-    whole (a 1,024-stream run on 2 processes showed half the tokens), so there is none, and a scraper stops."""
+    whole (a 1,024-stream run on 2 processes showed half the tokens), and a replay counts nothing ("tokens
+    generated 0"); so there is none, and a scraper stops."""
     import urllib.error
     import urllib.request
 
     from tests.helpers import mock_server_process
 
-    with mock_server_process("--processes", str(processes)) as url:
+    with mock_server_process(*args) as url:
         answers = set()
         for _ in range(6):  # the kernel spreads connections over the processes
             try:

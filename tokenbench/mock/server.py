@@ -122,9 +122,10 @@ def _error(status: int, message: str, error_type: str, headers: dict[str, str] |
 class MockServer:
     def __init__(self, settings: MockSettings, serves_metrics: bool = True) -> None:
         self.settings = settings
-        # One of several processes on a port counts only the requests it served: its /metrics would
-        # be a share of the run, passed off as the whole. Without one a scraper turns itself off.
-        self._serves_metrics = serves_metrics
+        # One of several processes on a port counts only the requests it served, and a replay counts
+        # none (it sends recorded bytes): their /metrics would pass a share of the run, or nothing,
+        # off as the whole. Without one a scraper turns itself off.
+        self._serves_metrics = serves_metrics and settings.replay is None
         self._streams_started = 0
         self._faults = tuple(settings.fault.split(",")) if settings.fault else ()
         self._faults_injected = 0

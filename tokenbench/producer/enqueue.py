@@ -95,20 +95,16 @@ def enqueue_run(
         raise TokenbenchError("a ramp-up spreads the first requests of a closed-loop run over its streams: it needs "
                               "the run's concurrency and no request rate")
     sessions = sessions_of(prompts)  # a conversation is one job; any other prompt is one job too
-    send_after: list[float | None] = [None] * len(sessions)
-    longest_wait_s = 0.0  # a scheduled job may wait on its worker until it is due
     if schedule is not None:
         meta.request_rate, meta.arrival = schedule.rate, schedule.arrival
         meta.burstiness, meta.seed = schedule.burstiness, schedule.seed
-        send_after = list(schedule.send_offsets(len(sessions)))
-    elif time_bounds.ramp_up_s and requested_concurrency:
-        send_after = time_bounds.ramp_offsets(len(sessions), requested_concurrency)
+    send_after = due_offsets(len(sessions), schedule, time_bounds, requested_concurrency)
     # Jobs due at a time, and every job of a run with a duration, wait for the run's start.
     waits_for_start = any(offset is not None for offset in send_after) or time_bounds.duration_s is not None
+    longest_wait_s = 0.0  # a scheduled job may wait on its worker until it is due
     if waits_for_start:
         longest_wait_s = max((o for o in send_after if o is not None), default=0.0) + SCHEDULE_LEAD_S + \
             len(prompts) / SLOWEST_ENQUEUE_JOBS_PER_S
-    queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     endpoint_dict = endpoint.to_dict()
     specs = [job_spec(run_id, session, endpoint_dict, warmup=warmup, ttl_s=ttl_s, send_after_s=send_after[n],
                       turn_delay_s=turn_delay_s, duration_s=time_bounds.duration_s).to_dict()
@@ -116,17 +112,10 @@ def enqueue_run(
     if secret is not None:
         for spec in specs:
             spec[SIGNATURE_FIELD] = signature(spec, secret)
-    jobs = [
-        request_job(
-            spec,
-            # A conversation's turns take their time one after the other, with the think time between.
-            timeout=int((endpoint.total_timeout_s + turn_delay_s) * len(session) + longest_wait_s)
-            + JOB_TIMEOUT_MARGIN_S,
-            ttl_s=ttl_s,
-            description=f"tokenbench {run_id} #{spec['index']} {spec['session_id'] or spec['prompt_id']}",
-        )
-        for spec, session in zip(specs, sessions)
-    ]
+    jobs = [request_job(spec, timeout=job_timeout_s(endpoint, len(session), turn_delay_s, longest_wait_s), ttl_s=ttl_s,
+                        description=f"tokenbench {run_id} #{spec['index']} {spec['session_id'] or spec['prompt_id']}")
+            for spec, session in zip(specs, sessions)]
+    queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     with connection.pipeline() as pipe:
         pipe.set(keys.run_meta(run_id), meta.to_json(), ex=ttl_s)
         pipe.zadd(keys.RUNS_INDEX, {run_id: meta.created_at})
@@ -135,6 +124,23 @@ def enqueue_run(
     if waits_for_start:  # the moment the schedule and the duration count from
         connection.set(keys.run_schedule_start(run_id), epoch_seconds(connection.time()) + SCHEDULE_LEAD_S, ex=ttl_s)
     return meta
+
+
+def due_offsets(jobs: int, schedule: ArrivalSchedule | None, time_bounds: TimeBounds,
+                requested_concurrency: int | None) -> list[float | None]:
+    """When each job is due after the run's start: on the open-loop schedule, on the ramp-up, or
+    (None) as soon as a stream is free."""
+    if schedule is not None:
+        return list(schedule.send_offsets(jobs))
+    if time_bounds.ramp_up_s and requested_concurrency:
+        return list(time_bounds.ramp_offsets(jobs, requested_concurrency))
+    return [None] * jobs
+
+
+def job_timeout_s(endpoint: Endpoint, turns: int, turn_delay_s: float, longest_wait_s: float) -> int:
+    """RQ's backstop for one job: a conversation's turns take their time one after the other, with the
+    think time between, after the job's wait for when it is due."""
+    return int((endpoint.total_timeout_s + turn_delay_s) * turns + longest_wait_s) + JOB_TIMEOUT_MARGIN_S
 
 
 def job_spec(run_id: str, session: list[tuple[int, Prompt]], endpoint: dict[str, Any], *, warmup: int, ttl_s: int,
