@@ -4,7 +4,11 @@ Starts `tokenbench mock-server` in its own process and opens N streams at once f
 client in this process (raw sockets, minimal parsing, so the client adds as little as possible).
 For each N it prints the TTFT error and the end-of-stream drift (measured minus scheduled).
 
-    python benchmarks/mock_capacity.py [--levels 16,64,128,256] [--tokens 100] [--itl-ms 10]
+    python benchmarks/mock_capacity.py [--levels 16,64,128,256] [--tokens 100] [--itl-ms 10] [--processes 1]
+
+``--processes N`` serves the port from N mock processes (SO_REUSEPORT), as `mock-server --processes`
+does: where one process's timing drifts, see whether more of them keep the pace (on this machine the
+client and the mock processes share its cores).
 """
 
 from __future__ import annotations
@@ -56,16 +60,19 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--ttft-ms", type=float, default=50.0)
     parser.add_argument("--itl-ms", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0",
-                               "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms)],
+                               "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms),
+                               "--processes", str(args.processes)],
                               stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().split("listening on http://")[1].strip()
         host, port = url.rsplit(":", 1)
         scheduled_end = args.ttft_ms + (args.tokens - 1) * args.itl_ms
-        print(f"mock: TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.tokens} tokens "
-              f"(scheduled end {scheduled_end:g} ms); chunk rate = streams x {1000 / args.itl_ms:g}/s")
+        print(f"mock ({args.processes} process(es)): TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, "
+              f"{args.tokens} tokens (scheduled end {scheduled_end:g} ms); "
+              f"chunk rate = streams x {1000 / args.itl_ms:g}/s")
         print(f"{'streams':>8} {'chunks/s':>9} {'TTFT err p50':>13} {'p99':>7} {'end drift p50':>14} {'p99':>7}")
         for streams in (int(n) for n in args.levels.split(",")):
             results = asyncio.run(level(host, int(port), streams, args.tokens))
