@@ -119,14 +119,7 @@ def write_result_files(contents: list[tuple[Path, Callable[[], bytes]]]) -> None
 def load_result(path: Path) -> Report:
     """A result file for `compare` or `plot`, checked against the result's schema first: a file that
     is not one (or one of another version with fields missing) is a usage error naming what is wrong."""
-    from tokenbench.aggregator.schema import result_problem
-
-    document = _read_json(path)
-    problem = result_problem(document)
-    if problem is not None:
-        raise click.BadParameter(f"{path} is not a tokenbench result this version can read: {problem}",
-                                 param_hint="RESULTS")
-    return cast("Report", document)
+    return _checked_result(path, _read_json(path))
 
 
 def load_result_or_sweep(path: Path) -> Report | SweepDocument:
@@ -135,12 +128,22 @@ def load_result_or_sweep(path: Path) -> Report | SweepDocument:
 
     document = _read_json(path)
     if not (isinstance(document, dict) and "sweep" in document):
-        return load_result(path)
+        return _checked_result(path, document)
     problem = sweep_problem(document)
     if problem is not None:
         raise click.BadParameter(f"{path} is not a tokenbench sweep this version can read: {problem}",
                                  param_hint="RESULTS")
     return cast("SweepDocument", document)
+
+
+def _checked_result(path: Path, document: Any) -> Report:
+    from tokenbench.aggregator.schema import result_problem
+
+    problem = result_problem(document)
+    if problem is not None:
+        raise click.BadParameter(f"{path} is not a tokenbench result this version can read: {problem}",
+                                 param_hint="RESULTS")
+    return cast("Report", document)
 
 
 def _read_json(path: Path) -> Any:

@@ -172,4 +172,4 @@ async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWai
         if remaining > 0:
             await asyncio.sleep(remaining)
     return await measure_request(process.session, spec, api_key, header_waits, answer,
-                                 replace(context, scheduled_at=send_at))
+                                 context if send_at is None else replace(context, scheduled_at=send_at))

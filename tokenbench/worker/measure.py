@@ -145,7 +145,8 @@ async def _attempt(session: aiohttp.ClientSession, spec: JobSpec, endpoint: Endp
     """One send."""
     body = orjson.dumps(build_request_body(spec, endpoint))
     headers = build_headers(endpoint, api_key)
-    attempt = _Attempt(clock.now(), time.perf_counter_ns(), new_reader(endpoint))
+    reader = new_reader(endpoint)  # before the clocks are read: the send is the next thing that happens
+    attempt = _Attempt(clock.now(), time.perf_counter_ns(), reader)
     deadline = StreamDeadline(endpoint, attempt.sent_ns)
     waiting = header_waits.by_run if header_waits is not None else None
     if waiting is not None:
