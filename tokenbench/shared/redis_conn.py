@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tokenbench.shared.errors import TokenbenchError
@@ -49,6 +49,7 @@ def connect(url: str, role: str) -> redis.Redis:
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,
+            **_no_maintenance_notifications(),
         )
     except ValueError as exc:
         raise TokenbenchError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
@@ -57,6 +58,18 @@ def connect(url: str, role: str) -> redis.Redis:
     except redis.RedisError as exc:
         raise TokenbenchError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
     return client
+
+
+def _no_maintenance_notifications() -> dict[str, Any]:
+    """redis-py 7+ asks for maintenance notifications (CLIENT MAINT_NOTIFICATIONS, for Redis Cloud's
+    hitless upgrades) on every RESP3 connection. A server before Redis 8 refuses it; after a restart
+    that refusal was read as the handshake's reply, which killed RQ's pubsub thread and made a
+    worker's exit raise. tokenbench needs none of them: the option off, where redis-py has it."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py before 7 never asks
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def epoch_seconds(time_reply: tuple[int, int]) -> float:
@@ -81,5 +94,6 @@ def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECT
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=30,
+        **_no_maintenance_notifications(),
     )
     return redis.asyncio.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections too
