@@ -229,6 +229,29 @@ def test_a_long_redis_outage_turns_no_finished_measurement_into_a_failure(tmp_pa
     assert all(r["output_tokens"] == 20 for r in result["results"])
 
 
+def test_a_worker_whose_redis_never_comes_back_gives_up_in_one_line(tmp_path, caplog):
+    """Redis gone for good: after REDIS_GONE_S with nothing in flight the worker stops (exit 1 in a
+    pool), saying so once, and its exit is no traceback though RQ's sign-off cannot reach Redis. The
+    worker's outage clock runs 100 times fast: 300 s pass in ~3 s."""
+    from tokenbench.shared.redis_conn import connect, connect_async
+    from tokenbench.worker.stream_worker import StreamWorker
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    origin = time.monotonic()
+    with redis_server_on(port, tmp_path) as server:
+        worker = StreamWorker(["gone-test"], connection=connect(url, "test"),
+                              async_connection=connect_async(url, "test"), streams=2,
+                              monotonic=lambda: origin + (time.monotonic() - origin) * 100)
+        threading.Timer(1.0, server.terminate).start()
+        started = time.monotonic()
+        worker.work(burst=False, logging_level="WARNING")  # returns: no exception out of RQ's teardown
+    assert worker.gave_up and time.monotonic() - started < 30
+    stopping = [r.getMessage() for r in caplog.records if "stopping" in r.getMessage()]
+    assert len(stopping) == 1 and "Redis unreachable for" in stopping[0]
+    assert any("could not sign off in Redis" in r.getMessage() for r in caplog.records)
+
+
 def test_cancel_removes_pending_jobs_and_the_report_says_so(redis_url, tmp_path):
     connection = redis.Redis.from_url(redis_url)
     out = tmp_path / "r.json"

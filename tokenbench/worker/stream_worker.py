@@ -119,6 +119,14 @@ class StreamWorker(BaseWorker):
         self._process: WorkerProcess | None = None
         self._ended_runs: set[str] = set()  # runs whose duration is over (their queued jobs were dropped)
 
+    def teardown(self) -> None:
+        """RQ's end of a worker: its death in the worker registry, its pubsub channel closed. With
+        Redis gone (the worker gave up on it, or it went just as the stop came) one line says so."""
+        try:
+            super().teardown()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("worker %s: could not sign off in Redis: %s", self.name, exc)
+
     def execute_job(self, job: Job, queue: Queue) -> None:  # RQ's one-job-at-a-time entry; not ours
         raise NotImplementedError("StreamWorker runs its jobs on its event loop (work())")
 
