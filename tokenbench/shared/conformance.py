@@ -57,14 +57,15 @@ def _typeddict_problem(value: Any, annotation: Any, where: str) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is finite (a bool is none; NaN and the infinities are no JSON)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _SCALARS: dict[Any, tuple[Any, str]] = {
     str: (lambda v: isinstance(v, str), "a string"),
     int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    float: (_is_number, "a number"),
+    float: (is_finite_number, "a number"),
     bool: (lambda v: isinstance(v, bool), "true or false"),
     type(None): (lambda v: v is None, "null"),
 }

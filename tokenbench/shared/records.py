@@ -5,7 +5,6 @@ a request record's chunk times travel as packed binary after its JSON (see ``Req
 
 from __future__ import annotations
 
-import math
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import orjson
 
 from tokenbench.shared import keys
+from tokenbench.shared.conformance import is_finite_number
 from tokenbench.shared.gc_pause import gc_paused
 
 if TYPE_CHECKING:
@@ -277,22 +277,18 @@ def parse_stored_records(raws: list[bytes]) -> list[RequestRecord]:
             for (data, _), length, chunk_offsets in zip(parts, lengths, np.split(offsets, np.cumsum(lengths)[:-1]))]
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _numbers(value: Any) -> bool:
     if hasattr(value, "dtype"):  # offsets read back as a float64 array
         import numpy as np
 
         return bool(np.isfinite(value).all())
-    return isinstance(value, list) and all(_is_number(v) for v in value)
+    return isinstance(value, list) and all(is_finite_number(v) for v in value)
 
 
 _KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": _is_number,
+    "float": is_finite_number,
     "bool": lambda v: isinstance(v, bool),
     "list[float]": _numbers,
     "Sequence[float]": _numbers,
