@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import redis
@@ -65,3 +66,34 @@ def test_a_mock_run_works_on_a_machine_without_redis(tmp_path):
     assert done.returncode == 0, done.stderr
     report = load(out)
     assert (report["successful_runs"], report["complete"]) == (8, True)
+
+
+def test_only_the_directories_of_killed_runs_are_removed(tmp_path):
+    """A socket whose server is gone refuses connections: its directory goes, as does one that never got
+    a socket and is older than a start can take; a live Redis's, a starting run's and others' stay."""
+    import os
+    import socket
+
+    def workdir(name: str) -> Path:
+        made = tmp_path / (er.WORKDIR_PREFIX + name)
+        made.mkdir()
+        return made
+
+    dead = workdir("dead")
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(dead / "redis.sock"))
+    live = workdir("live")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(live / "redis.sock"))
+    listening.listen()
+    starting = workdir("starting")
+    abandoned = workdir("abandoned")
+    long_ago = abandoned.stat().st_mtime - er.SOCKETLESS_STALE_AFTER_S - 1
+    os.utime(abandoned, (long_ago, long_ago))
+    unrelated = tmp_path / "other-dir"
+    unrelated.mkdir()
+    try:
+        assert sorted(er.remove_stale_workdirs(tmp_path)) == sorted([dead, abandoned])
+    finally:
+        listening.close()
+    assert sorted(tmp_path.iterdir()) == sorted([live, starting, unrelated])

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import children_of, clean_env, load, processes_with_marker, tokenbench
 from tokenbench.aggregator.loop_lag import summarize_loop_lag
 from tokenbench.aggregator.table import format_summary
-from tokenbench.runner.embedded_redis import find_redis_server
+from tokenbench.runner.embedded_redis import WORKDIR_PREFIX, find_redis_server, remove_stale_workdirs
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.pool import split_streams
 
@@ -88,14 +88,14 @@ LONG_MOCK_RUN = ("--mode", "mock", "--processes", "2", "--prompts", "40", "--max
     ("sweep", "--concurrency", "4,8", *LONG_MOCK_RUN),
     ("calibrate", "--concurrency", "4", "--requests-per-worker", "20", "--tokens", "100", "--itl-ms", "50"),
 ])
-def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(command):
+def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(command, tmp_path):
     """kill -9 of `run`, `sweep` or `calibrate`: its workers, their processes, the mock and the embedded
     Redis are gone within 5 s; while it ran they stayed in its session (a process group of their own,
-    not a new session)."""
+    not a new session). The embedded Redis's directory it could not remove goes at the next run's start."""
     marker = uuid.uuid4().hex
     run = subprocess.Popen([sys.executable, "-m", "tokenbench", *command],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env=clean_env(TOKENBENCH_TEST_MARKER=marker))
+                           env=clean_env(TOKENBENCH_TEST_MARKER=marker, TMPDIR=str(tmp_path)))
     try:
         # The command, the mock, the worker pool and its processes (redis-server rewrites its environment).
         assert _wait_for(lambda: len(processes_with_marker(marker)) >= 4, 20), processes_with_marker(marker)
@@ -120,6 +120,10 @@ def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(comma
         return not alive
 
     assert _wait_for(all_gone, 5), "processes outlived `run`"
+    left = list(tmp_path.glob(WORKDIR_PREFIX + "*"))
+    assert len(left) == 1 and (left[0] / "redis.sock").exists()
+    assert remove_stale_workdirs(tmp_path) == left
+    assert not left[0].exists()
 
 
 @pytest.mark.integration

