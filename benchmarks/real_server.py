@@ -10,6 +10,14 @@ where it has them. The weights are random, so the text is gibberish; the serving
 scheduler and the streaming are real.
 
     python benchmarks/real_server.py [--work DIR] [--levels 1,4,16] [--max-tokens 32]
+    python benchmarks/real_server.py --base-url http://127.0.0.1:8000 --model tiny-llama \
+        --levels 4 --max-tokens 64 --repeat 6 --new-session
+
+With --base-url it measures a server that is already running (e.g. vLLM from
+../shared/real-servers/vllm.sh) instead of starting one. Each run also prints how long the client's
+event-loop thread, ready to run, waited for a CPU (Linux schedstat: the bare client's own thread,
+tokenbench's `worker_cpu_wait`), and --new-session adds tokenbench started in a session of its own
+(the old worker design: on a kernel with autogroup scheduling, a scheduling group of its own).
 
 The first run makes a venv in DIR/venv with torch 2.13.0 (CPU) and transformers 5.24.0 (about
 1.2 GB with a CPU torch; PyPI's default torch brings CUDA libraries) and builds the model
@@ -133,26 +141,38 @@ def wait_ready(base: str, server: subprocess.Popen, timeout_s: float = 300) -> N
     raise SystemExit(f"the server did not answer within {timeout_s:g} s")
 
 
-def bare_figures(base: str, concurrency: int, rounds: int, max_tokens: int) -> dict[str, float]:
+def thread_schedstat() -> tuple[int, int]:
+    """(ns this thread waited for a CPU while runnable, its turns on a CPU): Linux schedstat."""
+    with open("/proc/thread-self/schedstat") as stat:
+        _on_cpu, waiting, turns = stat.read().split()[:3]
+    return int(waiting), int(turns)
+
+
+def bare_figures(base: str, model: str, concurrency: int, rounds: int, max_tokens: int) -> dict[str, float]:
+    started, (waited_before, turns_before) = time.monotonic_ns(), thread_schedstat()
     requests = asyncio.run(bare_requests(base + "/v1/chat/completions", concurrency, rounds, max_tokens,
-                                         model=REPO_ID, prompt=PROMPT))
+                                         model=model, prompt=PROMPT))
+    waited, turns = (now - before for now, before in zip(thread_schedstat(), (waited_before, turns_before)))
+    wall_ns = time.monotonic_ns() - started
     timed = [r for r in requests if r.token_received_ns]
     gaps = [(b - a) / 1e6 for r in timed for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
     return {"ttft_p50": median((r.token_received_ns[0] - r.sent_ns) / 1e6 for r in timed),
             "itl_p50": median(gaps) if gaps else float("nan"),
             "e2e_p50": median((r.token_received_ns[-1] - r.sent_ns) / 1e6 for r in timed),
             "chunks_per_request": sum(len(r.token_received_ns) for r in timed) / max(len(timed), 1),
-            "requests": len(timed)}
+            "requests": len(timed),
+            "cpu_wait_share": waited / wall_ns, "cpu_wait_mean_ms": waited / 1e6 / max(turns, 1)}
 
 
-def tokenbench_figures(base: str, concurrency: int, rounds: int, max_tokens: int, out: Path) -> dict:
+def tokenbench_figures(base: str, model: str, concurrency: int, rounds: int, max_tokens: int, out: Path,
+                       new_session: bool = False) -> dict:
     prompts = out.with_suffix(".jsonl")
     prompts.write_bytes(orjson.dumps({"prompt": PROMPT}) + b"\n")
     command = [sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url", base + "/v1", "--model",
-               REPO_ID, "--concurrency", str(concurrency), "--prompts", str(concurrency * rounds), "--prompts-file",
+               model, "--concurrency", str(concurrency), "--prompts", str(concurrency * rounds), "--prompts-file",
                str(prompts), "--max-tokens", str(max_tokens), "--warmup", "1", "--output", str(out),
                "--max-error-rate", "1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, start_new_session=new_session)
     if done.returncode != 0:
         raise SystemExit(f"tokenbench run failed: {done.stderr[-2000:]}")
     return orjson.loads(out.read_bytes())
@@ -163,45 +183,75 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the venv, the model and the results [default: a new one]")
     parser.add_argument("--server", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--server-python", help="the interpreter of an existing server venv")
+    parser.add_argument("--base-url", help="measure this running server (e.g. http://127.0.0.1:8000) instead")
+    parser.add_argument("--model", default=REPO_ID, help="the model name the running server serves")
     parser.add_argument("--levels", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=4, help="requests per stream at each level")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each client at each level, interleaved")
+    parser.add_argument("--new-session", action="store_true", help="also run tokenbench in a session of its own")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tokenbench-real-"))
     work.mkdir(parents=True, exist_ok=True)
-    python = server_python(work, args.server_python)
-    hf_home = work / "hf"
-    snapshot = build_model(python, hf_home)
-    base = f"http://127.0.0.1:{args.port}"
-    server = start_server(args.server, python, snapshot, hf_home, args.port, work / f"{args.server}.log")
+    server = None
+    if args.base_url:
+        base, model, label = args.base_url.rstrip("/"), args.model, f"the server at {args.base_url}"
+    else:
+        python = server_python(work, args.server_python)
+        hf_home = work / "hf"
+        snapshot = build_model(python, hf_home)
+        base, model, label = f"http://127.0.0.1:{args.port}", REPO_ID, f"{args.server} serve"
+        server = start_server(args.server, python, snapshot, hf_home, args.port, work / f"{args.server}.log")
+    clients = ["tokenbench", "tokenbench, new session"] if args.new_session else ["tokenbench"]
     rows = []
     try:
-        wait_ready(base, server)
-        log("server ready")
+        if server is not None:
+            wait_ready(base, server)
+            log("server ready")
         for level in (int(v) for v in args.levels.split(",")):
-            bare = bare_figures(base, level, args.rounds, args.max_tokens)
-            report = tokenbench_figures(base, level, args.rounds, args.max_tokens, work / f"tokenbench-c{level}.json")
-            ok = max(report["successful_runs"], 1)
-            rows.append((level, bare, report, report["total_output_tokens"] / ok))
-            log(f"c={level}: bare TTFT p50 {bare['ttft_p50']:.1f} ms, tokenbench {report['ttft_ms']['p50']} ms")
+            for repeat in range(args.repeat):
+                bare = bare_figures(base, model, level, args.rounds, args.max_tokens)
+                rows.append((level, "bare client", bare_row(bare)))
+                for client in clients[repeat % 2:] + clients[:repeat % 2]:
+                    out = work / f"tokenbench-c{level}-{repeat}-{len(rows)}.json"
+                    report = tokenbench_figures(base, model, level, args.rounds, args.max_tokens, out,
+                                                new_session=client != "tokenbench")
+                    rows.append((level, client, tokenbench_row(report)))
+                log(f"c={level} run {repeat + 1}: " + ", ".join(f"{c} TTFT p50 {r['ttft']}" for lv, c, r in rows[-3:]
+                                                               if lv == level))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
-    print(f"{args.server} serve, tiny random Llama (7 M parameters), max_tokens {args.max_tokens}, "
-          f"{args.rounds} requests per stream; ms")
-    print("| C | tool | TTFT p50 | ITL p50 | E2E p50 | tokens/request | requests ok | server TTFT mean "
-          "| server queue mean |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for level, bare, report, tokens in rows:
-        parts = report.get("server_decomposition") or {}
-        print(f"| {level} | bare client | {bare['ttft_p50']:.1f} | {bare['itl_p50']:.2f} | {bare['e2e_p50']:.1f} | "
-              f"{bare['chunks_per_request']:.1f} (chunks) | {bare['requests']} | | |")
-        print(f"| {level} | tokenbench | {report['ttft_ms']['p50']:.1f} | {report['itl_ms']['p50']:.2f} | "
-              f"{report['e2e_latency_ms']['p50']:.1f} | {tokens:.1f} ({'/'.join(report['output_tokens_source'])}) | "
-              f"{report['successful_runs']} | {parts.get('server_ttft_mean_ms') or '-'} | "
-              f"{parts.get('server_queue_time_mean_ms') or '-'} |")
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(60)
+    print(f"{label}, max_tokens {args.max_tokens}, {args.rounds} requests per stream; ms")
+    print("| C | client | TTFT p50 | ITL p50 | E2E p50 | tokens/request | requests ok | CPU wait share / mean a turn "
+          "| loop lag p99 | server TTFT mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for level, client, row in rows:
+        print(f"| {level} | {client} | {row['ttft']} | {row['itl']} | {row['e2e']} | {row['tokens']} | {row['ok']} | "
+              f"{row['cpu_wait']} | {row['lag']} | {row['server_ttft']} |")
     print(f"results: {work}")
+
+
+def bare_row(bare: dict[str, float]) -> dict[str, str]:
+    return {"ttft": f"{bare['ttft_p50']:.1f}", "itl": f"{bare['itl_p50']:.2f}", "e2e": f"{bare['e2e_p50']:.1f}",
+            "tokens": f"{bare['chunks_per_request']:.1f} (chunks)", "ok": str(bare["requests"]),
+            "cpu_wait": f"{bare['cpu_wait_share']:.1%} / {bare['cpu_wait_mean_ms']:.2f}", "lag": "", "server_ttft": ""}
+
+
+def tokenbench_row(report: dict) -> dict[str, str]:
+    ok = max(report["successful_runs"], 1)
+    wait = report.get("worker_cpu_wait") or {}
+    lag = report.get("event_loop_lag_ms") or {}
+    parts = report.get("server_decomposition") or {}
+    cpu_wait = (f"{wait['share']:.1%} / {wait['mean_wait_ms']:.2f}" if wait.get("share") is not None
+                and wait.get("mean_wait_ms") is not None else "-")
+    return {"ttft": f"{report['ttft_ms']['p50']:.1f}", "itl": f"{report['itl_ms']['p50']:.2f}",
+            "e2e": f"{report['e2e_latency_ms']['p50']:.1f}",
+            "tokens": f"{report['total_output_tokens'] / ok:.1f} ({'/'.join(report['output_tokens_source'])})",
+            "ok": str(report["successful_runs"]), "cpu_wait": cpu_wait, "lag": str(lag.get("p99", "-")),
+            "server_ttft": str(parts.get("server_ttft_mean_ms") or "-")}
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_one_process_runs_its_streams_at_once_and_rq_sees_clean_registries(redis
     assert not connection.exists(*(f"rq:job:{keys.job_id(run_id, i)}" for i in range(24)))  # result_ttl 0
     lag = read_loop_lag(connection, run_id)
     assert list(lag) == [records[0].worker] and sum(lag[records[0].worker]["counts"].values()) > 0
+    cpu_wait = lag[records[0].worker]["cpu_wait"]  # the loop thread's schedstat, while requests were in flight
+    assert cpu_wait["in_flight_ms"] > 0 and cpu_wait["turns"] > 0 and cpu_wait["wait_ms"] >= 0
 
 
 @pytest.mark.parametrize("function, args", [

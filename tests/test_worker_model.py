@@ -46,6 +46,63 @@ def test_loop_lag_is_kept_per_run_while_its_jobs_are_in_flight():
     assert set(monitor.unsaved()) == {"b"}
 
 
+def test_the_cpu_wait_is_counted_to_each_run_in_flight_beside_its_lag():
+    monitor = LoopLagMonitor()
+    monitor.add_cpu_wait(5_000_000, 3, 10_000_000)  # no run in flight: counted nowhere
+    monitor.job_started("a")
+    monitor.add_sample(0.5)
+    monitor.add_cpu_wait(2_000_000, 4, 10_000_000)
+    monitor.job_started("b")
+    monitor.add_sample(0.5)
+    monitor.add_cpu_wait(1_500_000, 2, 10_000_000)
+    saved = {run: orjson.loads(raw) for run, raw in monitor.unsaved().items()}
+    assert saved["a"]["cpu_wait"] == {"wait_ms": 3.5, "turns": 6, "in_flight_ms": 20.0}
+    assert saved["b"]["cpu_wait"] == {"wait_ms": 1.5, "turns": 2, "in_flight_ms": 10.0}
+
+
+_CPU_BOUND_LOOP_BESIDE_A_HOG = """
+import asyncio, os, sys, time
+import orjson
+from tokenbench.worker.loop_lag import LoopLagMonitor
+
+async def main():
+    monitor = LoopLagMonitor()
+    sampler = asyncio.create_task(monitor.run())
+    monitor.job_started("run")
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:  # always ready to run: it waits whenever the hog has the CPU
+        burst = time.monotonic() + 0.02
+        while time.monotonic() < burst:
+            pass
+        await asyncio.sleep(0)
+    monitor.job_ended("run")
+    sampler.cancel()
+    print(orjson.loads(monitor.unsaved()["run"])["cpu_wait"])
+
+os.sched_setaffinity(0, {int(sys.argv[1])})
+asyncio.run(main())
+"""
+
+
+def test_a_loop_that_shares_its_one_cpu_with_a_hog_is_seen_waiting_for_it():
+    """Both pinned to one CPU and always runnable: the loop's thread waits while the hog runs, and the
+    monitor's schedstat figures say so (a fair scheduler gives each about half)."""
+    import ast
+
+    cpu = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        measured = subprocess.run([sys.executable, "-c", _CPU_BOUND_LOOP_BESIDE_A_HOG, str(cpu)], capture_output=True,
+                                  text=True, timeout=60, env=clean_env())
+    finally:
+        hog.kill()
+        hog.wait(10)
+    assert measured.returncode == 0, measured.stderr
+    wait = ast.literal_eval(measured.stdout.strip())
+    assert wait["in_flight_ms"] > 1000 and wait["turns"] > 0
+    assert wait["wait_ms"] > 0.2 * wait["in_flight_ms"]
+
+
 def test_loop_lag_summary_merges_the_workers_and_the_table_warns_past_its_bound():
     from tests.test_reports import meta, record
     from tokenbench.aggregator.report import build_report
@@ -61,6 +118,31 @@ def test_loop_lag_summary_merges_the_workers_and_the_table_warns_past_its_bound(
     report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)], loop_lag={"h:1": quiet, "h:2": late})
     table = format_summary(report)
     assert "the workers' event loops ran late by up to 20.0 ms (p99)" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+
+
+def test_the_cpu_wait_summary_merges_the_workers_ignores_what_is_not_numbers_and_warns_past_its_bound():
+    from tests.test_reports import meta, record
+    from tokenbench.aggregator.loop_lag import summarize_cpu_wait
+    from tokenbench.aggregator.report import build_report
+
+    lag = {"bin_ms": 0.1, "max_ms": 0.4, "counts": {"1": 100}}
+    quiet = {**lag, "cpu_wait": {"wait_ms": 2.0, "turns": 400, "in_flight_ms": 4000.0}}
+    starved = {**lag, "cpu_wait": {"wait_ms": 1200.0, "turns": 100, "in_flight_ms": 4000.0}}
+    summary = summarize_cpu_wait({"h:1": quiet, "h:2": starved, "h:3": lag,
+                                  "h:4": {**lag, "cpu_wait": {"wait_ms": "1e9", "turns": 1, "in_flight_ms": 1}},
+                                  "h:5": {**lag, "cpu_wait": {"wait_ms": -5, "turns": 1, "in_flight_ms": 1}},
+                                  "h:6": {**lag, "cpu_wait": ["not", "a", "dict"]}})
+    assert summary == {"share": 0.1502, "mean_wait_ms": 2.404, "wait_ms": 1202.0,
+                       "share_by_worker": {"h:1": 0.0005, "h:2": 0.3}}
+    assert summarize_cpu_wait({"h:3": lag}) is None
+    records = [record(0, 0.0, 100), record(1, 0.0, 100)]
+    report = build_report(meta(2), records, loop_lag={"h:1": quiet})
+    assert report["worker_cpu_wait"]["mean_wait_ms"] == 0.005
+    assert "waited" not in format_summary(report)
+    table = format_summary(build_report(meta(2), records, loop_lag={"h:1": quiet, "h:2": starved}))
+    assert "the workers' loops waited 15% of the time for a CPU" in table
+    assert "while ready to run (2.4 ms a turn on average)" in table
     assert max(len(line) for line in table.splitlines()) <= 80
 
 
@@ -210,3 +292,19 @@ def test_a_tokenbench_folder_in_the_working_directory_does_not_break_a_run(tmp_p
                             cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env())
     assert result.returncode == 0, result.stderr
     assert load(tmp_path / "r.json")["successful_runs"] == 4
+
+
+@pytest.mark.integration
+def test_a_run_confined_to_one_core_starts_one_worker_process(tmp_path):
+    """`taskset -c N tokenbench run` (or a container's cpuset): one process per core it may use, not per
+    core of the machine, so that a server kept on the other cores keeps them."""
+    out = tmp_path / "r.json"
+    core = min(os.sched_getaffinity(0))
+    run = subprocess.run([sys.executable, "-m", "tokenbench", "run", "--mode", "mock", "--concurrency", "4",
+                          "--prompts", "8", "--max-tokens", "4", "--output", str(out)],
+                         capture_output=True, text=True, timeout=120, env=clean_env(),
+                         preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    assert run.returncode == 0, run.stderr
+    report = load(out)
+    assert report["successful_runs"] == 8 and len(report["workers"]) == 1
+    assert report["local_cpu"]["cores"] == os.cpu_count()  # its busy share is the whole machine's

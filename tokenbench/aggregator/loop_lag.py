@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tokenbench.aggregator.schema import LoopLag
+from tokenbench.aggregator.schema import CpuWait, LoopLag
+from tokenbench.shared.conformance import is_finite_number
 
 # Above this p99 the workers' loops were late enough to move the figures: the report warns.
 LOOP_LAG_WARN_MS = 5.0
+# Above this mean wait for a CPU each time a loop was given one, chunk times were late by as much on
+# average: the report warns. Measured on 2 cores: 0.03 ms at 8 streams of the mock, 0.06-0.08 ms at
+# 128-512 (CPUs 15-45% busy); beside a vLLM spinning on both cores 0.16-15 ms (docs/performance.md).
+CPU_WAIT_WARN_MS = 0.25
 
 
 def summarize_loop_lag(histograms: dict[str, dict[str, Any]]) -> LoopLag | None:
@@ -45,3 +50,36 @@ def _percentile(counts: Counter[int], q: float, bin_ms: float) -> float | None:
         if seen >= rank:
             return round((bin_index + 1) * bin_ms, 3)
     return round((max(counts) + 1) * bin_ms, 3)
+
+
+def summarize_cpu_wait(histograms: dict[str, dict[str, Any]]) -> CpuWait | None:
+    """How long the workers' loop threads waited for a CPU while they had requests of the run in
+    flight: the share of that time, the mean wait per turn on a CPU, and each worker's share; None
+    when no worker measured it (not Linux, or workers that do not)."""
+    measured = {worker: wait for worker, histogram in sorted(histograms.items())
+                if (wait := _cpu_wait_of(histogram)) is not None}
+    if not measured:
+        return None
+    wait_ms = sum(wait_ms for wait_ms, _, _ in measured.values())
+    turns = sum(turns for _, turns, _ in measured.values())
+    in_flight_ms = sum(in_flight for _, _, in_flight in measured.values())
+    return CpuWait(
+        share=round(wait_ms / in_flight_ms, 4) if in_flight_ms else None,
+        mean_wait_ms=round(wait_ms / turns, 3) if turns else None,
+        wait_ms=round(wait_ms, 1),
+        share_by_worker={worker: round(w / f, 4) if f else None for worker, (w, _, f) in measured.items()},
+    )
+
+
+def _cpu_wait_of(histogram: dict[str, Any]) -> tuple[float, int, float] | None:
+    """(wait ms, turns, in-flight ms) of one worker's stored figures; None if absent or not numbers
+    (the hash is written by whoever can write to the Redis)."""
+    cpu = histogram.get("cpu_wait") if isinstance(histogram, dict) else None
+    if not isinstance(cpu, dict):
+        return None
+    figures: list[float] = [value for key in ("wait_ms", "turns", "in_flight_ms")
+                            if is_finite_number(value := cpu.get(key)) and value >= 0]
+    if len(figures) != 3:
+        return None
+    wait_ms, turns, in_flight_ms = figures
+    return wait_ms, int(turns), in_flight_ms

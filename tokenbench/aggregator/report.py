@@ -13,7 +13,7 @@ from typing import Any
 
 from tokenbench.aggregator.concurrency import achieved_concurrency, in_flight_intervals, worker_idle_gaps_ms
 from tokenbench.aggregator.goodput import meets_slo
-from tokenbench.aggregator.loop_lag import summarize_loop_lag
+from tokenbench.aggregator.loop_lag import summarize_cpu_wait, summarize_loop_lag
 from tokenbench.aggregator.request_metrics import (
     itl_source,
     pooled_inter_chunk_gaps_ms,
@@ -249,6 +249,8 @@ def build_report(
         "worker_idle_gap_ms": summarize(worker_idle_gaps_ms(records)),
         # How late the workers' event loops ran while they served the run: chunk times may be that late.
         "event_loop_lag_ms": summarize_loop_lag(loop_lag or {}),
+        # How long those loops, ready to run, waited for a CPU (a program on the same cores takes them).
+        "worker_cpu_wait": summarize_cpu_wait(loop_lag or {}),
         "failed_runs": len(records) - len(ok),
         "missing_runs": len(missing),
         "missing": [{"index": i, "prompt_id": meta.prompt_ids[i]} for i in missing],

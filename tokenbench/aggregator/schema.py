@@ -36,6 +36,15 @@ class LoopLag(TypedDict):
     p99_by_worker: dict[str, float | None]
 
 
+class CpuWait(TypedDict):
+    """How long the workers' loop threads waited for a CPU while runnable (aggregator/loop_lag.py)."""
+
+    share: float | None  # of the time they had requests in flight
+    mean_wait_ms: float | None  # per turn on a CPU
+    wait_ms: float
+    share_by_worker: dict[str, float | None]
+
+
 class ErrorCount(TypedDict):
     count: int
     example: str | None  # one message of this type
@@ -155,6 +164,7 @@ class Report(TypedDict):
     max_concurrency: int
     worker_idle_gap_ms: Distribution
     event_loop_lag_ms: LoopLag | None
+    worker_cpu_wait: NotRequired[CpuWait | None]  # (results before it have none)
     failed_runs: int
     missing_runs: int
     missing: list[MissingRequest]

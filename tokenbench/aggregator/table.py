@@ -8,7 +8,7 @@ from typing import Literal
 from tokenbench.aggregator.concurrency import SHORTFALL_SHARE
 from tokenbench.aggregator.formatting import figure
 from tokenbench.aggregator.headline import LATENCIES
-from tokenbench.aggregator.loop_lag import LOOP_LAG_WARN_MS
+from tokenbench.aggregator.loop_lag import CPU_WAIT_WARN_MS, LOOP_LAG_WARN_MS
 from tokenbench.aggregator.report import LATE_DISPATCH_MS
 from tokenbench.aggregator.schema import Report
 from tokenbench.aggregator.verdict import requests_due
@@ -43,6 +43,17 @@ def _loop_lag_lines(report: Report) -> list[str]:
         return []
     return [f"  warning      the workers' event loops ran late by up to {figure(lag['p99'])} ms (p99): chunk",
             "               times may be that late (add worker processes or hosts)"]
+
+
+def _cpu_wait_lines(report: Report) -> list[str]:
+    wait = report.get("worker_cpu_wait")
+    if not wait or wait["mean_wait_ms"] is None or wait["mean_wait_ms"] <= CPU_WAIT_WARN_MS:
+        return []
+    share = f"{100 * wait['share']:.0f}% of the time" if wait["share"] is not None else "at times"
+    return [f"  warning      the workers' loops waited {share} for a CPU",
+            f"               while ready to run ({figure(wait['mean_wait_ms'])} ms a turn on average): chunk",
+            "               times are late by as much. A program on the same cores takes",
+            "               them (keep it off the workers' cores, or use another host)"]
 
 
 def _cpu_lines(report: Report) -> list[str]:
@@ -170,6 +181,7 @@ def format_summary(report: Report) -> str:
         f"max {report['max_concurrency']}",
         *_shortfall_lines(report),
         *_loop_lag_lines(report),
+        *_cpu_wait_lines(report),
         *_cpu_lines(report),
         *_workload_lines(report),
         f"  duration     {figure(report['duration_s'], 2)} s",

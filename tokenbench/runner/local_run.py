@@ -328,7 +328,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
                           warmup_records=warmups, worker_environment=environment, loop_lag=loop_lag,
                           server_metrics=server)
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
-    report["local_cpu"] = {"cores": cpu_count(), "busy_share": cpu.busy_share()}
+    report["local_cpu"] = {"cores": os.cpu_count() or 1, "busy_share": cpu.busy_share()}  # the whole machine's
     return RunOutcome(report=report, interrupted=interrupted is not None, redis_lost=lost)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Sequence
-from typing import Any, NotRequired, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import Any, NotRequired, TypeGuard, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 _SHOWN_CHARS = 60
 
@@ -57,7 +57,7 @@ def _typeddict_problem(value: Any, annotation: Any, where: str) -> str | None:
     return None
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[int | float]:
     """A JSON number that is finite (a bool is none; NaN and the infinities are no JSON)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

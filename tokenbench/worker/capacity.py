@@ -17,7 +17,12 @@ FILES_PER_PROCESS = 64
 
 
 def cpu_count() -> int:
-    return os.cpu_count() or 1
+    """The cores this process may run on: its affinity mask (`taskset`, a container's cpuset), where
+    the system has one, else every core."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks (macOS)
+        return os.cpu_count() or 1
 
 
 def concurrency_limit(cores: int | None = None) -> int:
