@@ -130,3 +130,38 @@ def test_every_mock_fault_maps_to_a_documented_error_type():
 
     assert set(FAULT_ERROR_TYPES) == set(FAULTS)
     assert set(FAULT_ERROR_TYPES.values()) <= {member.value for member in ErrorType}
+
+
+def _json_bytes(value) -> bytes:
+    return json.dumps(value).encode()  # any JSON: huge integers, Infinity
+
+
+@given(st.dictionaries(st.binary(max_size=8), st.one_of(st.binary(max_size=40), json_values.map(_json_bytes)),
+                       max_size=4),
+       st.dictionaries(st.binary(max_size=8), st.one_of(st.binary(max_size=40), json_values.map(_json_bytes),
+                                                        st.fixed_dictionaries({}, optional={
+                                                            "bin_ms": json_values, "max_ms": json_values,
+                                                            "counts": json_values, "cpu_wait": json_values,
+                                                        }).map(_json_bytes)), max_size=4))
+def test_the_report_is_made_whatever_the_workers_hashes_hold(workers, loop_lag):
+    """What the workers note beside their records (where they ran, their loops' lag and CPU wait) is read
+    from hashes anyone with write access to Redis could fill: the report, its table and its JSON are
+    always made, and what is not a worker's note counts for nothing."""
+    import fakeredis
+
+    from tokenbench.aggregator.schema import result_problem
+    from tokenbench.aggregator.table import format_summary
+    from tokenbench.shared import keys
+    from tokenbench.shared.record_store import read_loop_lag, read_workers
+
+    connection = fakeredis.FakeRedis()
+    if workers:
+        connection.hset(keys.run_workers("r"), mapping=workers)
+    if loop_lag:
+        connection.hset(keys.run_loop_lag("r"), mapping=loop_lag)
+    meta = RunMeta(run_id="r", mode="mock", model="m", base_url="http://h/v1", max_tokens=8, num_prompts=2,
+                   queue="q", created_at=1000.0, prompt_ids=["p0", "p1"], tokenbench_version="0")
+    report = build_report(meta, [sample(0, [10.0, 20.0]), sample(1, [11.0, 21.0])],
+                          worker_environment=read_workers(connection, "r"), loop_lag=read_loop_lag(connection, "r"))
+    assert result_problem(orjson.loads(document_json(report))) is None
+    format_summary(report)

@@ -113,6 +113,10 @@ def test_loop_lag_summary_merges_the_workers_and_the_table_warns_past_its_bound(
     assert (summary["p50"], summary["p99"], summary["max"], summary["samples"]) == (0.3, 20.0, 30.0, 200)
     assert summary["p99_by_worker"] == {"h:1": 0.4, "h:2": 20.0}
     assert summarize_loop_lag({}) is None
+    not_histograms = {"h:3": {"bin_ms": 0.1, "max_ms": 1.0, "counts": {"-1": 5}}, "h:4": [1, 2],
+                      "h:5": {"bin_ms": 0.5, "max_ms": 1.0, "counts": {"1": 5}},  # bins of another width
+                      "h:6": {"bin_ms": 0.1, "max_ms": "late", "counts": {"1": 5}}}
+    assert summarize_loop_lag({"h:1": quiet, **not_histograms}) == summarize_loop_lag({"h:1": quiet})
     report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)], loop_lag={"h:1": quiet})
     assert "event loops ran late" not in format_summary(report)
     report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)], loop_lag={"h:1": quiet, "h:2": late})

@@ -16,27 +16,51 @@ LOOP_LAG_WARN_MS = 5.0
 CPU_WAIT_WARN_MS = 0.25
 
 
-def summarize_loop_lag(histograms: dict[str, dict[str, Any]]) -> LoopLag | None:
+def summarize_loop_lag(histograms: dict[str, Any]) -> LoopLag | None:
     """p50/p90/p99 and max of every worker's samples together (each sample counted at its bin's upper
-    edge), the samples' number, and each worker's p99; None when no worker sampled the run."""
+    edge), the samples' number, and each worker's p99; None when no worker sampled the run. A
+    histogram that is not one (the hash is written by whoever can write to the Redis) counts for none."""
     merged: Counter[int] = Counter()
     per_worker: dict[str, float | None] = {}
-    bin_ms = 0.0
+    bin_ms: float | None = None  # every worker's bins are one width (merged, they must be)
+    max_ms = 0.0
     for worker, histogram in sorted(histograms.items()):
-        counts = Counter({int(k): int(v) for k, v in histogram["counts"].items()})
-        bin_ms = float(histogram["bin_ms"])
+        read = _histogram_of(histogram)
+        if read is None or read[1] != (bin_ms or read[1]):
+            continue
+        counts, bin_ms, worker_max_ms = read
         per_worker[worker] = _percentile(counts, 99, bin_ms)
         merged.update(counts)
-    if not merged:
+        max_ms = max(max_ms, worker_max_ms)
+    if not merged or bin_ms is None:
         return None
     return LoopLag(
         p50=_percentile(merged, 50, bin_ms),
         p90=_percentile(merged, 90, bin_ms),
         p99=_percentile(merged, 99, bin_ms),
-        max=max(float(h["max_ms"]) for h in histograms.values()),
+        max=max_ms,
         samples=sum(merged.values()),
         p99_by_worker=per_worker,
     )
+
+
+def _histogram_of(histogram: Any) -> tuple[Counter[int], float, float] | None:
+    """(counts by bin, bin width, max) of one worker's stored histogram (worker/loop_lag.py); None
+    unless its width is a positive number and its bins, counts and max non-negative ones."""
+    if not isinstance(histogram, dict):
+        return None
+    bin_ms, counts, max_ms = histogram.get("bin_ms"), histogram.get("counts"), histogram.get("max_ms")
+    if not is_finite_number(bin_ms) or bin_ms <= 0:
+        return None
+    if not isinstance(counts, dict) or not is_finite_number(max_ms) or max_ms < 0:
+        return None
+    read: Counter[int] = Counter()
+    for key, count in counts.items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) < 10 and isinstance(count, int)
+                and not isinstance(count, bool) and 0 <= count < 2**53):
+            return None
+        read[int(key)] += count
+    return read, float(bin_ms), float(max_ms)
 
 
 def _percentile(counts: Counter[int], q: float, bin_ms: float) -> float | None:
@@ -52,7 +76,7 @@ def _percentile(counts: Counter[int], q: float, bin_ms: float) -> float | None:
     return round((max(counts) + 1) * bin_ms, 3)
 
 
-def summarize_cpu_wait(histograms: dict[str, dict[str, Any]]) -> CpuWait | None:
+def summarize_cpu_wait(histograms: dict[str, Any]) -> CpuWait | None:
     """How long the workers' loop threads waited for a CPU while they had requests of the run in
     flight: the share of that time, the mean wait per turn on a CPU, and each worker's share; None
     when no worker measured it (not Linux, or workers that do not)."""

@@ -298,7 +298,8 @@ def build_report(
         "config": meta.config,  # every option as resolved (--config file, then flags), without secrets
         "workload": meta.workload,
         "worker_environment": dict(sorted((worker_environment or {}).items())),
-        "python_versions": dict(Counter(env["python"] for env in (worker_environment or {}).values())),
+        "python_versions": dict(Counter(python for env in (worker_environment or {}).values()
+                                        if isinstance(python := env.get("python"), str))),
         "results": [result_entry(r) for r in records],
         "warmup_requests": len(warmup_records or []),  # sent before measuring, left out of every figure
         "warmup_results": [result_entry(r) for r in warmup_records or []],

@@ -145,5 +145,14 @@ def read_loop_lag(connection: redis.Redis, run_id: str) -> dict[str, dict[str, A
 
 
 def _json_by_worker(stored: Any) -> dict[str, dict[str, Any]]:
-    """A hash of worker -> JSON, read back (redis-py gives bytes: no decode_responses)."""
-    return {worker.decode(): orjson.loads(raw) for worker, raw in cast("dict[bytes, bytes]", stored).items()}
+    """A hash of worker -> JSON object, read back (redis-py gives bytes: no decode_responses). An entry
+    that is not one (whoever can write to the Redis can write it) is left out."""
+    read = {}
+    for worker, raw in cast("dict[bytes, bytes]", stored).items():
+        try:
+            name, value = worker.decode(), orjson.loads(raw)
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            continue
+        if isinstance(value, dict):
+            read[name] = value
+    return read
