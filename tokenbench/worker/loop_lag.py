@@ -26,7 +26,7 @@ SCHEDSTAT = "/proc/thread-self/schedstat"  # ns on a CPU, ns runnable but waitin
 
 
 @dataclass
-class CpuWait:
+class CpuWaitTally:
     """What the loop's thread waited for a CPU over a run's time in flight (schedstat deltas)."""
 
     wait_ns: int = 0
@@ -45,7 +45,7 @@ class LoopLagMonitor:
         self._jobs_in_flight: Counter[str] = Counter()  # run id -> this process's requests of it
         self._counts: dict[str, Counter[int]] = {}
         self._max_ms: dict[str, float] = {}
-        self._cpu_wait: dict[str, CpuWait] = {}
+        self._cpu_wait: dict[str, CpuWaitTally] = {}
         self._unsaved: set[str] = set()  # runs with samples not yet handed out by ``unsaved``
 
     def job_started(self, run_id: str) -> None:
@@ -83,7 +83,7 @@ class LoopLagMonitor:
     def add_cpu_wait(self, wait_ns: int, turns: int, elapsed_ns: int) -> None:
         """Count one interval's CPU wait to every run in flight (as the lag samples)."""
         for run_id in self._jobs_in_flight:
-            wait = self._cpu_wait.setdefault(run_id, CpuWait())
+            wait = self._cpu_wait.setdefault(run_id, CpuWaitTally())
             wait.wait_ns += wait_ns
             wait.turns += turns
             wait.in_flight_ns += elapsed_ns
@@ -100,7 +100,7 @@ class LoopLagMonitor:
         return histograms
 
 
-def histogram_json(counts: Counter[int], max_ms: float, cpu_wait: CpuWait | None = None) -> bytes:
+def histogram_json(counts: Counter[int], max_ms: float, cpu_wait: CpuWaitTally | None = None) -> bytes:
     histogram: dict[str, object] = {"bin_ms": BIN_MS, "max_ms": round(max_ms, 3),
                                     "counts": {str(k): v for k, v in counts.items()}}
     if cpu_wait is not None:
@@ -120,5 +120,8 @@ def _read_schedstat(fd: int | None, now_ns: int) -> tuple[int, int, int] | None:
     """(ns waited for a CPU, turns on a CPU, ``now_ns``), or None without a schedstat."""
     if fd is None:
         return None
-    _on_cpu, waiting, turns = os.pread(fd, 128, 0).split()[:3]
-    return int(waiting), int(turns), now_ns
+    try:
+        _on_cpu, waiting, turns = os.pread(fd, 128, 0).split()[:3]
+        return int(waiting), int(turns), now_ns
+    except (OSError, ValueError):  # a kernel whose schedstat reads otherwise: no figure, not a stopped monitor
+        return None
