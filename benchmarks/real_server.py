@@ -43,6 +43,7 @@ from statistics import median
 import orjson
 
 from tokenbench.runner.bare_client import bare_requests
+from tokenbench.worker.loop_lag import open_schedstat, read_schedstat
 
 REPO_ID, SNAPSHOT = "local/tiny-llama", "0" * 40
 PROMPT = "Explain in two sentences why the sky looks blue during the day."
@@ -141,19 +142,15 @@ def wait_ready(base: str, server: subprocess.Popen, timeout_s: float = 300) -> N
     raise SystemExit(f"the server did not answer within {timeout_s:g} s")
 
 
-def thread_schedstat() -> tuple[int, int]:
-    """(ns this thread waited for a CPU while runnable, its turns on a CPU): Linux schedstat."""
-    with open("/proc/thread-self/schedstat") as stat:
-        _on_cpu, waiting, turns = stat.read().split()[:3]
-    return int(waiting), int(turns)
-
-
 def bare_figures(base: str, model: str, concurrency: int, rounds: int, max_tokens: int) -> dict[str, float]:
-    started, (waited_before, turns_before) = time.monotonic_ns(), thread_schedstat()
+    schedstat = open_schedstat()  # this thread's: the bare client's event loop runs on it
+    before, started = read_schedstat(schedstat) or (0, 0), time.monotonic_ns()
     requests = asyncio.run(bare_requests(base + "/v1/chat/completions", concurrency, rounds, max_tokens,
                                          model=model, prompt=PROMPT))
-    waited, turns = (now - before for now, before in zip(thread_schedstat(), (waited_before, turns_before)))
-    wall_ns = time.monotonic_ns() - started
+    after, wall_ns = read_schedstat(schedstat) or (0, 0), time.monotonic_ns() - started
+    if schedstat is not None:
+        os.close(schedstat)
+    waited, turns = after[0] - before[0], after[1] - before[1]
     timed = [r for r in requests if r.token_received_ns]
     gaps = [(b - a) / 1e6 for r in timed for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
     return {"ttft_p50": median((r.token_received_ns[0] - r.sent_ns) / 1e6 for r in timed),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, TypeGuard
 
 from tokenbench.aggregator.schema import CpuWait, LoopLag
 from tokenbench.shared.conformance import is_finite_number
@@ -26,7 +26,7 @@ def summarize_loop_lag(histograms: dict[str, Any]) -> LoopLag | None:
     max_ms = 0.0
     for worker, histogram in sorted(histograms.items()):
         read = _histogram_of(histogram)
-        if read is None or read[1] != (bin_ms or read[1]):
+        if read is None or (bin_ms is not None and read[1] != bin_ms):
             continue
         counts, bin_ms, worker_max_ms = read
         per_worker[worker] = _percentile(counts, 99, bin_ms)
@@ -52,7 +52,7 @@ def _histogram_of(histogram: Any) -> tuple[Counter[int], float, float] | None:
     bin_ms, counts, max_ms = histogram.get("bin_ms"), histogram.get("counts"), histogram.get("max_ms")
     if not is_finite_number(bin_ms) or bin_ms <= 0:
         return None
-    if not isinstance(counts, dict) or not is_finite_number(max_ms) or max_ms < 0:
+    if not isinstance(counts, dict) or not _is_non_negative_number(max_ms):
         return None
     read: Counter[int] = Counter()
     for key, count in counts.items():
@@ -102,8 +102,12 @@ def _cpu_wait_of(histogram: dict[str, Any]) -> tuple[float, int, float] | None:
     if not isinstance(cpu, dict):
         return None
     figures: list[float] = [value for key in ("wait_ms", "turns", "in_flight_ms")
-                            if is_finite_number(value := cpu.get(key)) and value >= 0]
+                            if _is_non_negative_number(value := cpu.get(key))]
     if len(figures) != 3:
         return None
     wait_ms, turns, in_flight_ms = figures
     return wait_ms, int(turns), in_flight_ms
+
+
+def _is_non_negative_number(value: Any) -> TypeGuard[int | float]:
+    return is_finite_number(value) and value >= 0

@@ -59,17 +59,17 @@ class LoopLagMonitor:
     async def run(self) -> None:
         """Sample until cancelled; run on the loop's own thread (its schedstat is the one read)."""
         loop = asyncio.get_running_loop()
-        schedstat = _open_schedstat()
+        schedstat = open_schedstat()
         try:
-            last = _read_schedstat(schedstat, time.monotonic_ns())
+            last, last_ns = read_schedstat(schedstat), time.monotonic_ns()
             while True:
                 due = loop.time() + SAMPLE_INTERVAL_S
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
                 self.add_sample(max((loop.time() - due) * 1000, 0.0))
-                now = _read_schedstat(schedstat, time.monotonic_ns())
+                now, now_ns = read_schedstat(schedstat), time.monotonic_ns()
                 if now is not None and last is not None:
-                    self.add_cpu_wait(now[0] - last[0], now[1] - last[1], now[2] - last[2])
-                last = now
+                    self.add_cpu_wait(now[0] - last[0], now[1] - last[1], now_ns - last_ns)
+                last, last_ns = now, now_ns
         finally:
             if schedstat is not None:
                 os.close(schedstat)
@@ -108,20 +108,21 @@ def histogram_json(counts: Counter[int], max_ms: float, cpu_wait: CpuWaitTally |
     return orjson.dumps(histogram)
 
 
-def _open_schedstat() -> int | None:
-    """This thread's schedstat, kept open (re-read with pread); None where the kernel has none."""
+def open_schedstat() -> int | None:
+    """The calling thread's schedstat, kept open (re-read with pread); None where the kernel has none."""
     try:
         return os.open(SCHEDSTAT, os.O_RDONLY)
     except OSError:
         return None
 
 
-def _read_schedstat(fd: int | None, now_ns: int) -> tuple[int, int, int] | None:
-    """(ns waited for a CPU, turns on a CPU, ``now_ns``), or None without a schedstat."""
+def read_schedstat(fd: int | None) -> tuple[int, int] | None:
+    """(ns the thread has waited for a CPU while runnable, its turns on a CPU) so far, or None
+    without a schedstat."""
     if fd is None:
         return None
     try:
         _on_cpu, waiting, turns = os.pread(fd, 128, 0).split()[:3]
-        return int(waiting), int(turns), now_ns
+        return int(waiting), int(turns)
     except (OSError, ValueError):  # a kernel whose schedstat reads otherwise: no figure, not a stopped monitor
         return None
