@@ -4,7 +4,9 @@ only tokenbench's jobs, cancelled runs, job timeouts, and RQ's registries kept a
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import aiohttp
 import pytest
 import redis
 from rq import Queue
@@ -18,6 +20,7 @@ from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.record_store import read_loop_lag
 from tokenbench.shared.records import parse_stored_records
 from tokenbench.shared.redis_conn import connect, connect_async
+from tokenbench.worker.send_turns import SENDS_PER_TURN
 from tokenbench.worker.stream_worker import StreamWorker
 
 QUEUE = "test-streams"
@@ -61,6 +64,47 @@ def test_one_process_runs_its_streams_at_once_and_rq_sees_clean_registries(redis
     assert list(lag) == [records[0].worker] and sum(lag[records[0].worker]["counts"].values()) > 0
     cpu_wait = lag[records[0].worker]["cpu_wait"]  # the loop thread's schedstat, while requests were in flight
     assert cpu_wait["in_flight_ms"] > 0 and cpu_wait["turns"] > 0 and cpu_wait["wait_ms"] >= 0
+
+
+def test_each_request_goes_out_before_the_next_one_is_prepared(redis_url, mock_server, monkeypatch):
+    """After the warm-up every stream sends at once, and then each batch of jobs does; before Python
+    3.12 aiohttp writes a body from a task of its own. Unless the requests take turns, the first
+    one's body waits for all the others to be prepared, inside its measured TTFT (send_turns): at
+    most SENDS_PER_TURN are prepared before they go out."""
+    import tokenbench.worker.stream_worker as stream_worker
+
+    order: list[tuple[str, int]] = []  # ("prepared" | "sent", request number) as aiohttp reports them
+    trace = aiohttp.TraceConfig()
+
+    async def prepared(_session, context, _params) -> None:
+        context.number = sum(what == "prepared" for what, _ in order)
+        order.append(("prepared", context.number))
+
+    async def sent(_session, context, _params) -> None:
+        order.append(("sent", context.number))
+
+    trace.on_request_start.append(prepared)
+    trace.on_request_chunk_sent.append(sent)
+    monkeypatch.setattr(stream_worker, "new_session", lambda _ssl: aiohttp.ClientSession(trace_configs=[trace]))
+    connection = redis.Redis.from_url(redis_url)
+    ep = Endpoint(mode="openai", base_url="", model="m", max_tokens=8)
+    with mock_server(ttft_ms=100, itl_ms=1) as url:
+        run_id = enqueue_run(connection, replace(ep, base_url=url + "/v1"), select_prompts(24, BUILTIN_PROMPTS),
+                             queue_name=QUEUE, warmup=1).run_id
+        run_worker_until_empty(redis_url, streams=8)
+    assert len(records_of(connection, run_id)) == 24
+    # The 8 warm-up requests open the connections (a connect is a wait of its own); then the 24
+    # measured ones, over open connections: a few prepared, those sent, the next few prepared, ...
+    measured = [(what, number) for what, number in order if number >= 8]
+    unsent: set[int] = set()
+    for what, number in measured:
+        if what == "prepared":
+            assert len(unsent) < SENDS_PER_TURN, \
+                f"request {number} was prepared while {sorted(unsent)} waited to go out: {measured}"
+            unsent.add(number)
+        else:
+            unsent.discard(number)
+    assert not unsent and sum(what == "prepared" for what, _ in measured) == 24
 
 
 @pytest.mark.parametrize("function, args", [

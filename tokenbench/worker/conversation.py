@@ -68,7 +68,8 @@ class Conversation:
                 return  # the run was cancelled: nothing more is sent
             self.current, self.turn = next_spec, self.turn + 1
             record = await measure_request(self._process.session, next_spec, self._process.api_key_for(spec),
-                                           self._header_waits, answer, RecordContext(self._stream, turn=self.turn))
+                                           self._header_waits, answer, RecordContext(self._stream, turn=self.turn),
+                                           self._process.send_turns)
 
     def unsent(self, reason: str) -> list[RequestRecord]:
         """The records of the turns after the current one, none of them sent."""

@@ -22,6 +22,7 @@ from tokenbench.shared.presets import PRESETS, api_key_from_env
 from tokenbench.shared.records import NO_CONTEXT, JobSpec, RecordContext, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.measure import Answer, HeaderWaits, measure_request, worker_name
+from tokenbench.worker.send_turns import SendTurns
 
 # The clock offset is measured again when it is older than this, so drift over a long run stays small.
 CLOCK_RESYNC_INTERVAL_S = 60.0
@@ -65,6 +66,7 @@ class WorkerProcess:
         self.connection = connection
         self.session = session
         self.streams = streams
+        self.send_turns = SendTurns()  # the process's requests go out one per turn of its loop
         self.secret = secret
         self.key_hosts = key_hosts
         self._hosts_warned: set[str] = set()
@@ -116,7 +118,8 @@ class WorkerProcess:
         records: list[RequestRecord] = []
         for _ in range(spec.warmup):
             records += await asyncio.gather(*(measure_request(self.session, spec, api_key,
-                                                              context=RecordContext(warmup=True))
+                                                              context=RecordContext(warmup=True),
+                                                              turns=self.send_turns)
                                               for _ in range(self.streams)))
         return records
 
@@ -172,4 +175,5 @@ async def run_job(process: WorkerProcess, spec: JobSpec, header_waits: HeaderWai
         if remaining > 0:
             await asyncio.sleep(remaining)
     return await measure_request(process.session, spec, api_key, header_waits, answer,
-                                 context if send_at is None else replace(context, scheduled_at=send_at))
+                                 context if send_at is None else replace(context, scheduled_at=send_at),
+                                 process.send_turns)

@@ -32,6 +32,7 @@ from tokenbench.shared.records import (
 )
 from tokenbench.worker import clock
 from tokenbench.worker.dialects import DIALECTS
+from tokenbench.worker.send_turns import SendTurns
 from tokenbench.worker.sse import SSEParser
 from tokenbench.worker.stream_failure import StreamFailure
 from tokenbench.worker.stream_reader import StreamReader, TokenChunk, error_message
@@ -96,10 +97,10 @@ class Answer:
 
 async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key: str | None,
                           header_waits: HeaderWaits | None = None, answer: Answer | None = None,
-                          context: RecordContext = NO_CONTEXT) -> RequestRecord:
+                          context: RecordContext = NO_CONTEXT, turns: SendTurns | None = None) -> RequestRecord:
     """Stream the request of ``spec`` and return its record; failures become records too. With an
     ``answer``, the answer's text is put there; ``context`` is what the record carries from outside
-    the request (its stream, when it was due, ...).
+    the request (its stream, when it was due, ...); each send waits for its turn among ``turns``.
 
     A 429, or a 503 with Retry-After, is retried up to ``max_retries`` times after the wait the
     server asks for (never longer than the total timeout); the record times the last attempt and
@@ -109,6 +110,8 @@ async def measure_request(session: aiohttp.ClientSession, spec: JobSpec, api_key
     retries: list[dict[str, Any]] = []
     first_sent_ns: int | None = None
     while True:
+        if turns is not None:
+            await turns.take()
         attempt = await _attempt(session, spec, endpoint, api_key, header_waits)
         if first_sent_ns is None:
             first_sent_ns = attempt.sent_ns
