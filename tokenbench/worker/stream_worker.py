@@ -54,6 +54,7 @@ from tokenbench.worker.conversation import Conversation
 from tokenbench.worker.job import PRESET_HOSTS, RunEnded, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.measure import HeaderWaits
+from tokenbench.worker.one_script import execute_as_one_script
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,8 @@ class StreamWorker(BaseWorker):
         process = self._process
         starting: list[StartedJob] = []
         new_runs: set[str] = set()  # runs whose first job in this process is in this batch
-        # Not a MULTI transaction: each of its commands would then be answered twice (QUEUED, then the
-        # reply), and nothing here needs isolation (a cancel that lands meanwhile lets the request run).
+        # The commands are gathered on a pipeline (RQ's methods queue theirs there) and sent as one
+        # script, a fraction of redis-py's cost per command (one_script.py).
         async with self._aredis.pipeline(transaction=False) as pipe:
             for taken_job in taken:
                 job = Job(taken_job.job_id, connection=self.connection, serializer=JSONSerializer)
@@ -315,7 +316,7 @@ class StreamWorker(BaseWorker):
                 if first_of_run:
                     queue_register_worker(pipe, spec.run_id, process.name, process.environment, spec.ttl_s)
                 starting.append(StartedJob(job, taken_job.queue, spec, execution, first_of_run, cancelled_reply))
-            replies = await pipe.execute() if len(pipe) else []
+            replies = await execute_as_one_script(self._aredis, pipe)
         process.runs_seen |= new_runs  # only now: a batch that never reached Redis registered nothing
         started = [one for one in starting if not replies[one.cancelled_reply]]
         cancelled = [one for one in starting if replies[one.cancelled_reply]]
