@@ -12,9 +12,17 @@ requests, 4 back to back per stream, after one warm-up request per stream. For e
   before the last end, so that ramp-up and tail are left out;
 - CPU seconds of the client's whole process tree (the worker pool, `run` itself; not the mock nor
   Redis), and the peak of the sum of its processes' USS;
-- TTFT p50 error (measured minus 200 ms) and ITL p99.
+- TTFT p50 error (measured minus 200 ms) and ITL p99;
+- how long the mock waited for a CPU while the client ran (its threads' run-queue time, from
+  /proc/PID/task/*/schedstat): the client's processes share the cores with the mock, and a mock
+  that waits answers late, whichever client is measured.
 
-    python benchmarks/scale.py [--levels 8,128,256,512,1024] [--mock-processes 1]
+With ``--stamp-send-time`` the mock writes into every chunk when it sent it, and the TTFT error is
+split in two: the first chunk's receive lag (the client's own delay: kernel, scheduling, parsing)
+and the rest, which happened before the mock sent the chunk (the request's way out of the client,
+the mock's lateness in taking it up).
+
+    python benchmarks/scale.py [--levels 8,128,256,512,1024] [--mock-processes 1] [--stamp-send-time]
 
 then the targets of the scale issue, each met or not. It takes about a minute a level.
 """
@@ -31,6 +39,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -46,8 +56,8 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def tree_uss_bytes(root: int) -> int:
-    """Sum of USS (private memory) of ``root`` and its descendants."""
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -56,10 +66,30 @@ def tree_uss_bytes(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    pids, todo = [], [root]
     while todo:
         pid = todo.pop()
+        pids.append(pid)
         todo += children.get(pid, [])
+    return pids
+
+
+def tree_cpu_wait_s(root: int) -> float:
+    """Seconds the threads of ``root`` and its descendants have waited for a CPU while runnable."""
+    total_ns = 0
+    for pid in tree_pids(root):
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total_ns += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total_ns / 1e9
+
+
+def tree_uss_bytes(root: int) -> int:
+    """Sum of USS (private memory) of ``root`` and its descendants."""
+    total = 0
+    for pid in tree_pids(root):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith(("Private_Clean:", "Private_Dirty:")):
@@ -88,8 +118,10 @@ def percentile_of(values: list[float], q: float) -> float | None:
 
 
 def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms: list[float], tokens: int,
-            concurrency: int) -> dict[str, float | None]:
-    """The figures of one client at one level, from its requests' (send, end) in seconds."""
+            concurrency: int, first_lags_ms: list[float] | None = None) -> dict[str, float | None]:
+    """The figures of one client at one level, from its requests' (send, end) in seconds; with the
+    mock's send stamps, each request's first-chunk receive lag (in the order of ``ttfts_ms``)."""
+    stamped = first_lags_ms is not None and len(first_lags_ms) == len(ttfts_ms) > 0
     start, end = min(s for s, _ in intervals), max(e for _, e in intervals)
     truth = concurrency * TOKENS / REQUEST_S
     window = (start + REQUEST_S, end - REQUEST_S)
@@ -102,6 +134,9 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
         "itl_p50_ms": percentile_of(itls_ms, 50),
         "itl_p99_ms": percentile_of(itls_ms, 99),
         "duration_s": end - start,
+        "first_chunk_lag_p50_ms": percentile_of(first_lags_ms, 50) if stamped and first_lags_ms else None,
+        "ttft_p50_error_at_send_ms": percentile_of([t - lag for t, lag in zip(ttfts_ms, first_lags_ms)], 50) - TTFT_MS
+        if stamped and first_lags_ms else None,
     }
 
 
@@ -112,9 +147,10 @@ def bare_client_main(url: str, concurrency: int) -> None:
     requests = asyncio.run(bare_requests(url, concurrency, ROUNDS, TOKENS))
     intervals = [(r.sent_ns / 1e9, r.ended_ns / 1e9) for r in requests]
     ttfts = [(r.token_received_ns[0] - r.sent_ns) / 1e6 for r in requests if r.token_received_ns]
+    first_lags = [(r.token_received_ns[0] - r.token_sent_ns[0]) / 1e6 for r in requests if r.token_sent_ns]
     itls = [(b - a) / 1e6 for r in requests for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
     tokens = sum(len(r.token_received_ns) for r in requests)
-    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency)))
+    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency, first_lags)))
 
 
 def measure(command: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
@@ -146,18 +182,26 @@ def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path) ->
     ok = [r for r in report["results"] if r["success"]]
     intervals = [(r["started_at"], r["started_at"] + r["elapsed_ms"] / 1000) for r in ok]
     ttfts = [r["ttft_ms"] for r in ok]
+    first_lags = [r["chunk_lag_ms"][0] for r in ok if r.get("chunk_lag_ms")]
     itls = [b - a for r in ok for a, b in zip(r["chunk_offsets_ms"], r["chunk_offsets_ms"][1:])]
-    return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency) | {
+    return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency, first_lags) | {
         "cpu_s": cpu, "uss_mib": uss / 2**20, "failed": report["failed_runs"],
         "loop_lag_p99_ms": (report.get("event_loop_lag_ms") or {}).get("p99"),
         "processes": len(report["workers"]),
     }
 
 
-def start_mock(processes: int) -> tuple[list[subprocess.Popen], str]:
+def with_mock_wait(mock_pid: int, run: Callable[[], dict]) -> dict:
+    """``run()``'s figures, with how long the mock waited for a CPU meanwhile."""
+    before = tree_cpu_wait_s(mock_pid)
+    return run() | {"mock_cpu_wait_s": tree_cpu_wait_s(mock_pid) - before}
+
+
+def start_mock(processes: int, stamp_send_time: bool) -> tuple[list[subprocess.Popen], str]:
     first = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", "--ttft-ms",
                               str(TTFT_MS), "--itl-ms", str(ITL_MS), "--output-tokens", str(TOKENS),
-                              *(["--processes", str(processes)] if processes > 1 else [])],
+                              *(["--processes", str(processes)] if processes > 1 else []),
+                              *(["--stamp-send-time"] if stamp_send_time else [])],
                              stdout=subprocess.PIPE, text=True)
     url = first.stdout.readline().split("listening on ")[1].strip()
     return [first], url
@@ -170,22 +214,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="8,128,256,512,1024")
     parser.add_argument("--mock-processes", type=int, default=1)
+    parser.add_argument("--stamp-send-time", action="store_true",
+                        help="the mock stamps its chunks: split the TTFT error at the mock's send")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="tokenbench-scale-"))
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", "0", "--unixsocket",
                               str(workdir / "redis.sock"), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL)
-    mocks, url = start_mock(args.mock_processes)
+    mocks, url = start_mock(args.mock_processes, args.stamp_send_time)
     redis_url = f"unix://{workdir / 'redis.sock'}"
     time.sleep(0.5)
     rows = []
     try:
         for level in levels:
             print(f"concurrency {level}: bare client ...", file=sys.stderr, flush=True)
-            bare = run_bare(url + "/v1/chat/completions", level)
+            bare = with_mock_wait(mocks[0].pid, partial(run_bare, url + "/v1/chat/completions", level))
             print(f"concurrency {level}: tokenbench ...", file=sys.stderr, flush=True)
-            ours = run_tokenbench(url + "/v1", redis_url, level, workdir)
+            ours = with_mock_wait(mocks[0].pid, partial(run_tokenbench, url + "/v1", redis_url, level, workdir))
             rows.append((level, bare, ours))
             print_rows(rows)
     finally:
@@ -201,13 +247,15 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 def print_rows(rows: list[tuple[int, dict, dict]]) -> None:
     print("\n|    C | client | delivered/truth | mean conc. (middle)/C | CPU s | USS MiB | TTFT p50 err ms "
-          "| ITL p99 ms | loop lag p99 ms |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| of it at the mock's send | 1st chunk lag p50 ms | ITL p99 ms | loop lag p99 ms | mock CPU wait s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for level, bare, ours in rows:
         for name, entry in (("bare aiohttp", bare), (f"tokenbench ({ours['processes']} proc.)", ours)):
             print(f"| {level} | {name} | {_f(entry['delivered_share'])} | {_f(entry['middle_concurrency_share'])} "
                   f"| {_f(entry['cpu_s'], 1)} | {_f(entry['uss_mib'], 0)} | {_f(entry['ttft_p50_error_ms'])} "
-                  f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} |")
+                  f"| {_f(entry['ttft_p50_error_at_send_ms'])} | {_f(entry['first_chunk_lag_p50_ms'])} "
+                  f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} "
+                  f"| {_f(entry['mock_cpu_wait_s'])} |")
     sys.stdout.flush()
 
 
