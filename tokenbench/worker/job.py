@@ -66,7 +66,7 @@ class WorkerProcess:
         self.connection = connection
         self.session = session
         self.streams = streams
-        self.send_turns = SendTurns()  # the process's requests go out one per turn of its loop
+        self.send_turns = SendTurns()  # many requests due at once go out two per turn of the loop
         self.secret = secret
         self.key_hosts = key_hosts
         self._hosts_warned: set[str] = set()

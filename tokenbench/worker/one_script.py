@@ -4,7 +4,8 @@ redis-py spends ~10 us of Python on each command of a pipeline (packing it, read
 under a timeout of its own). Starting a job is a dozen commands (RQ's execution, registries and job
 status, the run's in-flight mark), which made it the costliest step of a job in the worker:
 ~340 us of CPU per job, two thirds of it in redis-py. The same commands run inside one script
-(atomically, where the pipeline only batched them), packed as the words of a single command.
+(atomically, where the pipeline only batched them), packed as the words of a single command:
+~270 us per job (2,048 jobs in batches of 32, against a real Redis).
 """
 
 from __future__ import annotations
