@@ -58,6 +58,10 @@ def test_a_run_far_below_its_workers_says_so():
     thinking = build_report(replace(meta(4, concurrency=4), workload={"conversations": {"turn_delay_s": 1.0}}),
                             sequential)
     assert "only 1.0 of 4" not in format_summary(thinking)
+    # A ShareGPT sample's workload counts the file's conversations: a number, not a multi-turn summary.
+    sharegpt = build_report(replace(meta(4, concurrency=4),
+                                    workload={"source": "sharegpt", "conversations": 120, "usable": 80}), sequential)
+    assert "only 1.0 of 4 requests were in flight on average" in format_summary(sharegpt)
 
 
 def test_categories_count_successes_and_ttft():

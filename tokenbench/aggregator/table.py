@@ -30,8 +30,10 @@ def _shortfall_lines(report: Report) -> list[str]:
         return _schedule_lines(report)
     if achieved is None or not workers or achieved >= SHORTFALL_SHARE * workers or not report["successful_runs"]:
         return []  # (with no success, the errors below say what held the requests up)
-    conversations = (report.get("workload") or {}).get("conversations") or {}
-    if conversations.get("turn_delay_s") or (report.get("ramp_up_s") or 0) > (report.get("measure_after_s") or 0):
+    # A multi-turn workload's summary; a ShareGPT sample's "conversations" is the file's count of them.
+    conversations = (report.get("workload") or {}).get("conversations")
+    thinks = isinstance(conversations, dict) and bool(conversations.get("turn_delay_s"))
+    if thinks or (report.get("ramp_up_s") or 0) > (report.get("measure_after_s") or 0):
         return []  # think time between turns, or a ramp-up still in the figures, lowers it by design
     return [f"  warning      only {achieved:.1f} of {workers} requests were in flight on average:",
             "               the workers, not the server, may be the limit"]
