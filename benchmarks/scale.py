@@ -121,7 +121,7 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
             concurrency: int, first_lags_ms: list[float] | None = None) -> dict[str, float | None]:
     """The figures of one client at one level, from its requests' (send, end) in seconds; with the
     mock's send stamps, each request's first-chunk receive lag (in the order of ``ttfts_ms``)."""
-    stamped = first_lags_ms is not None and len(first_lags_ms) == len(ttfts_ms) > 0
+    lags = first_lags_ms if first_lags_ms and len(first_lags_ms) == len(ttfts_ms) else None  # every one stamped
     start, end = min(s for s, _ in intervals), max(e for _, e in intervals)
     truth = concurrency * TOKENS / REQUEST_S
     window = (start + REQUEST_S, end - REQUEST_S)
@@ -134,9 +134,9 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
         "itl_p50_ms": percentile_of(itls_ms, 50),
         "itl_p99_ms": percentile_of(itls_ms, 99),
         "duration_s": end - start,
-        "first_chunk_lag_p50_ms": percentile_of(first_lags_ms, 50) if stamped and first_lags_ms else None,
-        "ttft_p50_error_at_send_ms": percentile_of([t - lag for t, lag in zip(ttfts_ms, first_lags_ms)], 50) - TTFT_MS
-        if stamped and first_lags_ms else None,
+        "first_chunk_lag_p50_ms": percentile_of(lags, 50) if lags else None,
+        "ttft_p50_error_at_send_ms": percentile_of([t - lag for t, lag in zip(ttfts_ms, lags)], 50) - TTFT_MS
+        if lags else None,
     }
 
 

@@ -4,7 +4,6 @@ only tokenbench's jobs, cancelled runs, job timeouts, and RQ's registries kept a
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -33,9 +32,10 @@ def run_worker_until_empty(redis_url: str, streams: int) -> StreamWorker:
     return worker
 
 
-def enqueue(connection: redis.Redis, base_url: str, prompts: int, **endpoint) -> str:
+def enqueue(connection: redis.Redis, base_url: str, prompts: int, warmup: int = 0, **endpoint) -> str:
     ep = Endpoint(mode="openai", base_url=base_url + "/v1", model="m", max_tokens=8, **endpoint)
-    return enqueue_run(connection, ep, select_prompts(prompts, BUILTIN_PROMPTS), queue_name=QUEUE).run_id
+    return enqueue_run(connection, ep, select_prompts(prompts, BUILTIN_PROMPTS), queue_name=QUEUE,
+                       warmup=warmup).run_id
 
 
 def records_of(connection: redis.Redis, run_id: str):
@@ -87,10 +87,8 @@ def test_each_request_goes_out_before_the_next_one_is_prepared(redis_url, mock_s
     trace.on_request_chunk_sent.append(sent)
     monkeypatch.setattr(stream_worker, "new_session", lambda _ssl: aiohttp.ClientSession(trace_configs=[trace]))
     connection = redis.Redis.from_url(redis_url)
-    ep = Endpoint(mode="openai", base_url="", model="m", max_tokens=8)
     with mock_server(ttft_ms=100, itl_ms=1) as url:
-        run_id = enqueue_run(connection, replace(ep, base_url=url + "/v1"), select_prompts(24, BUILTIN_PROMPTS),
-                             queue_name=QUEUE, warmup=1).run_id
+        run_id = enqueue(connection, url, 24, warmup=1)
         run_worker_until_empty(redis_url, streams=8)
     assert len(records_of(connection, run_id)) == 24
     # The 8 warm-up requests open the connections (a connect is a wait of its own); then the 24
