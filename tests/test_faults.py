@@ -204,6 +204,10 @@ def test_a_long_redis_outage_turns_no_finished_measurement_into_a_failure(tmp_pa
              "--output", str(out)], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         connection = redis.Redis(port=port)
         stack.callback(connection.close)
+        # The report's first contact must come before the outage (a Redis it never reached is an error
+        # at once): the requests start once it is connected.
+        wait_for(lambda: any(client["name"] == "tokenbench:report" for client in connection.client_list()),
+                 "the report is connected")
 
         def cut_redis_while_four_requests_run() -> None:
             wait_in_flight(connection, run_id, 4)

@@ -17,7 +17,7 @@ from tokenbench.producer.prompts import select_prompts
 from tokenbench.producer.time_bounds import TimeBounds
 from tokenbench.shared import keys
 from tokenbench.shared.endpoint import resolve_endpoint
-from tokenbench.shared.record_store import InFlight, queue_mark_in_flight, read_in_flight
+from tokenbench.shared.record_store import InFlight, mark_in_flight, read_in_flight
 from tokenbench.shared.records import RequestRecord
 
 
@@ -30,7 +30,7 @@ class Clock:
 
 
 def _in_flight(connection: redis.Redis, run_id: str, index: int, worker: str) -> None:
-    queue_mark_in_flight(connection, run_id, InFlight(index, worker, 0, keys.job_id(run_id, index)))
+    mark_in_flight(connection, run_id, InFlight(index, worker, 0, keys.job_id(run_id, index)))
 
 
 def _record(connection: redis.Redis, run_id: str, index: int) -> RequestRecord | None:

@@ -4,6 +4,7 @@ only tokenbench's jobs, cancelled runs, job timeouts, and RQ's registries kept a
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import aiohttp
 import pytest
@@ -25,9 +26,9 @@ from tokenbench.worker.stream_worker import StreamWorker
 QUEUE = "test-streams"
 
 
-def run_worker_until_empty(redis_url: str, streams: int) -> StreamWorker:
+def run_worker_until_empty(redis_url: str, streams: int, **options) -> StreamWorker:
     worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"),
-                          async_connection=connect_async(redis_url, "test"), streams=streams)
+                          async_connection=connect_async(redis_url, "test"), streams=streams, **options)
     worker.work(burst=True, logging_level="WARNING")
     return worker
 
@@ -145,6 +146,34 @@ def test_rqs_job_timeout_ends_the_request_with_a_record_saying_so(redis_url, moc
     [record] = records_of(connection, run_id)
     assert (record.success, record.error_type) == (False, "job_timeout")
     assert FailedJobRegistry(QUEUE, connection=connection).count == 1
+
+
+def test_a_long_request_is_kept_alive_in_rqs_started_registry(redis_url, mock_server):
+    """RQ takes a started job whose execution outlives its heartbeat TTL for abandoned (``rq info``
+    then moves it to the FailedJobRegistry, mid-request): the worker beats for its running jobs every
+    job monitoring interval, as RQ's own worker does (here 1 s instead of 30)."""
+    connection = redis.Redis.from_url(redis_url)
+    scores: list[float] = []  # the job's score in RQ's StartedJobRegistry, while it runs
+    watching = threading.Event()
+
+    def watch() -> None:
+        watcher = redis.Redis.from_url(redis_url)
+        while not watching.wait(0.1):
+            scores.extend(score for _, score in watcher.zrange(f"rq:wip:{QUEUE}", 0, -1, withscores=True))
+
+    with mock_server(ttft_ms=2500, itl_ms=1) as url:
+        run_id = enqueue(connection, url, 1)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            run_worker_until_empty(redis_url, streams=1, job_monitoring_interval=1)
+        finally:
+            watching.set()
+            watcher.join()
+    [record] = records_of(connection, run_id)
+    assert record.success
+    assert scores and max(scores) > scores[0]
+    assert FailedJobRegistry(QUEUE, connection=connection).count == 0
 
 
 def test_the_worker_writes_no_record_twice_when_its_batch_is_retried(redis_url):

@@ -16,7 +16,7 @@ def cancel_run(connection: redis.Redis, meta: RunMeta) -> int:
     """Mark the run cancelled and remove its jobs still waiting on its queue; return how many were removed.
 
     The mark comes first: a worker that dequeues one of the run's jobs after it skips the job
-    (record_store.queue_mark_in_flight). Requests already in flight finish and keep their records.
+    (record_store.mark_in_flight). Requests already in flight finish and keep their records.
     """
     connection.set(keys.run_cancelled(meta.run_id), time.time(), ex=meta.ttl_s)
     return int(drop_queued_jobs(connection, Queue(meta.queue, connection=connection).key, meta.run_id))

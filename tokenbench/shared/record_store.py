@@ -37,14 +37,28 @@ class InFlight:
         return cls(index=int(index), worker=data["worker"], attempt=data["attempt"], job_id=data["job_id"])
 
 
-def queue_mark_in_flight(pipe: Any, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> None:
-    """Queue on ``pipe`` (sync or asyncio) the note that ``entry``'s request is starting.
+# Notes a request in flight unless its run was cancelled (then nothing is left to undo): 1 when noted.
+# A Lua function, so that the worker's script that starts a batch of jobs runs the same lines.
+MARK_IN_FLIGHT_LUA = """
+local function mark_in_flight(cancelled, in_flight, index, mark, ttl)
+  if redis.call('EXISTS', cancelled) == 1 then return 0 end
+  redis.call('HSET', in_flight, index, mark)
+  redis.call('EXPIRE', in_flight, ttl)
+  return 1
+end
+"""
+_MARK_IN_FLIGHT_SCRIPT = MARK_IN_FLIGHT_LUA + "return mark_in_flight(unpack(ARGV))\n"
 
-    Its first reply says whether the run was cancelled; then the caller undoes the note with
-    ``clear_in_flight``."""
-    pipe.exists(keys.run_cancelled(run_id))
-    pipe.hset(keys.run_in_flight(run_id), str(entry.index), entry.to_json())
-    pipe.expire(keys.run_in_flight(run_id), ttl_s)
+
+def in_flight_words(run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> list[str | bytes | int]:
+    """mark_in_flight's arguments for ``entry``'s request."""
+    return [keys.run_cancelled(run_id), keys.run_in_flight(run_id), str(entry.index), entry.to_json(), ttl_s]
+
+
+def mark_in_flight(client: Any, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> Any:
+    """Note that ``entry``'s request is starting, unless the run was cancelled; the reply (awaited on an
+    asyncio client) is 1 when noted, 0 when the run was cancelled."""
+    return client.eval(_MARK_IN_FLIGHT_SCRIPT, 0, *in_flight_words(run_id, entry, ttl_s))
 
 
 def clear_in_flight(pipe: Any, run_id: str, index: int) -> Any:
@@ -57,29 +71,37 @@ def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:
 
 
 # HSETNX and the counters in one step, so that a record is stored once and counted once whoever
-# writes it (a worker, or the aggregator settling a lost request), in one round trip.
-_SAVE_RECORD_SCRIPT = """
-local stored = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[1])
-if stored == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'done', 1)
-  redis.call('HINCRBY', KEYS[2], 'failed', ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+# writes it (a worker, or the aggregator settling a lost request), in one round trip. A Lua function,
+# so that the worker's script that ends a batch of jobs runs the same lines.
+SAVE_RECORD_LUA = """
+local function save_record(records, progress, in_flight, index, record, ttl, failed, tokens)
+  local stored = redis.call('HSETNX', records, index, record)
+  redis.call('HDEL', in_flight, index)
+  if stored == 1 then
+    redis.call('EXPIRE', records, ttl)
+    redis.call('HINCRBY', progress, 'done', 1)
+    redis.call('HINCRBY', progress, 'failed', failed)
+    redis.call('HINCRBY', progress, 'output_tokens', tokens)
+    redis.call('EXPIRE', progress, ttl)
+  end
+  return stored
 end
-return stored
 """
+_SAVE_RECORD_SCRIPT = SAVE_RECORD_LUA + "return save_record(unpack(ARGV))\n"
+
+
+def save_record_words(record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> list[str | bytes | int]:
+    """save_record's arguments for ``record``."""
+    run_id = record.run_id
+    return [keys.run_records(run_id), keys.run_progress(run_id), keys.run_in_flight(run_id), str(record.index),
+            record.to_json(), ttl_s, 0 if record.success else 1, record.output_tokens if record.success else 0]
 
 
 def queue_save_record(pipe: Any, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> Any:
     """Queue on ``pipe`` (a sync or asyncio client or pipeline): store the record under its job
     index unless one is there already, clear its in-flight mark, and move the progress counters
     if it was stored. Its reply is 1 when this call stored it."""
-    run_id = record.run_id
-    return pipe.eval(_SAVE_RECORD_SCRIPT, 3, keys.run_records(run_id), keys.run_progress(run_id),
-                     keys.run_in_flight(run_id), str(record.index), record.to_json(), ttl_s,
-                     0 if record.success else 1, record.output_tokens if record.success else 0)
+    return pipe.eval(_SAVE_RECORD_SCRIPT, 0, *save_record_words(record, ttl_s))
 
 
 def save_record(connection: redis.Redis, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> bool:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tokenbench.shared.record_store import InFlight, clear_in_flight, queue_mark_in_flight
+from tokenbench.shared.record_store import InFlight, mark_in_flight
 from tokenbench.shared.records import JobSpec, RecordContext, RequestRecord
 from tokenbench.worker import clock
 from tokenbench.worker.job import WorkerProcess, run_end, run_job
@@ -77,12 +77,7 @@ class Conversation:
                                           clock.now(), self._stream)
 
     async def _start(self, spec: JobSpec) -> bool:
-        """Mark the turn in flight; False if the run was cancelled (then the mark is not left)."""
-        connection = self._process.connection
-        async with connection.pipeline(transaction=False) as pipe:
-            queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, self._process.name, spec.attempt,
-                                                             self._job_id), spec.ttl_s)
-            cancelled, *_ = await pipe.execute()
-        if cancelled:
-            await clear_in_flight(connection, spec.run_id, spec.index)
-        return not cancelled
+        """Mark the turn in flight; False if the run was cancelled (then no mark is left)."""
+        marked = await mark_in_flight(self._process.connection, spec.run_id,
+                                      InFlight(spec.index, self._process.name, spec.attempt, self._job_id), spec.ttl_s)
+        return bool(marked)

@@ -28,7 +28,6 @@ from typing import Any, cast
 
 import redis
 from redis.asyncio import Redis
-from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
@@ -39,12 +38,11 @@ from rq.worker import BaseWorker, WorkerStatus
 from tokenbench.shared import keys
 from tokenbench.shared.record_store import (
     InFlight,
-    clear_in_flight,
     drop_queued_jobs,
-    queue_mark_in_flight,
+    in_flight_words,
     queue_register_worker,
-    queue_save_record,
     queue_save_warmup_records,
+    save_record_words,
 )
 from tokenbench.shared.records import ErrorType, JobSpec, RecordContext, RequestRecord
 from tokenbench.shared.signing import SECRET_ENV, is_signed_by
@@ -54,7 +52,7 @@ from tokenbench.worker.conversation import Conversation
 from tokenbench.worker.job import PRESET_HOSTS, RunEnded, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.measure import HeaderWaits
-from tokenbench.worker.one_script import execute_as_one_script
+from tokenbench.worker.rq_jobs import JobBook, RQJob
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +73,20 @@ _SAVE_DELAY_S = 0.005
 _STOP_TRIES, _STOP_WAIT_S = 3, 1.0  # how a stopping worker ends its background tasks (stop_tasks)
 _INTERRUPTIONS = (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)  # a job that ends so failed in RQ's terms
 # Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
-# hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip.
+# hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip. A job whose hash is
+# gone (deleted while queued) leaves the intermediate queue again at once.
 _TAKE_JOBS_SCRIPT = """
 local taken = {}
 for _ = 1, tonumber(ARGV[1]) do
   local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not id then break end
-  taken[#taken + 1] = id
-  taken[#taken + 1] = redis.call('HGETALL', ARGV[2] .. id)
+  local fields = redis.call('HGETALL', ARGV[2] .. id)
+  if #fields == 0 then
+    redis.call('LREM', KEYS[2], 1, id)
+  else
+    taken[#taken + 1] = id
+    taken[#taken + 1] = fields
+  end
 end
 return taken
 """
@@ -119,6 +123,9 @@ class StreamWorker(BaseWorker):
         self.gave_up = False  # Redis was gone for REDIS_GONE_S: the process exits 1
         self._process: WorkerProcess | None = None
         self._ended_runs: set[str] = set()  # runs whose duration is over (their queued jobs were dropped)
+        self._book = JobBook(self.name, self.key, self.queues, self.job_monitoring_interval)
+        self._running: set[RQJob] = set()  # started and not ended: RQ's heartbeat keeps them alive
+        self._next_keep_alive = 0.0
 
     def teardown(self) -> None:
         """RQ's end of a worker: its death in the worker registry, its pubsub channel closed. With
@@ -208,11 +215,11 @@ class StreamWorker(BaseWorker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._something_ended.wait(), DEQUEUE_BLOCK_S)
 
-    async def _take(self, count: int, block: bool) -> list[TakenJob]:
+    async def _take(self, count: int, block: bool) -> list[RQJob]:
         """Up to ``count`` jobs with their hashes, each moved into its queue's intermediate queue
         (RQ's way, so that a job taken by a process that dies before starting it is not forgotten),
         in one round trip per queue."""
-        taken: list[TakenJob] = []
+        taken: list[RQJob] = []
         try:
             await self._take_into(taken, count, block)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -221,12 +228,11 @@ class StreamWorker(BaseWorker):
             self._reached_redis()
         return taken
 
-    async def _take_into(self, taken: list[TakenJob], count: int, block: bool) -> None:
+    async def _take_into(self, taken: list[RQJob], count: int, block: bool) -> None:
         for queue in self.queues:
             reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key,
                                             count - len(taken), Job.redis_job_namespace_prefix)
-            taken += [TakenJob(job_id.decode(), queue, _hash(fields))
-                      for job_id, fields in zip(reply[::2], reply[1::2])]
+            taken += [RQJob(job_id.decode(), queue, _hash(fields)) for job_id, fields in zip(reply[::2], reply[1::2])]
             if len(taken) == count:
                 return
         if taken or not block:
@@ -240,8 +246,11 @@ class StreamWorker(BaseWorker):
                                                               DEQUEUE_BLOCK_S))
         if moved is not None:
             job_id = moved.decode()
-            taken.append(TakenJob(job_id, queue, cast("dict[bytes, bytes]",
-                                                      await self._aredis.hgetall(Job.key_for(job_id)))))
+            fields = cast("dict[bytes, bytes]", await self._aredis.hgetall(Job.key_for(job_id)))
+            if fields:
+                taken.append(RQJob(job_id, queue, fields))
+            else:  # deleted while queued
+                await self._aredis.lrem(queue.intermediate_queue_key, 1, job_id)
 
     async def _redis_unreachable(self, exc: Exception) -> None:
         """Wait before the next try, longer each time (0.5 s to 8 s); one log line when Redis goes away
@@ -267,7 +276,7 @@ class StreamWorker(BaseWorker):
         self._unreachable_since = None
         self._retry_pause_s = _RETRY_PAUSE_S
 
-    async def _give_back(self, taken: list[TakenJob]) -> None:
+    async def _give_back(self, taken: list[RQJob]) -> None:
         """Jobs taken as a stop came: back to the front of their queues, in order."""
         if not taken:
             return
@@ -280,54 +289,34 @@ class StreamWorker(BaseWorker):
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # they stay in the intermediate queue
             log.warning("worker %s: could not give %d job(s) back to the queue: %s", self.name, len(taken), exc)
 
-    async def _start(self, taken: list[TakenJob]) -> list[StartedJob]:
-        """One round trip for all the jobs taken: each one's in-flight mark in its run (unless the
-        run was cancelled) and RQ's started state. Jobs that are not ours are refused."""
+    async def _start(self, taken: list[RQJob]) -> list[StartedJob]:
+        """One round trip for all the jobs taken: each one's in-flight mark in its run and RQ's started
+        state; a job whose run was cancelled is dropped, one that is not ours refused."""
         assert self._process is not None
         process = self._process
         starting: list[StartedJob] = []
-        new_runs: set[str] = set()  # runs whose first job in this process is in this batch
-        # The commands are gathered on a pipeline (RQ's methods queue theirs there) and sent as one
-        # script, a fraction of redis-py's cost per command (one_script.py).
-        async with self._aredis.pipeline(transaction=False) as pipe:
-            for taken_job in taken:
-                job = Job(taken_job.job_id, connection=self.connection, serializer=JSONSerializer)
-                if not taken_job.fields:  # deleted meanwhile
-                    pipe.lrem(taken_job.queue.intermediate_queue_key, 1, taken_job.job_id)
-                    continue
-                job.restore(taken_job.fields)
-                spec = job_spec_or_refusal(job, self._secret)
-                if isinstance(spec, str):
-                    log.warning("worker %s: refused job %s: %s", self.name, job.id, spec)
-                    self._background(asyncio.to_thread(self._fail_in_rq, job, taken_job.queue, None,
-                                                       f"refused by tokenbench worker: {spec}"))
-                    continue
-                first_of_run = spec.run_id not in process.runs_seen and spec.run_id not in new_runs
-                new_runs.add(spec.run_id)
-                cancelled_reply = len(pipe)  # queue_mark_in_flight's first reply: was the run cancelled?
-                queue_mark_in_flight(pipe, spec.run_id, InFlight(spec.index, process.name, spec.attempt, job.id),
-                                     spec.ttl_s)
-                # RQ's methods only queue their commands on the pipeline they are given: an asyncio
-                # pipeline takes them as a sync one does (hence the ignores here and in _save_batch).
-                execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe,  # type: ignore[arg-type]
-                                             worker_name=self.name)
-                job.prepare_for_execution(self.name, pipeline=pipe)  # type: ignore[arg-type]
-                pipe.lrem(taken_job.queue.intermediate_queue_key, 1, job.id)
-                if first_of_run:
-                    queue_register_worker(pipe, spec.run_id, process.name, process.environment, spec.ttl_s)
-                starting.append(StartedJob(job, taken_job.queue, spec, execution, first_of_run, cancelled_reply))
-            replies = await execute_as_one_script(self._aredis, pipe)
-        process.runs_seen |= new_runs  # only now: a batch that never reached Redis registered nothing
-        started = [one for one in starting if not replies[one.cancelled_reply]]
-        cancelled = [one for one in starting if replies[one.cancelled_reply]]
-        if cancelled:  # the run was cancelled while these waited on the queue: nothing is sent
+        new_runs: dict[str, int] = {}  # runs whose first job in this process is in this batch: their TTLs
+        for job in taken:
+            spec = job_spec_or_refusal(job, self._secret)
+            if isinstance(spec, str):
+                log.warning("worker %s: refused job %s: %s", self.name, job.job_id, spec)
+                self._background(asyncio.to_thread(self._fail_in_rq, job, f"refused by tokenbench worker: {spec}"))
+                continue
+            first_of_run = spec.run_id not in process.runs_seen and spec.run_id not in new_runs
+            if first_of_run:
+                new_runs[spec.run_id] = spec.ttl_s
+            starting.append(StartedJob(job, spec, first_of_run))
+        if new_runs:
             async with self._aredis.pipeline(transaction=False) as pipe:
-                for one in cancelled:
-                    clear_in_flight(pipe, one.spec.run_id, one.spec.index)
-                    one.execution.delete(one.job, pipeline=pipe)  # type: ignore[arg-type]
-                    pipe.delete(one.job.key)
+                for run_id, ttl_s in new_runs.items():
+                    queue_register_worker(pipe, run_id, process.name, process.environment, ttl_s)
                 await pipe.execute()
-        return started
+        process.runs_seen |= new_runs.keys()  # only now: a batch that never reached Redis registered nothing
+        begun = await self._book.start(self._aredis, [
+            (one.job, in_flight_words(one.spec.run_id, InFlight(one.spec.index, process.name, one.spec.attempt,
+                                                                one.job.job_id), one.spec.ttl_s))
+            for one in starting])
+        return [one for one, started in zip(starting, begun) if started]
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -337,12 +326,14 @@ class StreamWorker(BaseWorker):
         assert self._process is not None
         job, spec = started.job, started.spec
         self._loop_lag.job_started(spec.run_id)
-        conversation = Conversation(self._process, spec, job.id, self._header_waits,
+        self._running.add(job)
+        conversation = Conversation(self._process, spec, job.job_id, self._header_waits,
                                     lambda turn: self._finished(started, turn), stream) if spec.next_turns else None
         records: list[RequestRecord] = []
         warmups: list[RequestRecord] = []
         try:
-            async with asyncio.timeout(job.timeout if job.timeout and job.timeout > 0 else None):
+            timeout = job.timeout
+            async with asyncio.timeout(timeout if timeout and timeout > 0 else None):
                 if conversation is None:
                     records = [await run_job(self._process, spec, self._header_waits, context=RecordContext(stream))]
                 else:
@@ -352,18 +343,19 @@ class StreamWorker(BaseWorker):
         except RunEnded:  # not sent: the run's duration is over, and so are its jobs still queued
             if spec.run_id not in self._ended_runs:
                 self._ended_runs.add(spec.run_id)
-                self._background(self._drop_queued_jobs(started.queue, spec.run_id))
+                self._background(self._drop_queued_jobs(job.queue, spec.run_id))
         except TimeoutError:
             records = self._interrupted(conversation, spec, stream, ErrorType.JOB_TIMEOUT,
-                                        f"RQ's job timeout ({job.timeout} s) passed")
+                                        f"RQ's job timeout ({timeout} s) passed")
         except asyncio.CancelledError:
             self._finish_job(started, self._interrupted(conversation, spec, stream, ErrorType.WORKER_STOPPED,
                                                         "the worker was stopped (cold shutdown) during the request"))
             raise
         except Exception:  # a bug: the job's record is missing, and the log says why
-            log.exception("worker %s: job %s failed", self.name, job.id)
+            log.exception("worker %s: job %s failed", self.name, job.job_id)
             return
         finally:
+            self._running.discard(job)
             self._loop_lag.job_ended(spec.run_id)
             heapq.heappush(self._free_streams, stream)
             self._something_ended.set()
@@ -421,24 +413,21 @@ class StreamWorker(BaseWorker):
     async def _save_batch(self, batch: list[Finished]) -> None:
         """One round trip for a batch of finished jobs: each record (stored once, counted once) and
         RQ's end of its job. While Redis is away the records are kept and retried for ``SAVE_RETRY_S``."""
+        entries = []
+        for finished in batch:
+            spec = finished.started.spec
+            save = None if finished.record is None else save_record_words(finished.record, spec.ttl_s)
+            entries.append(self._book.end_words(finished.started.job, save, (keys.run_in_flight(spec.run_id),
+                                                                              str(spec.index)),
+                                                finished.ends_job, finished.failed))
         deadline = self._monotonic() + SAVE_RETRY_S
         while True:
             try:
                 async with self._aredis.pipeline(transaction=False) as pipe:
                     for finished in batch:
-                        started = finished.started
-                        if finished.record is not None:
-                            queue_save_record(pipe, finished.record, started.spec.ttl_s)
-                        elif finished.ends_job:  # nothing left to save (not sent, or turns saved): no mark left
-                            clear_in_flight(pipe, started.spec.run_id, started.spec.index)
-                        if not finished.ends_job:
-                            continue
                         if finished.warmups:
-                            queue_save_warmup_records(pipe, finished.warmups, started.spec.ttl_s)
-                        started.execution.delete(started.job, pipeline=pipe)  # type: ignore[arg-type]
-                        if not finished.failed:
-                            pipe.delete(started.job.key)  # result_ttl 0: the record is the job's result
-                            self.increment_successful_job_count(pipeline=pipe)  # type: ignore[arg-type]
+                            queue_save_warmup_records(pipe, finished.warmups, finished.started.spec.ttl_s)
+                    self._book.queue_end(pipe, entries)
                     await pipe.execute()
                 break
             except (redis.ConnectionError, redis.TimeoutError):
@@ -449,9 +438,7 @@ class StreamWorker(BaseWorker):
                 await asyncio.sleep(_RETRY_PAUSE_S)
         for finished in batch:
             if finished.failed:
-                started = finished.started
-                await asyncio.to_thread(self._fail_in_rq, started.job, started.queue, started.execution,
-                                        finished.interruption or "")
+                await asyncio.to_thread(self._fail_in_rq, finished.started.job, finished.interruption or "")
 
     async def _drop_queued_jobs(self, queue: Queue, run_id: str) -> None:
         """Remove the run's jobs still on ``queue`` (and their hashes), in one step; other runs' stay."""
@@ -462,13 +449,12 @@ class StreamWorker(BaseWorker):
             return
         log.info("worker %s: run %s's duration is over: %d queued job(s) dropped", self.name, run_id, dropped)
 
-    def _fail_in_rq(self, job: Job, queue: Queue, execution: Execution | None, reason: str) -> None:
-        """RQ's failed state for the job, in its FailedJobRegistry (rare: refused or interrupted jobs)."""
+    def _fail_in_rq(self, job: RQJob, reason: str) -> None:
+        """RQ's failed state for the job, in its FailedJobRegistry (rare: refused or interrupted jobs;
+        an interrupted job's execution is gone already, with its end)."""
         with self.connection.pipeline() as pipe:
-            record_job_failure(job, reason, pipe)  # failed status, FailedJobRegistry, a failure Result
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            if execution is not None:
-                execution.delete(job, pipeline=pipe)
+            record_job_failure(job.rq_job(self.connection), reason, pipe)  # failed status, registry, Result
+            pipe.lrem(job.queue.intermediate_queue_key, 1, job.job_id)
             self.increment_failed_job_count(pipeline=pipe)
             pipe.execute()
 
@@ -476,12 +462,16 @@ class StreamWorker(BaseWorker):
 
     async def _keep_beating(self) -> None:
         """Every second: the liveness key the aggregator watches, RQ's worker heartbeat, the loop-lag
-        histograms of the runs in progress; every minute, the clock offset."""
+        histograms of the runs in progress; every job monitoring interval (RQ's, 30 s), RQ's heartbeat
+        of the jobs running; every minute, the clock offset."""
         assert self._process is not None
         while True:
             await asyncio.sleep(keys.HEARTBEAT_INTERVAL_S)
             try:
                 await self._beat()
+                if self._monotonic() >= self._next_keep_alive:
+                    self._next_keep_alive = self._monotonic() + self._book.monitoring_interval_s
+                    await self._book.keep_alive(self._aredis, list(self._running))
                 await self._save_loop_lag()
                 await self._save_header_waits()
                 await self._process.keep_clock_fresh()
@@ -541,20 +531,10 @@ class StreamWorker(BaseWorker):
 
 
 @dataclass(frozen=True)
-class TakenJob:
-    job_id: str
-    queue: Queue
-    fields: dict[bytes, bytes]  # the job's hash (empty: the job is gone)
-
-
-@dataclass(frozen=True)
 class StartedJob:
-    job: Job
-    queue: Queue
+    job: RQJob
     spec: JobSpec
-    execution: Execution
     first_of_run: bool  # this process's first job of the run: it saves the warm-up records
-    cancelled_reply: int  # where the start transaction's replies say whether its run was cancelled
 
 
 @dataclass(frozen=True)
@@ -631,16 +611,16 @@ def outcome_line(record: RequestRecord) -> str:
     return f"{record.error_type}: {terminal_safe(record.error or '')[:160]}"
 
 
-def job_spec_or_refusal(job: Job, secret: bytes | None = None) -> JobSpec | str:
+def job_spec_or_refusal(job: RQJob, secret: bytes | None = None) -> JobSpec | str:
     """The job's spec if the job is one of ours, else why it is not; read from its data without
     importing anything. With a ``secret``, a job not signed with it is not ours either."""
     try:
-        func_name, args, kwargs = job.func_name, job.args, job.kwargs
+        func_name, args, kwargs = job.call()
     except Exception as exc:  # undecodable data
         return f"its data cannot be read ({type(exc).__name__})"
     if func_name != keys.JOB_FUNCTION:
         return f"it calls {func_name!r}, not {keys.JOB_FUNCTION!r}"
-    if kwargs or len(args) != 1 or not isinstance(args[0], dict):
+    if kwargs or not isinstance(args, list) or len(args) != 1 or not isinstance(args[0], dict):
         return "its arguments are not one job spec"
     try:
         spec = JobSpec.from_dict(args[0])
