@@ -4,8 +4,10 @@ Jobs are ordinary RQ jobs: taken from the queue into RQ's intermediate queue (LM
 started in RQ's StartedJobRegistry with an execution of this worker, deleted when done (their
 result is the record the job stores) and moved to RQ's FailedJobRegistry when refused or
 interrupted. What RQ's own worker does for a job in ~78 commands over a dozen round trips is
-batched here into three: fetch the job, start it (with the run's in-flight mark), finish it (with
-its record). `rq info` and rq-dashboard show the workers, queues and registries as usual.
+batched here into three scripts for a batch of jobs: fetch them, start them (with the run's
+in-flight marks), finish them (with their records); the start and the end make RQ's changes
+without RQ's Python objects (rq_jobs.py). `rq info` and rq-dashboard show the workers, queues and
+registries as usual, and a running job's execution is renewed as RQ's worker renews it.
 
 A worker runs only tokenbench's jobs: a job that names any other function, or (with
 TOKENBENCH_SECRET) one not signed with the secret, is refused before anything is imported or
