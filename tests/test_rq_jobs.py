@@ -19,7 +19,7 @@ from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompts import BUILTIN_PROMPTS, select_prompts
 from tokenbench.shared import keys
 from tokenbench.shared.endpoint import Endpoint
-from tokenbench.shared.record_store import InFlight, in_flight_words, save_record_words
+from tokenbench.shared.record_store import InFlight, in_flight_words, no_record_words, save_record_words
 from tokenbench.shared.records import RequestRecord
 from tokenbench.shared.redis_conn import connect, connect_async
 from tokenbench.worker.rq_jobs import JobBook, RQJob
@@ -158,7 +158,7 @@ def test_start_keep_alive_and_end_leave_rqs_keys_as_rqs_own_methods_do(redis_url
 
     async def end() -> None:
         async with aconnection.pipeline(transaction=False) as pipe:
-            book.queue_end(pipe, [book.end_words(ours, save_record_words(record), ("", ""), True, False)])
+            book.queue_end(pipe, [book.end_words(ours, save_record_words(record), True, False)])
             await pipe.execute()
 
     asyncio.run(run(end()))
@@ -169,3 +169,33 @@ def test_start_keep_alive_and_end_leave_rqs_keys_as_rqs_own_methods_do(redis_url
     assert connection.hget(worker.key, "successful_job_count") == b"2"
     assert connection.hget(keys.run_records(run_id), "1") is not None
     assert connection.hget(keys.run_progress(run_id), "done") == b"1"
+
+
+def test_a_job_that_ends_without_a_record_leaves_no_mark_and_no_count(redis_url):
+    """A job not sent (its run's duration was over): its end clears its in-flight mark and RQ's
+    keys, stores nothing and moves no counter."""
+    connection = redis.Redis.from_url(redis_url)
+    run_id, (job_id, _) = two_jobs(connection)
+    queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    connection.lmove(queue.key, queue.intermediate_queue_key)
+    worker = StreamWorker([QUEUE], connection=connect(redis_url, "test"),
+                          async_connection=connect_async(redis_url, "test"), streams=1)
+    book = JobBook(worker.name, worker.key, worker.queues, worker.job_monitoring_interval)
+    job = RQJob(job_id, worker.queues[0], connection.hgetall(Job.key_for(job_id)))
+
+    async def start_and_end() -> list[bool]:
+        aconnection = connect_async(redis_url, "test")
+        try:
+            started = await book.start(aconnection, [(job, in_flight_words(run_id, InFlight(0, "w", 0, job_id)))])
+            assert connection.hexists(keys.run_in_flight(run_id), "0")
+            async with aconnection.pipeline(transaction=False) as pipe:
+                book.queue_end(pipe, [book.end_words(job, no_record_words(run_id, 0), True, False)])
+                await pipe.execute()
+            return started
+        finally:
+            await aconnection.aclose()
+
+    assert asyncio.run(start_and_end()) == [True]
+    assert connection.hlen(keys.run_in_flight(run_id)) == 0 and connection.hlen(keys.run_records(run_id)) == 0
+    assert not connection.exists(keys.run_progress(run_id), job.key, job.execution_key)
+    assert StartedJobRegistry(QUEUE, connection=connection).count == 0

@@ -61,11 +61,6 @@ def mark_in_flight(client: Any, run_id: str, entry: InFlight, ttl_s: int = keys.
     return client.eval(_MARK_IN_FLIGHT_SCRIPT, 0, *in_flight_words(run_id, entry, ttl_s))
 
 
-def clear_in_flight(pipe: Any, run_id: str, index: int) -> Any:
-    """Queue on ``pipe`` (or send, on a client: an asyncio one's reply is awaited) the mark's removal."""
-    return pipe.hdel(keys.run_in_flight(run_id), str(index))
-
-
 def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:
     return [InFlight.from_hash_entry(i, raw) for i, raw in connection.hgetall(keys.run_in_flight(run_id)).items()]
 
@@ -75,6 +70,10 @@ def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:
 # so that the worker's script that ends a batch of jobs runs the same lines.
 SAVE_RECORD_LUA = """
 local function save_record(records, progress, in_flight, index, record, ttl, failed, tokens)
+  if record == '' then  -- nothing to store (no_record_words): only the mark goes
+    redis.call('HDEL', in_flight, index)
+    return 0
+  end
   local stored = redis.call('HSETNX', records, index, record)
   redis.call('HDEL', in_flight, index)
   if stored == 1 then
@@ -95,6 +94,12 @@ def save_record_words(record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> lis
     run_id = record.run_id
     return [keys.run_records(run_id), keys.run_progress(run_id), keys.run_in_flight(run_id), str(record.index),
             record.to_json(), ttl_s, 0 if record.success else 1, record.output_tokens if record.success else 0]
+
+
+def no_record_words(run_id: str, index: int) -> list[str | bytes | int]:
+    """save_record's arguments for a request that ends with no record (not sent): the call only
+    clears its in-flight mark."""
+    return ["", "", keys.run_in_flight(run_id), str(index), "", "", "", ""]
 
 
 def queue_save_record(pipe: Any, record: RequestRecord, ttl_s: int = keys.RUN_TTL_S) -> Any:

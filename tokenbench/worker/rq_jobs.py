@@ -87,19 +87,14 @@ return 1
 _KEEP_ALIVE_WORDS = 7
 
 # ARGV: the worker's key and its index of executions, then 16 words an entry: whether it ends its
-# job and whether the job failed (then RQ keeps its hash, to record the failure), the record's
-# save_record words (a record-less end clears the in-flight mark, from the third and fourth), and
-# the job's keys as in the start.
+# job and whether the job failed (then RQ keeps its hash, to record the failure), save_record's
+# words (a record's, or no_record_words), and the job's keys as in the start.
 _END_SCRIPT = SAVE_RECORD_LUA + """
 local worker_key, worker_executions = ARGV[1], ARGV[2]
 for at = 3, #ARGV, 16 do
   local ends, failed_job, records, progress, in_flight, index, record, run_ttl, failed, tokens,
         job_key, execution_id, execution_key, composite, wip, executions = unpack(ARGV, at, at + 15)
-  if record ~= '' then
-    save_record(records, progress, in_flight, index, record, run_ttl, failed, tokens)
-  elseif ends == '1' then
-    redis.call('HDEL', in_flight, index)
-  end
+  save_record(records, progress, in_flight, index, record, run_ttl, failed, tokens)
   if ends == '1' then
     redis.call('DEL', execution_key)
     redis.call('ZREM', wip, composite)
@@ -220,9 +215,7 @@ class JobBook:
             pipe.eval(_END_SCRIPT, 0, self._worker_key, self._worker_executions_key,
                       *(word for entry in entries for word in entry))
 
-    def end_words(self, job: RQJob, save: Words | None, in_flight: tuple[str, str], ends_job: bool,
-                  failed: bool) -> Words:
-        """One entry of the end script: ``save`` is the record's save_record words (None: no record;
-        then an end clears the in-flight mark named by ``in_flight``, its key and index)."""
-        record = save if save is not None else ["", "", *in_flight, "", "", "", ""]
-        return ["1" if ends_job else "0", "1" if failed else "0", *record, *self._job_words(job)]
+    def end_words(self, job: RQJob, save: Words, ends_job: bool, failed: bool) -> Words:
+        """One entry of the end script: ``save`` is save_record's words (``save_record_words``, or
+        ``no_record_words`` for a job that ends without one)."""
+        return ["1" if ends_job else "0", "1" if failed else "0", *save, *self._job_words(job)]

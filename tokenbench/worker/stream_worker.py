@@ -42,6 +42,7 @@ from tokenbench.shared.record_store import (
     InFlight,
     drop_queued_jobs,
     in_flight_words,
+    no_record_words,
     queue_register_worker,
     queue_save_warmup_records,
     save_record_words,
@@ -418,10 +419,9 @@ class StreamWorker(BaseWorker):
         entries = []
         for finished in batch:
             spec = finished.started.spec
-            save = None if finished.record is None else save_record_words(finished.record, spec.ttl_s)
-            entries.append(self._book.end_words(finished.started.job, save, (keys.run_in_flight(spec.run_id),
-                                                                              str(spec.index)),
-                                                finished.ends_job, finished.failed))
+            save = no_record_words(spec.run_id, spec.index) if finished.record is None else \
+                save_record_words(finished.record, spec.ttl_s)
+            entries.append(self._book.end_words(finished.started.job, save, finished.ends_job, finished.failed))
         deadline = self._monotonic() + SAVE_RETRY_S
         while True:
             try:
