@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 import socket
 import subprocess
 import threading
@@ -26,10 +28,35 @@ def wire_file(name: str) -> Path:
     return WIRE_DIR / name
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
+@functools.cache
+def _ports_outside_the_ephemeral_range() -> list[int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return [port for port in range(10000, 65536) if not low <= port <= high]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that nothing listens on, outside the kernel's ephemeral range and not given before
+    in this session: neither a server bound to port 0 nor an outgoing connection can take it before the
+    caller's server binds it (or binds it again after a restart), nor can a later caller get it too."""
+    candidates = _ports_outside_the_ephemeral_range()
+    for _attempt in range(1000):
+        port = random.choice(candidates)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 @pytest.fixture(scope="session")

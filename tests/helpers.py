@@ -6,11 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+import redis
+
+from tokenbench.shared import keys
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -92,6 +96,64 @@ def children_of(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
     return found
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def _unix_socket_paths(pid: int) -> list[str]:
+    """The paths of the unix sockets that process ``pid`` holds (its fds' inodes in /proc/net/unix)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    paths = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes:
+            paths.append(fields[7])
+    return paths
+
+
+class EmbeddedRedis:
+    """The redis-server that a `tokenbench run` process started: its pid and a client on its unix socket
+    (redis-server rewrites its command line and environment, so it is found as a child with a socket)."""
+
+    def __init__(self, run_pid: int, timeout_s: float = 30) -> None:
+        found: list[tuple[int, str]] = []
+
+        def started() -> bool:
+            for pid in children_of(run_pid):
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"redis-server" in command or b"valkey-server" in command:
+                        found.extend((pid, path) for path in _unix_socket_paths(pid) if path.endswith("redis.sock"))
+                except OSError:
+                    continue
+            return bool(found)
+
+        wait_for(started, "the embedded redis-server listens", timeout_s)
+        self.pid, socket_path = found[0]
+        self.client = redis.Redis(unix_socket_path=socket_path, socket_timeout=5)
+
+    def run_id(self) -> str | None:
+        metas = self.client.keys(keys.run_meta("*"))
+        return metas[0].decode().split(":")[2] if metas else None
+
+    def counts(self) -> tuple[int, int]:
+        """(records saved, requests in flight) of the run, (0, 0) before its metadata is written."""
+        run_id = self.run_id()
+        if run_id is None:
+            return 0, 0
+        return self.client.hlen(keys.run_records(run_id)), self.client.hlen(keys.run_in_flight(run_id))
 
 
 @contextmanager

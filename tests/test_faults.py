@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import free_port
-from tests.helpers import clean_env, enqueue, load, mock_server_process, tokenbench, worker_pool
+from tests.helpers import clean_env, enqueue, load, mock_server_process, tokenbench, wait_for, worker_pool
 from tokenbench.mock import FAULT_ERROR_TYPES, FAULTS
 from tokenbench.runner.embedded_redis import find_redis_server
 from tokenbench.shared.keys import WORKER_ALIVE_TTL_S
@@ -57,13 +57,6 @@ def test_each_server_fault_is_a_failed_record_of_its_own_type(fault, redis_url, 
             assert record["output_tokens"] == 2
         if fault == "stall":
             assert 500 <= record["elapsed_ms"] - record["latency_ms"] < 5000  # the idle deadline, not the TTFT one
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def wait_in_flight(connection: redis.Redis, run_id: str, count: int) -> list[InFlight]:
@@ -317,7 +310,7 @@ def test_two_runs_at_once_on_one_redis_never_mix(redis_url, tmp_path):
 def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
     import uuid
 
-    from tests.helpers import children_of, clean_env
+    from tests.helpers import EmbeddedRedis
 
     marker = uuid.uuid4().hex
     out = tmp_path / "r.json"
@@ -326,19 +319,9 @@ def test_run_stops_soon_after_its_embedded_redis_dies_and_says_so(tmp_path):
          "--max-tokens", "100", "--mock-itl-ms", "50", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(TOKENBENCH_TEST_MARKER=marker))
 
-    def redis_pid() -> int | None:  # a child of run's (redis-server rewrites its environment: no marker)
-        for pid in children_of(run.pid):
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"redis-server" in command or b"valkey-server" in command:
-                    return pid
-            except OSError:
-                pass
-        return None
-
-    wait_for(lambda: redis_pid() is not None, "the embedded redis-server runs")
-    time.sleep(2.0)  # requests in flight
-    os.kill(redis_pid(), signal.SIGKILL)
+    embedded = EmbeddedRedis(run.pid)
+    wait_for(lambda: embedded.counts()[1] >= 1, "requests are in flight", timeout_s=60)
+    os.kill(embedded.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     stdout, stderr = run.communicate(timeout=60)
     took = time.monotonic() - killed_at

@@ -16,7 +16,15 @@ import redis
 from aiohttp import web
 
 from tests.conftest import free_port, serve_app, wire_file
-from tests.helpers import clean_env, load, mock_server_process, processes_with_marker, tokenbench
+from tests.helpers import (
+    EmbeddedRedis,
+    clean_env,
+    load,
+    mock_server_process,
+    processes_with_marker,
+    tokenbench,
+    wait_for,
+)
 from tokenbench.aggregator.stats import percentile
 from tokenbench.mock.replay import load_timed_transcript
 from tokenbench.mock.server import MockServer, MockSettings
@@ -182,7 +190,8 @@ def test_ctrl_c_writes_a_partial_report_and_leaves_no_process_behind(tmp_path):
          "--max-tokens", "40", "--mock-ttft-ms", "10", "--mock-itl-ms", "50", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(TOKENBENCH_TEST_MARKER=marker),
     )
-    time.sleep(3.5)  # first requests (about 2 s each) done, others in flight
+    embedded = EmbeddedRedis(run.pid)
+    wait_for(lambda: embedded.counts()[0] >= 1, "a first request (about 2 s) is done", timeout_s=60)
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=30)
     assert run.returncode == 130, stderr
