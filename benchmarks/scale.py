@@ -187,6 +187,7 @@ def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path) ->
     return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency, first_lags) | {
         "cpu_s": cpu, "uss_mib": uss / 2**20, "failed": report["failed_runs"],
         "loop_lag_p99_ms": (report.get("event_loop_lag_ms") or {}).get("p99"),
+        "idle_gap_p50_ms": (report.get("worker_idle_gap_ms") or {}).get("p50"),
         "processes": len(report["workers"]),
     }
 
@@ -247,14 +248,16 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 def print_rows(rows: list[tuple[int, dict, dict]]) -> None:
     print("\n|    C | client | delivered/truth | mean conc. (middle)/C | CPU s | USS MiB | TTFT p50 err ms "
-          "| of it at the mock's send | 1st chunk lag p50 ms | ITL p99 ms | loop lag p99 ms | mock CPU wait s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| of it at the mock's send | 1st chunk lag p50 ms | ITL p99 ms | loop lag p99 ms | idle gap p50 ms "
+          "| mock CPU wait s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for level, bare, ours in rows:
         for name, entry in (("bare aiohttp", bare), (f"tokenbench ({ours['processes']} proc.)", ours)):
             print(f"| {level} | {name} | {_f(entry['delivered_share'])} | {_f(entry['middle_concurrency_share'])} "
                   f"| {_f(entry['cpu_s'], 1)} | {_f(entry['uss_mib'], 0)} | {_f(entry['ttft_p50_error_ms'])} "
                   f"| {_f(entry['ttft_p50_error_at_send_ms'])} | {_f(entry['first_chunk_lag_p50_ms'])} "
                   f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} "
+                  f"| {_f(entry.get('idle_gap_p50_ms'))} "
                   f"| {_f(entry['mock_cpu_wait_s'])} |")
     sys.stdout.flush()
 

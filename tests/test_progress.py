@@ -14,6 +14,7 @@ from tests.helpers import tokenbench
 from tokenbench.runner import progress as progress_module
 from tokenbench.runner.progress import Progress, header_waits
 from tokenbench.shared import keys
+from tokenbench.shared.record_store import InFlight
 
 
 def test_only_fresh_well_formed_counts_of_header_waits_add_up():
@@ -23,10 +24,13 @@ def test_only_fresh_well_formed_counts_of_header_waits_add_up():
 
 
 def test_the_line_shows_requests_in_flight_and_those_waiting_for_headers():
+    """In flight: sent; a job a worker started ahead (to send when a stream ends) is not, yet."""
     connection = fakeredis.FakeRedis()
     run_id = "r1"
     connection.hset(keys.run_progress(run_id), mapping={"done": 2, "failed": 1, "output_tokens": 50})
-    connection.hset(keys.run_in_flight(run_id), mapping={"2": "{}", "3": "{}", "4": "{}"})
+    sent = InFlight(2, "w", 0, "job-2").to_json()
+    connection.hset(keys.run_in_flight(run_id), mapping={"2": sent, "3": sent, "4": sent,
+                                                         "5": InFlight(5, "w", 0, "job-5", sent=False).to_json()})
     seconds, _ = connection.time()
     connection.hset(keys.run_header_waits(run_id), "host:1", f"2 {seconds}")
     out = io.StringIO()

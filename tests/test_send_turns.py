@@ -68,3 +68,31 @@ def test_the_turn_is_free_again_once_nobody_waits():
 def test_where_aiohttp_writes_the_body_at_once_nobody_waits():
     taken = asyncio.run(turns_taken(SendTurns(needed=False), 6))
     assert len({at for _, at in taken}) == 1  # all in the same turn of the loop
+
+
+
+def test_a_request_that_asks_after_a_turn_was_given_goes_out_after_that_request_s_body():
+    """A request prepared in one turn has its body written in the next, by a task that may run after
+    a new request's first step: that new request waits (it would be prepared before the body went)."""
+    async def main() -> list[tuple[str, str]]:
+        turns = SendTurns(needed=True, per_turn=2)
+        events: list[tuple[str, str]] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def write(name: str) -> None:
+            events.append(("sent", name))
+
+        async def request(name: str, then_ask: str | None = None) -> None:
+            await turns.take()
+            events.append(("prepared", name))
+            if then_ask:  # a stream ends just now: its next request's task starts before this body's writer
+                tasks.append(asyncio.create_task(request(then_ask)))
+            tasks.append(asyncio.create_task(write(name)))
+
+        await request("first", then_ask="next")
+        while not all(task.done() for task in tasks):
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+        return events
+
+    events = asyncio.run(main())
+    assert events.index(("sent", "first")) < events.index(("prepared", "next")), events

@@ -217,12 +217,14 @@ def report(run_id, redis_url, timeout_s, slo, max_error_rate, measure_after, **f
 def cancel(run_id, redis_url) -> None:
     """Cancel a run: remove its pending jobs from the queue; requests in flight finish and keep their records."""
     from tokenbench.aggregator.collect import load_meta
-    from tokenbench.producer.cancel import cancel_run
+    from tokenbench.producer.cancel import cancel_run, started_ahead
 
     connection = connect(redis_url or default_redis_url(), "cancel")
     meta = load_meta(connection, run_id)
     removed = cancel_run(connection, meta)
-    click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}")
+    ahead = started_ahead(connection, meta)
+    held = f"; workers drop the {ahead} they had started ahead, unsent" if ahead else ""
+    click.echo(f"cancelled run {run_id}: removed {removed} pending job(s) from queue {meta.queue!r}{held}")
 
 
 MOCK_MS_MAX = 3_600_000.0  # an hour: the mock's longest wait

@@ -73,11 +73,16 @@ class LostJobWatch:
         except NoSuchJobError:
             return  # nothing left to rerun or describe; the report lists the request as missing
         spec = JobSpec.from_dict(job.args[0])
+        if not entry.sent:  # started ahead, never sent: another worker sends it, as the same attempt
+            self._enqueue_again(job, spec, job_id=f"{job.id}-again", description=job.description or job.id)
+            self.rerun += 1
+            return
         if spec.next_turns:
             self._settle_conversation(entry, spec)
             return
         if entry.attempt < self._meta.max_retries:
-            self._rerun(job, spec)
+            spec.attempt += 1
+            self._enqueue_again(job, spec, description=f"{job.description} (rerun {spec.attempt})")
             self.rerun += 1
             return
         host = entry.worker.rpartition(":")[0] or socket.gethostname()
@@ -103,9 +108,11 @@ class LostJobWatch:
             save_record(self._connection, record, ttl_s=self._meta.ttl_s)
         self.declared_dead += 1
 
-    def _rerun(self, job: Job, spec: JobSpec) -> None:
-        spec.attempt += 1
+    def _enqueue_again(self, job: Job, spec: JobSpec, description: str, job_id: str | None = None) -> None:
+        """``spec`` onto the front of the run's queue (under a new job id: the dead worker's job stays
+        in RQ's registries as it left it)."""
         queue = Queue(self._meta.queue, connection=self._connection, serializer=JSONSerializer)
         timeout = None if job.timeout is None else int(job.timeout)  # the first attempt's: it was an int
         queue.enqueue_many([request_job(spec.to_dict(), timeout=timeout, ttl_s=self._meta.ttl_s,
-                                        description=f"{job.description} (rerun {spec.attempt})", at_front=True)])
+                                        description=description, at_front=True,
+                                        job_id=job_id)])

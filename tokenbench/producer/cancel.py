@@ -1,4 +1,5 @@
-"""Cancelling a run: its pending jobs leave the queue, and workers skip any they already took."""
+"""Cancelling a run: its pending jobs leave the queue, and workers skip any they already took or
+started ahead (within a heartbeat: see worker/stream_worker.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import redis
 from rq import Queue
 
 from tokenbench.shared import keys
-from tokenbench.shared.record_store import drop_queued_jobs
+from tokenbench.shared.record_store import drop_queued_jobs, read_in_flight
 from tokenbench.shared.records import RunMeta
 
 
@@ -20,3 +21,8 @@ def cancel_run(connection: redis.Redis, meta: RunMeta) -> int:
     """
     connection.set(keys.run_cancelled(meta.run_id), time.time(), ex=meta.ttl_s)
     return int(drop_queued_jobs(connection, Queue(meta.queue, connection=connection).key, meta.run_id))
+
+
+def started_ahead(connection: redis.Redis, meta: RunMeta) -> int:
+    """How many of the run's requests workers hold started and not sent (they drop them, unsent)."""
+    return sum(not entry.sent for entry in read_in_flight(connection, meta.run_id))

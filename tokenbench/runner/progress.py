@@ -12,6 +12,7 @@ import redis
 from rq import Queue, Worker
 
 from tokenbench.shared import keys
+from tokenbench.shared.record_store import sent_count
 from tokenbench.shared.redis_conn import epoch_seconds
 
 RATE_WINDOW_S = 5.0  # live tokens/s is measured over this trailing window
@@ -53,14 +54,15 @@ class Progress:
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 pipe.hgetall(keys.run_progress(self.run_id))
-                pipe.hlen(keys.run_in_flight(self.run_id))
+                pipe.hvals(keys.run_in_flight(self.run_id))
                 pipe.hgetall(keys.run_header_waits(self.run_id))
                 pipe.time()
-                counters, in_flight, waits, redis_time = pipe.execute()
+                counters, marks, waits, redis_time = pipe.execute()
             workers = self._workers()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._show(f"[{time.monotonic() - self.started:6.1f}s] Redis unreachable ({exc}); still waiting", False)
             return
+        in_flight = sent_count(marks)  # jobs a worker started ahead are not sent yet
         done = int(counters.get(b"done", 0))
         failed = int(counters.get(b"failed", 0))
         tokens = int(counters.get(b"output_tokens", 0))

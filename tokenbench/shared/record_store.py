@@ -21,20 +21,26 @@ from tokenbench.shared.records import RequestRecord, parse_stored_records
 
 @dataclass(frozen=True)
 class InFlight:
-    """A request being sent right now: which worker process holds it, and which attempt it is."""
+    """A request being sent right now, or started ahead by a worker to be sent next (``sent`` false
+    until the worker notes its send): which worker process holds it, and which attempt it is."""
 
     index: int
     worker: str
     attempt: int
     job_id: str
+    sent: bool = True
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"worker": self.worker, "attempt": self.attempt, "job_id": self.job_id})
+        entry: dict[str, object] = {"worker": self.worker, "attempt": self.attempt, "job_id": self.job_id}
+        if not self.sent:
+            entry["sent"] = False
+        return orjson.dumps(entry)
 
     @classmethod
     def from_hash_entry(cls, index: bytes | str, raw: bytes | str) -> InFlight:
         data = orjson.loads(raw)
-        return cls(index=int(index), worker=data["worker"], attempt=data["attempt"], job_id=data["job_id"])
+        return cls(index=int(index), worker=data["worker"], attempt=data["attempt"], job_id=data["job_id"],
+                   sent=data.get("sent", True))
 
 
 # Notes a request in flight unless its run was cancelled (then nothing is left to undo): 1 when noted.
@@ -55,10 +61,31 @@ def in_flight_words(run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -
     return [keys.run_cancelled(run_id), keys.run_in_flight(run_id), str(entry.index), entry.to_json(), ttl_s]
 
 
+# The mark of a request started ahead, rewritten once it is sent; a mark gone already (the request
+# ended, or its run's lost-job watch settled it) stays gone.
+_NOTE_SENT_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+def queue_note_sent(pipe: Any, run_id: str, entry: InFlight) -> None:
+    """Queue on ``pipe``: ``entry``'s request (marked in flight unsent) is sent."""
+    pipe.eval(_NOTE_SENT_SCRIPT, 1, keys.run_in_flight(run_id), str(entry.index), entry.to_json())
+
+
 def mark_in_flight(client: Any, run_id: str, entry: InFlight, ttl_s: int = keys.RUN_TTL_S) -> Any:
     """Note that ``entry``'s request is starting, unless the run was cancelled; the reply (awaited on an
     asyncio client) is 1 when noted, 0 when the run was cancelled."""
     return client.eval(_MARK_IN_FLIGHT_SCRIPT, 0, *in_flight_words(run_id, entry, ttl_s))
+
+
+_UNSENT = b'"sent":false'  # as InFlight.to_json writes it
+
+
+def sent_count(marks: list[bytes]) -> int:
+    """How many of a run's in-flight marks (their values) are requests sent, not jobs started ahead."""
+    return sum(_UNSENT not in mark for mark in marks)
 
 
 def read_in_flight(connection: redis.Redis, run_id: str) -> list[InFlight]:

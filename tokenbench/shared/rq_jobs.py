@@ -12,14 +12,14 @@ from tokenbench.shared import keys
 
 
 def request_job(spec: dict[str, Any], *, timeout: int | None, ttl_s: int, description: str,
-                at_front: bool = False) -> EnqueueData:
+                at_front: bool = False, job_id: str | None = None) -> EnqueueData:
     """Our entry point with the job spec as its one argument (the workers run nothing else), under
-    the id of the spec's request and attempt. No result is kept (the record is the result); a
-    failure stays in RQ's registry as long as the run's keys do."""
+    the id of the spec's request and attempt unless ``job_id`` is given. No result is kept (the
+    record is the result); a failure stays in RQ's registry as long as the run's keys do."""
     return Queue.prepare_data(
         keys.JOB_FUNCTION,
         args=(spec,),
-        job_id=keys.job_id(spec["run_id"], spec["index"], spec.get("attempt", 0)),
+        job_id=job_id or keys.job_id(spec["run_id"], spec["index"], spec.get("attempt", 0)),
         timeout=timeout,
         result_ttl=0,
         failure_ttl=ttl_s,

@@ -108,6 +108,26 @@ for at = 3, #ARGV, 16 do
 end
 return 1
 """
+# ARGV: the worker's index of executions, then 10 words a job, the last to go back first: a job
+# started and not sent goes back to the front of its queue as RQ requeues one (status queued),
+# its execution and its in-flight mark gone. A job whose hash is gone (its run ended) stays gone.
+_GIVE_BACK_SCRIPT = """
+local worker_executions = ARGV[1]
+for at = 2, #ARGV, 10 do
+  local job_key, execution_id, execution_key, composite, wip, executions, job_id, queue, in_flight, index =
+        unpack(ARGV, at, at + 9)
+  redis.call('HDEL', in_flight, index)
+  redis.call('DEL', execution_key)
+  redis.call('ZREM', wip, composite)
+  redis.call('ZREM', executions, execution_id)
+  redis.call('SREM', worker_executions, composite)
+  if redis.call('EXISTS', job_key) == 1 then
+    redis.call('HSET', job_key, 'status', 'queued')
+    redis.call('LPUSH', queue, job_id)
+  end
+end
+return 1
+"""
 Words = list[str | bytes | int]
 
 
@@ -208,6 +228,16 @@ class JobBook:
         for job in jobs:
             words += [*self._job_words(job), self.heartbeat_ttl(job, at - job.started_at)]
         await connection.eval(_KEEP_ALIVE_SCRIPT, 0, *words)
+
+    async def give_back(self, connection: Redis, jobs: list[tuple[RQJob, str, str]]) -> None:
+        """Undo the start of jobs not sent (each with its run's in-flight key and its index there):
+        back to the front of their queues, in order."""
+        if not jobs:
+            return
+        words: Words = [self._worker_executions_key]
+        for job, in_flight, index in reversed(jobs):
+            words += [*self._job_words(job), job.job_id, job.queue.key, in_flight, index]
+        await connection.eval(_GIVE_BACK_SCRIPT, 0, *words)
 
     def queue_end(self, pipe: Pipeline, entries: list[Words]) -> None:
         """Queue on ``pipe`` the script that saves the entries (``end_words``)."""

@@ -23,12 +23,19 @@ SENDS_PER_TURN = 2  # the first of a burst waits for at most one other to be pre
 
 
 class SendTurns:
-    """Lets at most ``per_turn`` requests be sent in one turn of the event loop, first come first served."""
+    """Lets at most ``per_turn`` requests be sent in one turn of the event loop, first come first served.
+
+    A request prepared in one turn has its body written early in the next, by a task that may come
+    after others already ready to run. So only the first turn of a burst is open to whoever asks;
+    after it, turns go to the requests waiting, in order, one turn behind the writes, and the turns
+    stop (open again) only after one in which nobody was given a turn."""
 
     def __init__(self, needed: bool = BODY_WRITTEN_LATER, per_turn: int = SENDS_PER_TURN) -> None:
         self._needed = needed
         self._per_turn = per_turn
-        self._sent_this_turn = 0
+        self._turns_running = False
+        self._open = False  # the first turn of a burst: anyone may take one of its turns
+        self._given_this_turn = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def take(self) -> None:
@@ -36,23 +43,30 @@ class SendTurns:
         if not self._needed:
             return
         loop = asyncio.get_running_loop()
-        if self._sent_this_turn < self._per_turn and not self._waiting:
-            if self._sent_this_turn == 0:
-                loop.call_soon(self._next_turn, loop)
-            self._sent_this_turn += 1
+        if not self._turns_running:
+            self._turns_running = self._open = True
+            self._given_this_turn = 1
+            loop.call_soon(self._next_turn, loop)
+            return
+        if self._open and self._given_this_turn < self._per_turn and not self._waiting:
+            self._given_this_turn += 1
             return
         turn = loop.create_future()
         self._waiting.append(turn)
         await turn
 
     def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the loop's next turn (where the last turn's bodies are written first): the turns go to the
-        requests still waiting, in order, and once none waits, to whoever asks."""
-        self._sent_this_turn = 0
-        while self._waiting and self._sent_this_turn < self._per_turn:
+        """In the loop's next turn (where the last turn's bodies are written): the turns go to the
+        requests still waiting, in order; after a turn with none given, the turns stop."""
+        gave_last_turn = self._given_this_turn > 0
+        self._open = False
+        self._given_this_turn = 0
+        while self._waiting and self._given_this_turn < self._per_turn:
             turn = self._waiting.popleft()
             if not turn.done():  # not cancelled while it waited
                 turn.set_result(None)
-                self._sent_this_turn += 1
-        if self._sent_this_turn:
+                self._given_this_turn += 1
+        if self._given_this_turn or gave_last_turn:
             loop.call_soon(self._next_turn, loop)
+        else:
+            self._turns_running = False

@@ -24,8 +24,9 @@ import logging
 import signal
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis
@@ -36,6 +37,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 from rq.worker import BaseWorker, WorkerStatus
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from tokenbench.shared import keys
 from tokenbench.shared.record_store import (
@@ -43,6 +45,7 @@ from tokenbench.shared.record_store import (
     drop_queued_jobs,
     in_flight_words,
     no_record_words,
+    queue_note_sent,
     queue_register_worker,
     queue_save_warmup_records,
     save_record_words,
@@ -77,18 +80,40 @@ _STOP_TRIES, _STOP_WAIT_S = 3, 1.0  # how a stopping worker ends its background 
 _INTERRUPTIONS = (ErrorType.JOB_TIMEOUT, ErrorType.WORKER_STOPPED)  # a job that ends so failed in RQ's terms
 # Moves up to ARGV[1] job ids from a queue into its intermediate queue and returns each with its
 # hash (id, fields, id, fields, ...): taking a batch of jobs is one round trip. A job whose hash is
-# gone (deleted while queued) leaves the intermediate queue again at once.
+# gone (deleted while queued) leaves the intermediate queue again at once. Then up to ARGV[3] more,
+# to start ahead, but only while more jobs stay queued than the queue's workers have streams
+# (ARGV[4]: RQ's set of them; ours give their streams in their hash, RQ's own run one job): held
+# near a run's end, they would run a round late while other streams found the queue empty.
 _TAKE_JOBS_SCRIPT = """
 local taken = {}
-for _ = 1, tonumber(ARGV[1]) do
+local function take()
   local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not id then break end
+  if not id then return false end
   local fields = redis.call('HGETALL', ARGV[2] .. id)
   if #fields == 0 then
     redis.call('LREM', KEYS[2], 1, id)
   else
     taken[#taken + 1] = id
     taken[#taken + 1] = fields
+  end
+  return true
+end
+for _ = 1, tonumber(ARGV[1]) do
+  if not take() then return taken end
+end
+local ahead = tonumber(ARGV[3])
+if ahead > 0 then
+  local streams = 0
+  for _, worker in ipairs(redis.call('SMEMBERS', ARGV[4])) do
+    local count = redis.call('HGET', worker, 'streams')
+    if count then
+      streams = streams + tonumber(count)
+    elseif redis.call('EXISTS', worker) == 1 then
+      streams = streams + 1
+    end
+  end
+  while ahead > 0 and redis.call('LLEN', KEYS[1]) > streams and take() do
+    ahead = ahead - 1
   end
 end
 return taken
@@ -113,6 +138,12 @@ class StreamWorker(BaseWorker):
         self._aredis = async_connection
         self._ssl_context = ssl_context
         self._free_streams = list(range(streams))  # a heap: a job takes the lowest free stream
+        # Jobs started ahead (taken, marked in flight, started in RQ), for the next streams to end:
+        # a stream that ends sends its next request at once, not after the two round trips of taking
+        # and starting a job (a closed loop's idle gap), and streams ending together send as they end.
+        self._ready: deque[StartedJob] = deque()
+        self._ahead = min(streams, _BATCH)
+        self._cancelled_runs: set[str] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._something_ended = asyncio.Event()
         self._stop_signalled_at: float | None = None
@@ -185,13 +216,18 @@ class StreamWorker(BaseWorker):
         """Start a job on every free stream while there are jobs; False if none was ever taken."""
         worked = False
         while self._stop_signalled_at is None:
-            if not self._free_streams:
+            needed = min(len(self._free_streams), _BATCH)
+            ahead = min(self._ahead - len(self._ready), _BATCH - needed)
+            if needed == 0 and ahead <= 0:
                 await self._until_something_ends()
                 continue
-            taken = await self._take(min(len(self._free_streams), _BATCH), block=not burst)
+            taken = await self._take(needed, ahead, block=not burst and needed > 0)
             if self._stop_signalled_at is not None:
                 await self._give_back(taken)
                 break
+            if not taken and needed == 0:  # none to start ahead now: the queue is short, or empty
+                await self._until_something_ends()
+                continue
             if not taken:
                 if burst and not self._tasks and self._unreachable_since is None:  # empty, not just unreachable
                     break
@@ -207,9 +243,56 @@ class StreamWorker(BaseWorker):
                 await self._redis_unreachable(exc)
                 continue
             for started in batch:
-                stream = heapq.heappop(self._free_streams)
-                self._track(asyncio.create_task(self._perform(started, stream)))
+                if self._free_streams:
+                    self._launch(started, heapq.heappop(self._free_streams))
+                else:
+                    self._ready.append(started)
+        await self._give_back_started_ahead()
         return worked
+
+    def _launch(self, started: StartedJob, stream: int) -> None:
+        self._track(asyncio.create_task(self._perform(started, stream)))
+        if not started.marked_sent:  # off the way out: the saver's next round trip says so
+            self._saver.note_sent(started.spec.run_id, self._mark(started, sent=True))
+
+    def _stream_free(self, stream: int) -> None:
+        """The stream's next job, if one was started ahead; else the stream waits for the feeder."""
+        while self._ready and self._ready[0].spec.run_id in self._cancelled_runs:
+            self._saver.save(self._ready.popleft(), None)  # not sent: no record, its mark and job go
+        if self._ready and self._stop_signalled_at is None:
+            self._launch(self._ready.popleft(), stream)
+        else:
+            heapq.heappush(self._free_streams, stream)
+        self._something_ended.set()  # the feeder starts another job ahead, or one on this stream
+
+    async def _give_back_started_ahead(self) -> None:
+        """The jobs started ahead, as the worker stops: back to the front of their queues, in order,
+        their start undone (no mark, no execution), for another worker to send."""
+        ready, self._ready = list(self._ready), deque()
+        if not ready:
+            return
+        try:
+            await self._book.give_back(self._aredis, [(one.job, keys.run_in_flight(one.spec.run_id),
+                                                       str(one.spec.index)) for one in ready])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the aggregator settles them (lost jobs)
+            log.warning("worker %s: could not give %d job(s) started ahead back: %s", self.name, len(ready), exc)
+
+    async def _drop_cancelled_started_ahead(self) -> None:
+        """Jobs started ahead whose run was cancelled since: dropped, unsent (their run's cancel
+        reaches them within a heartbeat; a stream that ends sooner skips them too)."""
+        runs = {one.spec.run_id for one in self._ready} - self._cancelled_runs
+        if not runs:
+            return
+        async with self._aredis.pipeline(transaction=False) as pipe:
+            for run_id in runs:
+                pipe.exists(keys.run_cancelled(run_id))
+            cancelled = {run_id for run_id, exists in zip(runs, await pipe.execute()) if exists}
+        if not cancelled:
+            return
+        self._cancelled_runs |= cancelled
+        for one in [one for one in self._ready if one.spec.run_id in cancelled]:
+            self._ready.remove(one)
+            self._saver.save(one, None)
 
     async def _until_something_ends(self) -> None:
         """Until a task ends (a stream frees up), or a second passes: the feeder then looks at its
@@ -218,25 +301,27 @@ class StreamWorker(BaseWorker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._something_ended.wait(), DEQUEUE_BLOCK_S)
 
-    async def _take(self, count: int, block: bool) -> list[RQJob]:
+    async def _take(self, count: int, ahead: int, block: bool) -> list[RQJob]:
         """Up to ``count`` jobs with their hashes, each moved into its queue's intermediate queue
         (RQ's way, so that a job taken by a process that dies before starting it is not forgotten),
-        in one round trip per queue."""
+        and up to ``ahead`` more while the queue is long, in one round trip per queue."""
         taken: list[RQJob] = []
         try:
-            await self._take_into(taken, count, block)
+            await self._take_into(taken, count, ahead, block)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             await self._redis_unreachable(exc)
         else:
             self._reached_redis()
         return taken
 
-    async def _take_into(self, taken: list[RQJob], count: int, block: bool) -> None:
+    async def _take_into(self, taken: list[RQJob], count: int, ahead: int, block: bool) -> None:
         for queue in self.queues:
-            reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key,
-                                            count - len(taken), Job.redis_job_namespace_prefix)
+            needed = max(count - len(taken), 0)
+            reply = await self._aredis.eval(_TAKE_JOBS_SCRIPT, 2, queue.key, queue.intermediate_queue_key, needed,
+                                            Job.redis_job_namespace_prefix, ahead, WORKERS_BY_QUEUE_KEY % queue.name)
             taken += [RQJob(job_id.decode(), queue, _hash(fields)) for job_id, fields in zip(reply[::2], reply[1::2])]
-            if len(taken) == count:
+            ahead -= max(len(reply) // 2 - needed, 0)
+            if len(taken) >= count and ahead <= 0:
                 return
         if taken or not block:
             return
@@ -315,11 +400,17 @@ class StreamWorker(BaseWorker):
                     queue_register_worker(pipe, run_id, process.name, process.environment, ttl_s)
                 await pipe.execute()
         process.runs_seen |= new_runs.keys()  # only now: a batch that never reached Redis registered nothing
+        sending_now = len(self._free_streams)  # the others are started ahead, marked unsent
         begun = await self._book.start(self._aredis, [
-            (one.job, in_flight_words(one.spec.run_id, InFlight(one.spec.index, process.name, one.spec.attempt,
-                                                                one.job.job_id), one.spec.ttl_s))
-            for one in starting])
-        return [one for one, started in zip(starting, begun) if started]
+            (one.job, in_flight_words(one.spec.run_id, self._mark(one, sent=at < sending_now), one.spec.ttl_s))
+            for at, one in enumerate(starting)])
+        return [replace(one, marked_sent=at < sending_now)
+                for at, (one, started) in enumerate(zip(starting, begun)) if started]
+
+    def _mark(self, started: StartedJob, sent: bool) -> InFlight:
+        assert self._process is not None
+        spec = started.spec
+        return InFlight(spec.index, self._process.name, spec.attempt, started.job.job_id, sent)
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -360,8 +451,7 @@ class StreamWorker(BaseWorker):
         finally:
             self._running.discard(job)
             self._loop_lag.job_ended(spec.run_id)
-            heapq.heappush(self._free_streams, stream)
-            self._something_ended.set()
+            self._stream_free(stream)
         self._finish_job(started, records, warmups)
 
     def _finish_job(self, started: StartedJob, records: list[RequestRecord],
@@ -413,9 +503,10 @@ class StreamWorker(BaseWorker):
 
         task.add_done_callback(done)
 
-    async def _save_batch(self, batch: list[Finished]) -> None:
+    async def _save_batch(self, sent: list[tuple[str, InFlight]], batch: list[Finished]) -> None:
         """One round trip for a batch of finished jobs: each record (stored once, counted once) and
-        RQ's end of its job. While Redis is away the records are kept and retried for ``SAVE_RETRY_S``."""
+        RQ's end of its job, after the marks of requests sent since they were started ahead. While
+        Redis is away the records are kept and retried for ``SAVE_RETRY_S``."""
         entries = []
         for finished in batch:
             spec = finished.started.spec
@@ -426,6 +517,8 @@ class StreamWorker(BaseWorker):
         while True:
             try:
                 async with self._aredis.pipeline(transaction=False) as pipe:
+                    for run_id, mark in sent:
+                        queue_note_sent(pipe, run_id, mark)
                     for finished in batch:
                         if finished.warmups:
                             queue_save_warmup_records(pipe, finished.warmups, finished.started.spec.ttl_s)
@@ -471,9 +564,10 @@ class StreamWorker(BaseWorker):
             await asyncio.sleep(keys.HEARTBEAT_INTERVAL_S)
             try:
                 await self._beat()
+                await self._drop_cancelled_started_ahead()
                 if self._monotonic() >= self._next_keep_alive:
                     self._next_keep_alive = self._monotonic() + self._book.monitoring_interval_s
-                    await self._book.keep_alive(self._aredis, list(self._running))
+                    await self._book.keep_alive(self._aredis, [*self._running, *(one.job for one in self._ready)])
                 await self._save_loop_lag()
                 await self._save_header_waits()
                 await self._process.keep_clock_fresh()
@@ -486,7 +580,8 @@ class StreamWorker(BaseWorker):
         async with self._aredis.pipeline(transaction=False) as pipe:
             pipe.set(keys.worker_alive(self._process.name), 1, ex=keys.WORKER_ALIVE_TTL_S)
             pipe.hset(self.key, mapping={"last_heartbeat": utcformat(now()),
-                                         "state": WorkerStatus.BUSY if self._tasks else WorkerStatus.IDLE})
+                                         "state": WorkerStatus.BUSY if self._tasks else WorkerStatus.IDLE,
+                                         "streams": self.streams})  # for the others' taking ahead
             pipe.expire(self.key, ttl)
             pipe.expire(self.executions_key, ttl)
             await pipe.execute()
@@ -537,6 +632,7 @@ class StartedJob:
     job: RQJob
     spec: JobSpec
     first_of_run: bool  # this process's first job of the run: it saves the warm-up records
+    marked_sent: bool = True  # False: started ahead, its in-flight mark says unsent
 
 
 @dataclass(frozen=True)
@@ -558,9 +654,10 @@ class RecordSaver:
     """Saves finished jobs in batches, in the background: a stream takes its next job without waiting
     for its last record to reach Redis, and many streams ending at once cost one round trip."""
 
-    def __init__(self, save_batch: Callable[[list[Finished]], Awaitable[None]]) -> None:
+    def __init__(self, save_batch: Callable[[list[tuple[str, InFlight]], list[Finished]], Awaitable[None]]) -> None:
         self._save_batch = save_batch
         self._pending: list[Finished] = []
+        self._sent: list[tuple[str, InFlight]] = []  # (run id, mark) of requests sent after starting ahead
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -571,6 +668,12 @@ class RecordSaver:
         self._idle.clear()
         self._wakeup.set()
 
+    def note_sent(self, run_id: str, mark: InFlight) -> None:
+        """Rewrite a request's in-flight mark as sent, in the next round trip (before its record's)."""
+        self._sent.append((run_id, mark))
+        self._idle.clear()
+        self._wakeup.set()
+
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -578,9 +681,10 @@ class RecordSaver:
             # between two requests (its CPU would lengthen the idle gap), and waiting gathers more.
             await asyncio.sleep(_SAVE_DELAY_S)
             self._wakeup.clear()
-            while self._pending:
+            while self._pending or self._sent:
+                sent, self._sent = self._sent, []
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                await self._save_batch(batch)
+                await self._save_batch(sent, batch)
             self._idle.set()
 
     async def drain(self) -> None:
