@@ -226,7 +226,8 @@ class StreamWorker(BaseWorker):
                 await self._give_back(taken)
                 break
             if not taken and needed == 0:  # none to start ahead now: the queue is short, or empty
-                await self._until_something_ends()
+                if not self._free_streams:  # (a stream that ended during the take is served at once)
+                    await self._until_something_ends()
                 continue
             if not taken:
                 if burst and not self._tasks and self._unreachable_since is None:  # empty, not just unreachable
