@@ -274,6 +274,11 @@ def print_targets(rows: list[tuple[int, dict, dict]]) -> None:
         share = ours["middle_concurrency_share"]
         checks.append((f"C={level}: mean concurrency over the middle >= 0.97 C (bare: "
                        f"{_f(bare['middle_concurrency_share'])})", share is not None and share >= 0.97, _f(share)))
+    for level, (_bare, ours) in by_level.items():
+        gap = ours.get("idle_gap_p50_ms")
+        checks.append((f"C={level}: closed loop, worker_idle_gap_ms p50 <= ~1 ms (streams ending together "
+                       "wait for one another and, beyond the 32 started ahead, for the feeder)",
+                       gap is not None and gap <= 1.0, _f(gap)))
     if 8 in by_level:
         bare, ours = by_level[8]
         ttft_gap = abs(ours["ttft_p50_error_ms"] - bare["ttft_p50_error_ms"])
