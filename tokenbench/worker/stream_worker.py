@@ -9,6 +9,10 @@ in-flight marks), finish them (with their records); the start and the end make R
 without RQ's Python objects (rq_jobs.py). `rq info` and rq-dashboard show the workers, queues and
 registries as usual, and a running job's execution is renewed as RQ's worker renews it.
 
+A few jobs are started ahead (marked in flight as unsent) while the queue is long, so that a stream
+that ends sends its next request with no round trip to Redis between; a stopping worker gives them
+back to the queue, a dead one's are sent by another worker (docs/failure-semantics.md).
+
 A worker runs only tokenbench's jobs: a job that names any other function, or (with
 TOKENBENCH_SECRET) one not signed with the secret, is refused before anything is imported or
 called, and recorded in the FailedJobRegistry with the reason.
