@@ -147,7 +147,6 @@ class StreamWorker(BaseWorker):
         # and starting a job (a closed loop's idle gap), and streams ending together send as they end.
         self._ready: deque[StartedJob] = deque()
         self._ahead = min(streams, _BATCH)
-        self._cancelled_runs: set[str] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._something_ended = asyncio.Event()
         self._stop_signalled_at: float | None = None
@@ -220,6 +219,7 @@ class StreamWorker(BaseWorker):
         """Start a job on every free stream while there are jobs; False if none was ever taken."""
         worked = False
         while self._stop_signalled_at is None:
+            self._something_ended.clear()  # before looking at the state: an end from now on is not missed
             needed = min(len(self._free_streams), _BATCH)
             ahead = min(self._ahead - len(self._ready), _BATCH - needed)
             if needed == 0 and ahead <= 0:
@@ -230,8 +230,7 @@ class StreamWorker(BaseWorker):
                 await self._give_back(taken)
                 break
             if not taken and needed == 0:  # none to start ahead now: the queue is short, or empty
-                if not self._free_streams:  # (a stream that ended during the take is served at once)
-                    await self._until_something_ends()
+                await self._until_something_ends()
                 continue
             if not taken:
                 if burst and not self._tasks and self._unreachable_since is None:  # empty, not just unreachable
@@ -262,8 +261,6 @@ class StreamWorker(BaseWorker):
 
     def _stream_free(self, stream: int) -> None:
         """The stream's next job, if one was started ahead; else the stream waits for the feeder."""
-        while self._ready and self._ready[0].spec.run_id in self._cancelled_runs:
-            self._saver.save(self._ready.popleft(), None)  # not sent: no record, its mark and job go
         if self._ready and self._stop_signalled_at is None:
             self._launch(self._ready.popleft(), stream)
         else:
@@ -283,26 +280,22 @@ class StreamWorker(BaseWorker):
             log.warning("worker %s: could not give %d job(s) started ahead back: %s", self.name, len(ready), exc)
 
     async def _drop_cancelled_started_ahead(self) -> None:
-        """Jobs started ahead whose run was cancelled since: dropped, unsent (their run's cancel
-        reaches them within a heartbeat; a stream that ends sooner skips them too)."""
-        runs = {one.spec.run_id for one in self._ready} - self._cancelled_runs
+        """Jobs started ahead whose run was cancelled since: dropped, unsent, with no record (their
+        run's cancel reaches them within a heartbeat; no job of it is started after the cancel)."""
+        runs = {one.spec.run_id for one in self._ready}
         if not runs:
             return
         async with self._aredis.pipeline(transaction=False) as pipe:
             for run_id in runs:
                 pipe.exists(keys.run_cancelled(run_id))
             cancelled = {run_id for run_id, exists in zip(runs, await pipe.execute()) if exists}
-        if not cancelled:
-            return
-        self._cancelled_runs |= cancelled
         for one in [one for one in self._ready if one.spec.run_id in cancelled]:
             self._ready.remove(one)
             self._saver.save(one, None)
 
     async def _until_something_ends(self) -> None:
-        """Until a task ends (a stream frees up), or a second passes: the feeder then looks at its
-        state again, so a wake-up it missed can delay it, never stop it."""
-        self._something_ended.clear()
+        """Until a task has ended (a stream freed up) since the feeder last looked at its state, or a
+        second passes: the feeder then looks again, so a wake-up it missed can delay it, never stop it."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._something_ended.wait(), DEQUEUE_BLOCK_S)
 
