@@ -17,6 +17,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from multiprocessing.context import ForkProcess
 
 import redis
@@ -95,7 +96,8 @@ class _Pool:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         while self._processes:
-            time.sleep(CHECK_INTERVAL_S)
+            # Until a process ends (its sentinel), or the interval passes: a stop ends as soon as they do.
+            wait([process.sentinel for process, _count in self._processes.values()], CHECK_INTERVAL_S)
             for slot, (process, count) in list(self._processes.items()):
                 if process.is_alive():
                     continue

@@ -62,6 +62,7 @@ from tokenbench.worker.conversation import Conversation
 from tokenbench.worker.job import PRESET_HOSTS, RunEnded, WorkerProcess, new_session, run_job
 from tokenbench.worker.loop_lag import LoopLagMonitor
 from tokenbench.worker.measure import HeaderWaits
+from tokenbench.worker.queue_wait import QueueWait
 from tokenbench.worker.rq_jobs import JobBook, RQJob
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class StreamWorker(BaseWorker):
         self._secret = secret
         self._key_hosts = key_hosts
         self._aredis = async_connection
+        self._queue_wait = QueueWait(async_connection)
         self._ssl_context = ssl_context
         self._free_streams = list(range(streams))  # a heap: a job takes the lowest free stream
         # Jobs started ahead (taken, marked in flight, started in RQ), for the next streams to end:
@@ -210,6 +212,7 @@ class StreamWorker(BaseWorker):
             await stop_tasks(background)
             await self._save_loop_lag()
             await session.close()
+            await self._queue_wait.aclose()
             await self._aredis.aclose()
         return worked
 
@@ -327,9 +330,7 @@ class StreamWorker(BaseWorker):
             await asyncio.sleep(_MULTI_QUEUE_POLL_S)
             return
         queue = self.queues[0]
-        # bytes, never str: the client does not decode replies
-        moved = cast("bytes | None", await self._aredis.blmove(queue.key, queue.intermediate_queue_key,
-                                                              DEQUEUE_BLOCK_S))
+        moved = await self._queue_wait.move(queue.key, queue.intermediate_queue_key, DEQUEUE_BLOCK_S)
         if moved is not None:
             job_id = moved.decode()
             fields = cast("dict[bytes, bytes]", await self._aredis.hgetall(Job.key_for(job_id)))
@@ -619,6 +620,7 @@ class StreamWorker(BaseWorker):
             log.info("worker %s: warm shutdown: finishing %d request(s) in flight", self.name, len(self._tasks))
             self._stop_signalled_at = moment
             self._something_ended.set()
+            self._background(self._queue_wait.stop(self._aredis))  # an idle worker stops now, not in a second
         elif moment - self._stop_signalled_at > _DUPLICATE_SIGNAL_S:
             log.warning("worker %s: cold shutdown", self.name)
             for task in self._tasks:
