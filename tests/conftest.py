@@ -105,7 +105,8 @@ def redis_url(redis_server) -> str:
 def serve_app(app: web.Application) -> Iterator[str]:
     """Serve an aiohttp app on a free loopback port in a background thread; yield its base URL."""
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
+    # A handler still running at the end (a hanging fault) is cancelled after a second, not aiohttp's 60.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     ready = threading.Event()
     box: dict[str, object] = {}
 
