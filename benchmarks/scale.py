@@ -20,9 +20,16 @@ requests, 4 back to back per stream, after one warm-up request per stream. For e
 With ``--stamp-send-time`` the mock writes into every chunk when it sent it, and the TTFT error is
 split in two: the first chunk's receive lag (the client's own delay: kernel, scheduling, parsing)
 and the rest, which happened before the mock sent the chunk (the request's way out of the client,
-the mock's lateness in taking it up).
+the mock's lateness in taking it up); and the closed loop's gap is measured at the wire as well:
+per stream, from one request's last token received to the mock taking up the next (its first
+token's send stamp less the 200 ms it waits). The client's own "idle gap" (end to next send) is
+where each client starts its clock; the wire gap is the same for both.
 
     python benchmarks/scale.py [--levels 8,128,256,512,1024] [--mock-processes 1] [--stamp-send-time]
+                               [--processes N] [--pin]
+
+``--pin`` gives the mock a CPU of its own (the last one) and the clients and Redis the others, so that
+what the client costs the mock's timing (the mock waiting for a CPU) is taken out of the comparison.
 
 then the targets of the scale issue, each met or not. It takes about a minute a level.
 """
@@ -117,10 +124,27 @@ def percentile_of(values: list[float], q: float) -> float | None:
     return percentile(sorted(values), q) if values else None
 
 
+def wire_idle_gaps_ms(requests: list[tuple[object, float, float, float]]) -> list[float]:
+    """For each stream, from one request's last token received to the mock taking up the stream's
+    next request (its first token's send stamp less the TTFT it waits), in ms: the closed loop's gap as
+    the server sees it, whatever the client counts as its send. ``requests``: (stream, send, taken
+    up, last token received), in seconds on one clock."""
+    by_stream: dict[object, list[tuple[float, float, float]]] = {}
+    for stream, sent, taken_up, last_received in requests:
+        by_stream.setdefault(stream, []).append((sent, taken_up, last_received))
+    gaps = []
+    for mine in by_stream.values():
+        mine.sort()
+        gaps += [(later[1] - earlier[2]) * 1000 for earlier, later in zip(mine, mine[1:])]
+    return gaps
+
+
 def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms: list[float], tokens: int,
-            concurrency: int, first_lags_ms: list[float] | None = None) -> dict[str, float | None]:
+            concurrency: int, first_lags_ms: list[float] | None = None,
+            wire_gaps_ms: list[float] | None = None) -> dict[str, float | None]:
     """The figures of one client at one level, from its requests' (send, end) in seconds; with the
-    mock's send stamps, each request's first-chunk receive lag (in the order of ``ttfts_ms``)."""
+    mock's send stamps, each request's first-chunk receive lag (in the order of ``ttfts_ms``) and the
+    wire idle gaps."""
     lags = first_lags_ms if first_lags_ms and len(first_lags_ms) == len(ttfts_ms) else None  # every one stamped
     start, end = min(s for s, _ in intervals), max(e for _, e in intervals)
     truth = concurrency * TOKENS / REQUEST_S
@@ -137,6 +161,7 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
         "first_chunk_lag_p50_ms": percentile_of(lags, 50) if lags else None,
         "ttft_p50_error_at_send_ms": percentile_of([t - lag for t, lag in zip(ttfts_ms, lags)], 50) - TTFT_MS
         if lags else None,
+        "wire_idle_gap_p50_ms": percentile_of(wire_gaps_ms, 50) if wire_gaps_ms else None,
     }
 
 
@@ -150,7 +175,15 @@ def bare_client_main(url: str, concurrency: int) -> None:
     first_lags = [(r.token_received_ns[0] - r.token_sent_ns[0]) / 1e6 for r in requests if r.token_sent_ns]
     itls = [(b - a) / 1e6 for r in requests for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
     tokens = sum(len(r.token_received_ns) for r in requests)
-    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency, first_lags)))
+    wire_gaps = wire_idle_gaps_ms([(r.stream, r.sent_ns / 1e9, r.token_sent_ns[0] / 1e9 - TTFT_MS / 1000,
+                                    r.token_received_ns[-1] / 1e9) for r in requests if r.token_sent_ns])
+    by_stream: dict[int, list[tuple[int, int]]] = {}
+    for r in requests:
+        by_stream.setdefault(r.stream, []).append((r.sent_ns, r.ended_ns))
+    idle_gaps = [(later[0] - earlier[1]) / 1e6 for mine in by_stream.values()
+                 for earlier, later in zip(sorted(mine), sorted(mine)[1:])]
+    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency, first_lags, wire_gaps)
+                                         | {"idle_gap_p50_ms": percentile_of(idle_gaps, 50)}))
 
 
 def measure(command: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
@@ -170,12 +203,13 @@ def run_bare(url: str, concurrency: int) -> dict:
     return orjson.loads(outcome.stdout) | {"cpu_s": cpu, "uss_mib": uss / 2**20}
 
 
-def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path) -> dict:
+def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path, processes: int | None) -> dict:
     out = workdir / f"tokenbench-{concurrency}.json"
     outcome, cpu, uss = measure([sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url", url,
                                  "--model", "mock-model", "--max-tokens", str(TOKENS), "--redis-url", redis_url,
                                  "--concurrency", str(concurrency), "--prompts", str(ROUNDS * concurrency),
-                                 "--warmup", "1", "--output", str(out)])
+                                 "--warmup", "1", "--output", str(out),
+                                 *(["--processes", str(processes)] if processes else [])])
     if outcome.returncode != 0:
         raise SystemExit(f"tokenbench run failed: {outcome.stderr.decode()[-2000:]}")
     report = orjson.loads(out.read_bytes())
@@ -184,7 +218,11 @@ def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path) ->
     ttfts = [r["ttft_ms"] for r in ok]
     first_lags = [r["chunk_lag_ms"][0] for r in ok if r.get("chunk_lag_ms")]
     itls = [b - a for r in ok for a, b in zip(r["chunk_offsets_ms"], r["chunk_offsets_ms"][1:])]
-    return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency, first_lags) | {
+    wire_gaps = wire_idle_gaps_ms([
+        ((r["worker"], r["stream"]), r["started_at"],
+         r["started_at"] + (r["ttft_ms"] - r["chunk_lag_ms"][0] - TTFT_MS) / 1000,
+         r["started_at"] + r["latency_ms"] / 1000) for r in ok if r.get("chunk_lag_ms")])
+    return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency, first_lags, wire_gaps) | {
         "cpu_s": cpu, "uss_mib": uss / 2**20, "failed": report["failed_runs"],
         "loop_lag_p99_ms": (report.get("event_loop_lag_ms") or {}).get("p99"),
         "idle_gap_p50_ms": (report.get("worker_idle_gap_ms") or {}).get("p50"),
@@ -198,12 +236,14 @@ def with_mock_wait(mock_pid: int, run: Callable[[], dict]) -> dict:
     return run() | {"mock_cpu_wait_s": tree_cpu_wait_s(mock_pid) - before}
 
 
-def start_mock(processes: int, stamp_send_time: bool) -> tuple[list[subprocess.Popen], str]:
+def start_mock(processes: int, stamp_send_time: bool, cpus: set[int] | None) -> tuple[list[subprocess.Popen], str]:
+    """The mock (on ``cpus`` only, if given) and its base URL."""
     first = subprocess.Popen([sys.executable, "-m", "tokenbench", "mock-server", "--port", "0", "--ttft-ms",
                               str(TTFT_MS), "--itl-ms", str(ITL_MS), "--output-tokens", str(TOKENS),
                               *(["--processes", str(processes)] if processes > 1 else []),
                               *(["--stamp-send-time"] if stamp_send_time else [])],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     url = first.stdout.readline().split("listening on ")[1].strip()
     return [first], url
 
@@ -217,13 +257,21 @@ def main() -> None:
     parser.add_argument("--mock-processes", type=int, default=1)
     parser.add_argument("--stamp-send-time", action="store_true",
                         help="the mock stamps its chunks: split the TTFT error at the mock's send")
+    parser.add_argument("--processes", type=int, help="tokenbench's worker processes (default: its own, one a core)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the mock on the last CPU, everything else (both clients, Redis) on the others")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    mocks, url = start_mock(args.mock_processes, args.stamp_send_time, {cpus[-1]} if args.pin else None)
+    if args.pin:
+        os.sched_setaffinity(0, set(cpus[:-1]))  # inherited by Redis and both clients
     workdir = Path(tempfile.mkdtemp(prefix="tokenbench-scale-"))
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", "0", "--unixsocket",
                               str(workdir / "redis.sock"), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL)
-    mocks, url = start_mock(args.mock_processes, args.stamp_send_time)
     redis_url = f"unix://{workdir / 'redis.sock'}"
     time.sleep(0.5)
     rows = []
@@ -232,7 +280,8 @@ def main() -> None:
             print(f"concurrency {level}: bare client ...", file=sys.stderr, flush=True)
             bare = with_mock_wait(mocks[0].pid, partial(run_bare, url + "/v1/chat/completions", level))
             print(f"concurrency {level}: tokenbench ...", file=sys.stderr, flush=True)
-            ours = with_mock_wait(mocks[0].pid, partial(run_tokenbench, url + "/v1", redis_url, level, workdir))
+            ours = with_mock_wait(mocks[0].pid, partial(run_tokenbench, url + "/v1", redis_url, level, workdir,
+                                                        args.processes))
             rows.append((level, bare, ours))
             print_rows(rows)
     finally:
@@ -257,7 +306,7 @@ def print_rows(rows: list[tuple[int, dict, dict]]) -> None:
                   f"| {_f(entry['cpu_s'], 1)} | {_f(entry['uss_mib'], 0)} | {_f(entry['ttft_p50_error_ms'])} "
                   f"| {_f(entry['ttft_p50_error_at_send_ms'])} | {_f(entry['first_chunk_lag_p50_ms'])} "
                   f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} "
-                  f"| {_f(entry.get('idle_gap_p50_ms'))} "
+                  f"| {_f(entry.get('idle_gap_p50_ms'))} | {_f(entry['wire_idle_gap_p50_ms'])} "
                   f"| {_f(entry['mock_cpu_wait_s'])} |")
     sys.stdout.flush()
 

@@ -25,9 +25,11 @@ _STAMP = b'"' + SEND_STAMP_FIELD.encode() + b'":'
 
 @dataclass
 class BareRequest:
-    """One measured request: its send and end (``time.perf_counter_ns``), and for each token chunk
-    when its read returned and, when the mock stamps them, when the mock wrote it."""
+    """One measured request of one of the client's streams: its send and end
+    (``time.perf_counter_ns``), and for each token chunk when its read returned and, when the mock
+    stamps them, when the mock wrote it."""
 
+    stream: int
     sent_ns: int
     ended_ns: int = 0
     token_received_ns: list[int] = field(default_factory=list)
@@ -46,9 +48,9 @@ async def bare_requests(url: str, concurrency: int, requests_each: int, max_toke
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     measured: list[BareRequest] = []
 
-    async def one_stream(session: aiohttp.ClientSession) -> None:
+    async def one_stream(session: aiohttp.ClientSession, stream: int) -> None:
         for number in range(requests_each + 1):
-            request = BareRequest(sent_ns=time.perf_counter_ns())
+            request = BareRequest(stream, sent_ns=time.perf_counter_ns())
             async with session.post(url, data=body, headers=headers) as response:
                 while data := await response.content.readany():
                     received = time.perf_counter_ns()
@@ -65,5 +67,5 @@ async def bare_requests(url: str, concurrency: int, requests_each: int, max_toke
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        await asyncio.gather(*(one_stream(session) for _ in range(concurrency)))
+        await asyncio.gather(*(one_stream(session, stream) for stream in range(concurrency)))
     return measured
