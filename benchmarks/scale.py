@@ -124,18 +124,18 @@ def percentile_of(values: list[float], q: float) -> float | None:
     return percentile(sorted(values), q) if values else None
 
 
-def wire_idle_gaps_ms(requests: list[tuple[object, float, float, float]]) -> list[float]:
-    """For each stream, from one request's last token received to the mock taking up the stream's
-    next request (its first token's send stamp less the TTFT it waits), in ms: the closed loop's gap as
-    the server sees it, whatever the client counts as its send. ``requests``: (stream, send, taken
-    up, last token received), in seconds on one clock."""
-    by_stream: dict[object, list[tuple[float, float, float]]] = {}
-    for stream, sent, taken_up, last_received in requests:
-        by_stream.setdefault(stream, []).append((sent, taken_up, last_received))
+def stream_gaps_ms(requests: list[tuple[object, float, float]]) -> list[float]:
+    """For each stream, the gaps between one request's end and the next one's beginning, in ms;
+    ``requests``: (stream, beginning, end) in seconds on one clock. With the mock's send stamps, a
+    request that begins when the mock takes it up (its first token's stamp less the TTFT it waits)
+    and ends at its last token received gives the closed loop's gap as the server sees it."""
+    by_stream: dict[object, list[tuple[float, float]]] = {}
+    for stream, begins, ends in requests:
+        by_stream.setdefault(stream, []).append((begins, ends))
     gaps = []
     for mine in by_stream.values():
         mine.sort()
-        gaps += [(later[1] - earlier[2]) * 1000 for earlier, later in zip(mine, mine[1:])]
+        gaps += [(later[0] - earlier[1]) * 1000 for earlier, later in zip(mine, mine[1:])]
     return gaps
 
 
@@ -175,13 +175,9 @@ def bare_client_main(url: str, concurrency: int) -> None:
     first_lags = [(r.token_received_ns[0] - r.token_sent_ns[0]) / 1e6 for r in requests if r.token_sent_ns]
     itls = [(b - a) / 1e6 for r in requests for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
     tokens = sum(len(r.token_received_ns) for r in requests)
-    wire_gaps = wire_idle_gaps_ms([(r.stream, r.sent_ns / 1e9, r.token_sent_ns[0] / 1e9 - TTFT_MS / 1000,
-                                    r.token_received_ns[-1] / 1e9) for r in requests if r.token_sent_ns])
-    by_stream: dict[int, list[tuple[int, int]]] = {}
-    for r in requests:
-        by_stream.setdefault(r.stream, []).append((r.sent_ns, r.ended_ns))
-    idle_gaps = [(later[0] - earlier[1]) / 1e6 for mine in by_stream.values()
-                 for earlier, later in zip(sorted(mine), sorted(mine)[1:])]
+    wire_gaps = stream_gaps_ms([(r.stream, r.token_sent_ns[0] / 1e9 - TTFT_MS / 1000, r.token_received_ns[-1] / 1e9)
+                                for r in requests if r.token_sent_ns])
+    idle_gaps = stream_gaps_ms([(r.stream, r.sent_ns / 1e9, r.ended_ns / 1e9) for r in requests])
     sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency, first_lags, wire_gaps)
                                          | {"idle_gap_p50_ms": percentile_of(idle_gaps, 50)}))
 
@@ -218,9 +214,8 @@ def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path, pr
     ttfts = [r["ttft_ms"] for r in ok]
     first_lags = [r["chunk_lag_ms"][0] for r in ok if r.get("chunk_lag_ms")]
     itls = [b - a for r in ok for a, b in zip(r["chunk_offsets_ms"], r["chunk_offsets_ms"][1:])]
-    wire_gaps = wire_idle_gaps_ms([
-        ((r["worker"], r["stream"]), r["started_at"],
-         r["started_at"] + (r["ttft_ms"] - r["chunk_lag_ms"][0] - TTFT_MS) / 1000,
+    wire_gaps = stream_gaps_ms([
+        ((r["worker"], r["stream"]), r["started_at"] + (r["ttft_ms"] - r["chunk_lag_ms"][0] - TTFT_MS) / 1000,
          r["started_at"] + r["latency_ms"] / 1000) for r in ok if r.get("chunk_lag_ms")])
     return figures(intervals, ttfts, itls, report["total_output_tokens"], concurrency, first_lags, wire_gaps) | {
         "cpu_s": cpu, "uss_mib": uss / 2**20, "failed": report["failed_runs"],
