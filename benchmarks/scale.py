@@ -22,8 +22,8 @@ split in two: the first chunk's receive lag (the client's own delay: kernel, sch
 and the rest, which happened before the mock sent the chunk (the request's way out of the client,
 the mock's lateness in taking it up); and the closed loop's gap is measured at the wire as well:
 per stream, from one request's last token received to the mock taking up the next (its first
-token's send stamp less the 200 ms it waits). The client's own "idle gap" (end to next send) is
-where each client starts its clock; the wire gap is the same for both.
+token's send stamp less the 200 ms it waits). Each client's own "idle gap" (end to next send)
+depends on where it starts a request's clock; the wire gap is measured alike for both.
 
     python benchmarks/scale.py [--levels 8,128,256,512,1024] [--mock-processes 1] [--stamp-send-time]
                                [--processes N] [--pin]
