@@ -52,6 +52,7 @@ from pathlib import Path
 
 import orjson
 
+from tokenbench.aggregator.concurrency import stream_gaps_ms
 from tokenbench.aggregator.stats import percentile
 
 TTFT_MS, ITL_MS, TOKENS, ROUNDS = 200.0, 50.0, 64, 4
@@ -122,21 +123,6 @@ class PeakMemory:
 
 def percentile_of(values: list[float], q: float) -> float | None:
     return percentile(sorted(values), q) if values else None
-
-
-def stream_gaps_ms(requests: list[tuple[object, float, float]]) -> list[float]:
-    """For each stream, the gaps between one request's end and the next one's beginning, in ms;
-    ``requests``: (stream, beginning, end) in seconds on one clock. With the mock's send stamps, a
-    request that begins when the mock takes it up (its first token's stamp less the TTFT it waits)
-    and ends at its last token received gives the closed loop's gap as the server sees it."""
-    by_stream: dict[object, list[tuple[float, float]]] = {}
-    for stream, begins, ends in requests:
-        by_stream.setdefault(stream, []).append((begins, ends))
-    gaps = []
-    for mine in by_stream.values():
-        mine.sort()
-        gaps += [(later[0] - earlier[1]) * 1000 for earlier, later in zip(mine, mine[1:])]
-    return gaps
 
 
 def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms: list[float], tokens: int,

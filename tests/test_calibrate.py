@@ -8,7 +8,7 @@ import pytest
 
 from tests.builders import make_record
 from tests.helpers import load, tokenbench
-from tokenbench.aggregator.concurrency import worker_idle_gaps_ms
+from tokenbench.aggregator.concurrency import stream_gaps_ms, worker_idle_gaps_ms
 from tokenbench.aggregator.table import format_summary
 from tokenbench.runner.cpu import CpuSampler
 from tokenbench.shared.records import JobSpec, RequestRecord
@@ -23,6 +23,13 @@ def test_idle_gaps_are_per_worker_between_one_end_and_the_next_send():
     died = RequestRecord.failure(spec, "a", "h", "worker_died", "gone", 11.0)  # no timings: no gap
     records = [timed("a", 10.0, 500), timed("a", 10.502, 100), timed("b", 10.1, 200), timed("b", 10.31, 50), died]
     assert [round(g, 6) for g in worker_idle_gaps_ms(records)] == [2.0, 10.0]
+
+
+def test_stream_gaps_are_taken_in_each_streams_order_whatever_the_input_order():
+    # Stream 1's requests come in reverse; stream 2 has one request, hence no gap.
+    requests = [(1, 5.0, 6.0), (2, 0.0, 9.0), (1, 0.0, 4.5), (1, 6.25, 7.0)]
+    assert [round(g, 6) for g in stream_gaps_ms(requests)] == [500.0, 250.0]
+    assert stream_gaps_ms([]) == []
 
 
 def test_cpu_busy_share_sees_a_busy_loop():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from tokenbench.shared.records import RequestRecord
 
 # A run whose time-weighted mean concurrency is below this share of its workers says so.
@@ -33,13 +35,18 @@ def worker_idle_gaps_ms(records: list[RequestRecord]) -> list[float]:
     """For each stream of each worker process, the time between the end of one of its requests and
     the send of its next: what a closed loop loses to the harness (taking the next job, saving the
     record)."""
-    by_stream: dict[tuple[str, int | None], list[RequestRecord]] = {}
-    for record in records:
-        if record.elapsed_ms is not None:
-            by_stream.setdefault((record.worker, record.stream), []).append(record)
+    return stream_gaps_ms([((r.worker, r.stream), r.started_at, r.started_at + r.elapsed_ms / 1000)
+                           for r in records if r.elapsed_ms is not None])
+
+
+def stream_gaps_ms(requests: list[tuple[Hashable, float, float]]) -> list[float]:
+    """For each stream, the gaps between the end of one of its requests and the beginning of its
+    next, in ms; ``requests``: (stream, beginning, end) in seconds on one clock."""
+    by_stream: dict[Hashable, list[tuple[float, float]]] = {}
+    for stream, begins, ends in requests:
+        by_stream.setdefault(stream, []).append((begins, ends))
     gaps = []
     for mine in by_stream.values():
-        mine.sort(key=lambda r: r.started_at)
-        gaps += [(later.started_at - (earlier.started_at + (earlier.elapsed_ms or 0.0) / 1000)) * 1000
-                 for earlier, later in zip(mine, mine[1:])]  # (elapsed_ms is set: filtered above)
+        mine.sort()
+        gaps += [(later[0] - earlier[1]) * 1000 for earlier, later in zip(mine, mine[1:])]
     return gaps
