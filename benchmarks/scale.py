@@ -94,6 +94,12 @@ def tree_cpu_wait_s(root: int) -> float:
     return total_ns / 1e9
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a running process has used so far (its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_uss_bytes(root: int) -> int:
     """Sum of USS (private memory) of ``root`` and its descendants."""
     total = 0
@@ -108,16 +114,16 @@ def tree_uss_bytes(root: int) -> int:
 
 
 class PeakMemory:
-    """Samples a process tree's USS every 0.5 s while the process runs."""
+    """Samples the sum of some process trees' USS every 0.5 s while any of their roots runs."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    def __init__(self, processes: list[subprocess.Popen]) -> None:
         self.peak = 0
-        self._process = process
+        self._processes = processes
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
-        while self._process.poll() is None:
-            self.peak = max(self.peak, tree_uss_bytes(self._process.pid))
+        while any(process.poll() is None for process in self._processes):
+            self.peak = max(self.peak, sum(tree_uss_bytes(process.pid) for process in self._processes))
             time.sleep(0.5)
 
 
@@ -151,47 +157,65 @@ def figures(intervals: list[tuple[float, float]], ttfts_ms: list[float], itls_ms
     }
 
 
-def bare_client_main(url: str, concurrency: int) -> None:
-    """In its own process: the bare client's requests, printed as JSON."""
+def bare_client_main(url: str, concurrency: int, first_stream: int) -> None:
+    """In its own process: the bare client's requests (its streams numbered from ``first_stream``),
+    printed as JSON."""
     from tokenbench.runner.bare_client import bare_requests
 
     requests = asyncio.run(bare_requests(url, concurrency, ROUNDS, TOKENS))
-    intervals = [(r.sent_ns / 1e9, r.ended_ns / 1e9) for r in requests]
-    ttfts = [(r.token_received_ns[0] - r.sent_ns) / 1e6 for r in requests if r.token_received_ns]
-    first_lags = [(r.token_received_ns[0] - r.token_sent_ns[0]) / 1e6 for r in requests if r.token_sent_ns]
-    itls = [(b - a) / 1e6 for r in requests for a, b in zip(r.token_received_ns, r.token_received_ns[1:])]
-    tokens = sum(len(r.token_received_ns) for r in requests)
-    wire_gaps = stream_gaps_ms([(r.stream, r.token_sent_ns[0] / 1e9 - TTFT_MS / 1000, r.token_received_ns[-1] / 1e9)
-                                for r in requests if r.token_sent_ns])
-    idle_gaps = stream_gaps_ms([(r.stream, r.sent_ns / 1e9, r.ended_ns / 1e9) for r in requests])
-    sys.stdout.buffer.write(orjson.dumps(figures(intervals, ttfts, itls, tokens, concurrency, first_lags, wire_gaps)
-                                         | {"idle_gap_p50_ms": percentile_of(idle_gaps, 50)}))
+    for request in requests:
+        request.stream += first_stream
+    sys.stdout.buffer.write(orjson.dumps(requests))
 
 
-def measure(command: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
-    """Run ``command``; (its outcome, CPU seconds of its tree, peak USS bytes of its tree)."""
+def bare_figures(requests: list[dict], concurrency: int) -> dict:
+    """The bare client's figures, from the requests of all of its processes."""
+    intervals = [(r["sent_ns"] / 1e9, r["ended_ns"] / 1e9) for r in requests]
+    ttfts = [(r["token_received_ns"][0] - r["sent_ns"]) / 1e6 for r in requests if r["token_received_ns"]]
+    first_lags = [(r["token_received_ns"][0] - r["token_sent_ns"][0]) / 1e6 for r in requests if r["token_sent_ns"]]
+    itls = [(b - a) / 1e6 for r in requests for a, b in zip(r["token_received_ns"], r["token_received_ns"][1:])]
+    tokens = sum(len(r["token_received_ns"]) for r in requests)
+    wire_gaps = stream_gaps_ms([(r["stream"], r["token_sent_ns"][0] / 1e9 - TTFT_MS / 1000,
+                                 r["token_received_ns"][-1] / 1e9) for r in requests if r["token_sent_ns"]])
+    idle_gaps = stream_gaps_ms([(r["stream"], r["sent_ns"] / 1e9, r["ended_ns"] / 1e9) for r in requests])
+    return figures(intervals, ttfts, itls, tokens, concurrency, first_lags, wire_gaps) | {
+        "idle_gap_p50_ms": percentile_of(idle_gaps, 50)}
+
+
+def measure(commands: list[list[str]]) -> tuple[list[subprocess.CompletedProcess], float, int]:
+    """Run ``commands`` side by side; (their outcomes, CPU seconds of their trees, peak of the sum of
+    their trees' USS, in bytes)."""
     cpu_before = children_cpu_s()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    memory = PeakMemory(process)
-    out, err = process.communicate(timeout=900)
-    outcome = subprocess.CompletedProcess(command, process.returncode, out, err)
-    return outcome, children_cpu_s() - cpu_before, memory.peak
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for command in commands]
+    memory = PeakMemory(processes)
+    outcomes = []
+    for command, process in zip(commands, processes):
+        out, err = process.communicate(timeout=900)
+        outcomes.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    return outcomes, children_cpu_s() - cpu_before, memory.peak
 
 
-def run_bare(url: str, concurrency: int) -> dict:
-    outcome, cpu, uss = measure([sys.executable, __file__, "--bare-client", url, str(concurrency)])
-    if outcome.returncode != 0:
-        raise SystemExit(f"bare client failed: {outcome.stderr.decode()[-2000:]}")
-    return orjson.loads(outcome.stdout) | {"cpu_s": cpu, "uss_mib": uss / 2**20}
+def run_bare(url: str, concurrency: int, processes: int) -> dict:
+    """The bare client's figures, its streams spread over ``processes`` processes run side by side."""
+    shares = [concurrency // processes + (number < concurrency % processes) for number in range(processes)]
+    firsts = [sum(shares[:number]) for number in range(processes)]
+    outcomes, cpu, uss = measure([[sys.executable, __file__, "--bare-client", url, str(share), str(first)]
+                                  for share, first in zip(shares, firsts) if share])
+    for outcome in outcomes:
+        if outcome.returncode != 0:
+            raise SystemExit(f"bare client failed: {outcome.stderr.decode()[-2000:]}")
+    requests = [request for outcome in outcomes for request in orjson.loads(outcome.stdout)]
+    return bare_figures(requests, concurrency) | {"cpu_s": cpu, "uss_mib": uss / 2**20,
+                                                  "processes": len(outcomes)}
 
 
 def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path, processes: int | None) -> dict:
     out = workdir / f"tokenbench-{concurrency}.json"
-    outcome, cpu, uss = measure([sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url", url,
+    (outcome,), cpu, uss = measure([[sys.executable, "-m", "tokenbench", "run", "--mode", "openai", "--base-url", url,
                                  "--model", "mock-model", "--max-tokens", str(TOKENS), "--redis-url", redis_url,
                                  "--concurrency", str(concurrency), "--prompts", str(ROUNDS * concurrency),
                                  "--warmup", "1", "--output", str(out),
-                                 *(["--processes", str(processes)] if processes else [])])
+                                 *(["--processes", str(processes)] if processes else [])]])
     if outcome.returncode != 0:
         raise SystemExit(f"tokenbench run failed: {outcome.stderr.decode()[-2000:]}")
     report = orjson.loads(out.read_bytes())
@@ -211,10 +235,14 @@ def run_tokenbench(url: str, redis_url: str, concurrency: int, workdir: Path, pr
     }
 
 
-def with_mock_wait(mock_pid: int, run: Callable[[], dict]) -> dict:
-    """``run()``'s figures, with how long the mock waited for a CPU meanwhile."""
-    before = tree_cpu_wait_s(mock_pid)
-    return run() | {"mock_cpu_wait_s": tree_cpu_wait_s(mock_pid) - before}
+def with_server_load(mock_pid: int, redis_pid: int, run: Callable[[], dict]) -> dict:
+    """``run()``'s figures, with how long the mock waited for a CPU meanwhile, and the CPU seconds
+    that the mock and Redis used (the bare client uses no Redis)."""
+    wait_before, mock_before = tree_cpu_wait_s(mock_pid), process_cpu_s(mock_pid)
+    redis_before = process_cpu_s(redis_pid)
+    return run() | {"mock_cpu_wait_s": tree_cpu_wait_s(mock_pid) - wait_before,
+                    "mock_cpu_s": process_cpu_s(mock_pid) - mock_before,
+                    "redis_cpu_s": process_cpu_s(redis_pid) - redis_before}
 
 
 def start_mock(processes: int, stamp_send_time: bool, cpus: set[int] | None) -> tuple[list[subprocess.Popen], str]:
@@ -230,8 +258,8 @@ def start_mock(processes: int, stamp_send_time: bool, cpus: set[int] | None) -> 
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--bare-client":
-        bare_client_main(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare-client":
+        bare_client_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="8,128,256,512,1024")
@@ -239,6 +267,8 @@ def main() -> None:
     parser.add_argument("--stamp-send-time", action="store_true",
                         help="the mock stamps its chunks: split the TTFT error at the mock's send")
     parser.add_argument("--processes", type=int, help="tokenbench's worker processes (default: its own, one a core)")
+    parser.add_argument("--bare-processes", type=int, default=1,
+                        help="the bare client's processes, its streams spread over them (default 1)")
     parser.add_argument("--pin", action="store_true",
                         help="the mock on the last CPU, everything else (both clients, Redis) on the others")
     args = parser.parse_args()
@@ -259,10 +289,11 @@ def main() -> None:
     try:
         for level in levels:
             print(f"concurrency {level}: bare client ...", file=sys.stderr, flush=True)
-            bare = with_mock_wait(mocks[0].pid, partial(run_bare, url + "/v1/chat/completions", level))
+            bare = with_server_load(mocks[0].pid, redis.pid, partial(
+                run_bare, url + "/v1/chat/completions", level, args.bare_processes))
             print(f"concurrency {level}: tokenbench ...", file=sys.stderr, flush=True)
-            ours = with_mock_wait(mocks[0].pid, partial(run_tokenbench, url + "/v1", redis_url, level, workdir,
-                                                        args.processes))
+            ours = with_server_load(mocks[0].pid, redis.pid, partial(
+                run_tokenbench, url + "/v1", redis_url, level, workdir, args.processes))
             rows.append((level, bare, ours))
             print_rows(rows)
     finally:
@@ -279,16 +310,17 @@ def _f(value: float | None, digits: int = 2) -> str:
 def print_rows(rows: list[tuple[int, dict, dict]]) -> None:
     print("\n|    C | client | delivered/truth | mean conc. (middle)/C | CPU s | USS MiB | TTFT p50 err ms "
           "| of it at the mock's send | 1st chunk lag p50 ms | ITL p99 ms | loop lag p99 ms | idle gap p50 ms "
-          "| mock CPU wait s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| wire idle gap p50 ms | mock CPU wait s | mock CPU s | Redis CPU s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for level, bare, ours in rows:
-        for name, entry in (("bare aiohttp", bare), (f"tokenbench ({ours['processes']} proc.)", ours)):
+        for name, entry in ((f"bare aiohttp ({bare['processes']} proc.)", bare),
+                            (f"tokenbench ({ours['processes']} proc.)", ours)):
             print(f"| {level} | {name} | {_f(entry['delivered_share'])} | {_f(entry['middle_concurrency_share'])} "
                   f"| {_f(entry['cpu_s'], 1)} | {_f(entry['uss_mib'], 0)} | {_f(entry['ttft_p50_error_ms'])} "
                   f"| {_f(entry['ttft_p50_error_at_send_ms'])} | {_f(entry['first_chunk_lag_p50_ms'])} "
                   f"| {_f(entry['itl_p99_ms'])} | {_f(entry.get('loop_lag_p99_ms'))} "
                   f"| {_f(entry.get('idle_gap_p50_ms'))} | {_f(entry['wire_idle_gap_p50_ms'])} "
-                  f"| {_f(entry['mock_cpu_wait_s'])} |")
+                  f"| {_f(entry['mock_cpu_wait_s'])} | {_f(entry['mock_cpu_s'], 1)} | {_f(entry['redis_cpu_s'], 1)} |")
     sys.stdout.flush()
 
 

@@ -86,6 +86,8 @@ def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECT
     a few connections carry hundreds of streams' round trips, pipelined."""
     import redis.asyncio
 
+    from tokenbench.shared.hiredis_packing import packed_by_hiredis
+
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -96,4 +98,5 @@ def connect_async(url: str, role: str, max_connections: int = ASYNC_POOL_CONNECT
         health_check_interval=30,
         **_no_maintenance_notifications(),
     )
+    pool.connection_class = packed_by_hiredis(pool.connection_class)  # before any connection is made
     return redis.asyncio.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections too
