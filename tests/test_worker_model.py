@@ -314,3 +314,5 @@ def test_a_run_confined_to_one_core_starts_one_worker_process(tmp_path):
     report = load(out)
     assert report["successful_runs"] == 8 and len(report["workers"]) == 1
     assert report["local_cpu"]["cores"] == os.cpu_count()  # its busy share is the whole machine's
+    server = report["local_cpu"]["server_cpu_wait"]  # the run's own mock is a server on this host
+    assert server is not None and len(server["pids"]) == 1 and server["wait_s"] >= 0

@@ -114,11 +114,20 @@ class ServerDecomposition(TypedDict):
     server_requests: int | None
 
 
+class ServerCpuWait(TypedDict):
+    """`run`, with the server on this host: how long its processes' threads waited for a CPU."""
+
+    pids: list[int]
+    wait_s: float
+    wait_ms_per_s: float | None  # wait_s per second of the run, in ms
+
+
 class LocalCpu(TypedDict):
-    """`run`: how busy this machine's CPUs were during the run."""
+    """`run`: how busy this machine's CPUs were during the run, and the server's wait for one."""
 
     cores: int
     busy_share: float | None
+    server_cpu_wait: NotRequired[ServerCpuWait | None]  # None: no server found on this host
 
 
 # One request: every field of its record (but run_id and its text) and the metrics derived from it

@@ -15,6 +15,9 @@ from tokenbench.aggregator.verdict import requests_due
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
 SATURATED_SHARE = 0.9
+# A server on this host whose threads waited this long for a CPU per second of the run (summed)
+# lost a twentieth of a core to what shares it (the workers): its latencies are late by part of it.
+SERVER_CPU_WAIT_WARN_MS_PER_S = 50.0
 
 _COLUMNS: tuple[Literal["mean", "p50", "p90", "p95", "p99", "max"], ...] = ("mean", "p50", "p90", "p95", "p99", "max")
 
@@ -65,6 +68,18 @@ def _cpu_lines(report: Report) -> list[str]:
         return []
     return [f"  warning      this machine's CPUs were {100 * busy:.0f}% busy during the run: the",
             "               workers may have timed their own delay (use fewer, or more hosts)"]
+
+
+def _server_cpu_lines(report: Report) -> list[str]:
+    cpu = report.get("local_cpu")
+    wait = cpu.get("server_cpu_wait") if cpu is not None else None
+    if not wait or wait["wait_ms_per_s"] is None or wait["wait_ms_per_s"] <= SERVER_CPU_WAIT_WARN_MS_PER_S:
+        return []
+    return [f"  warning      the server on this host waited {wait['wait_s']:.1f} s for a CPU during the run",
+            f"               ({figure(wait['wait_ms_per_s'])} ms a second, its threads summed): it shares",
+            "               the cores with the workers, and its latencies include that wait",
+            "               (leave it cores of its own: --processes, or another host for the",
+            "               workers)"]
 
 
 def _schedule_lines(report: Report) -> list[str]:
@@ -185,6 +200,7 @@ def format_summary(report: Report) -> str:
         *_loop_lag_lines(report),
         *_cpu_wait_lines(report),
         *_cpu_lines(report),
+        *_server_cpu_lines(report),
         *_workload_lines(report),
         f"  duration     {figure(report['duration_s'], 2)} s",
         f"  output       {report['total_output_tokens']:,} tokens, "

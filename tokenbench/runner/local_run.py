@@ -33,6 +33,7 @@ from tokenbench.runner.embedded_redis import embedded_redis
 from tokenbench.runner.metrics_scraper import MetricsSource, start_scraper
 from tokenbench.runner.preflight import preflight
 from tokenbench.runner.progress import Progress
+from tokenbench.runner.server_cpu import ServerCpuWatch
 from tokenbench.shared import keys
 from tokenbench.shared.endpoint import Endpoint
 from tokenbench.shared.errors import TokenbenchError
@@ -266,6 +267,7 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
     )
     try:
         endpoint = services.endpoint()
+        server_cpu = ServerCpuWatch.start(endpoint.base_url)  # before the jobs: finding it reads all of /proc
         # The first scrape is the baseline: before any request of the run goes out.
         scraper = start_scraper(options.server_metrics, endpoint.mode, endpoint.base_url,
                                 lambda line: print(terminal_safe(line), file=progress_stream))
@@ -328,7 +330,8 @@ def run_once(services: Services, options: RunOptions, concurrency: int, progress
                           warmup_records=warmups, worker_environment=environment, loop_lag=loop_lag,
                           server_metrics=server)
     # This machine ran the workers (and maybe the server): a saturated CPU delays what they measure.
-    report["local_cpu"] = {"cores": os.cpu_count() or 1, "busy_share": cpu.busy_share()}  # the whole machine's
+    report["local_cpu"] = {"cores": os.cpu_count() or 1, "busy_share": cpu.busy_share(),  # the whole machine's
+                           "server_cpu_wait": server_cpu.finish()}
     return RunOutcome(report=report, interrupted=interrupted is not None, redis_lost=lost)
 
 
