@@ -54,6 +54,7 @@ import orjson
 
 from tokenbench.aggregator.concurrency import stream_gaps_ms
 from tokenbench.aggregator.stats import percentile
+from tokenbench.runner.server_cpu import cpu_wait_ns, with_descendants
 
 TTFT_MS, ITL_MS, TOKENS, ROUNDS = 200.0, 50.0, 64, 4
 REQUEST_S = (TTFT_MS + (TOKENS - 1) * ITL_MS) / 1000
@@ -64,34 +65,9 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def tree_pids(root: int) -> list[int]:
-    """``root`` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    pids, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        todo += children.get(pid, [])
-    return pids
-
-
 def tree_cpu_wait_s(root: int) -> float:
     """Seconds the threads of ``root`` and its descendants have waited for a CPU while runnable."""
-    total_ns = 0
-    for pid in tree_pids(root):
-        try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                total_ns += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total_ns / 1e9
+    return sum(cpu_wait_ns(with_descendants({root})).values()) / 1e9
 
 
 def process_cpu_s(pid: int) -> float:
@@ -103,7 +79,7 @@ def process_cpu_s(pid: int) -> float:
 def tree_uss_bytes(root: int) -> int:
     """Sum of USS (private memory) of ``root`` and its descendants."""
     total = 0
-    for pid in tree_pids(root):
+    for pid in with_descendants({root}):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith(("Private_Clean:", "Private_Dirty:")):
