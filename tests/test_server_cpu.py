@@ -46,6 +46,7 @@ def test_the_listening_sockets_of_a_port_are_read_from_procs_tables():
 @pytest.mark.parametrize(("host", "here"), [
     ("127.0.0.1", True), ("127.0.1.1", True), ("localhost", True), ("::1", True), ("[::1]", True),
     ("0.0.0.0", True), (socket.gethostname(), True), ("openrouter.ai", False), ("10.0.0.7", False),
+    ("127.example.com", False),
 ])
 def test_only_a_url_naming_this_host_is_looked_for_here(host, here):
     assert names_this_host(host) is here

@@ -15,6 +15,7 @@ is reported.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import time
@@ -26,13 +27,18 @@ from tokenbench.aggregator.schema import ServerCpuWait
 
 _PROC = Path("/proc")
 _LISTEN = "0A"  # the TCP state in /proc/net/tcp
-_LOCAL_NAMES = {"localhost", "localhost.localdomain", "0.0.0.0", "::", "::1"}
+_LOCAL_NAMES = {"localhost", "localhost.localdomain"}
 
 
 def names_this_host(hostname: str) -> bool:
-    """Whether a URL's host is this machine: a loopback address, localhost, or this host's name."""
+    """Whether a URL's host is this machine: a loopback or unspecified address, localhost, or this
+    host's name (no name is looked up: a lookup could hang)."""
     hostname = hostname.lower().strip("[]")
-    return hostname in _LOCAL_NAMES or hostname.startswith("127.") or hostname == socket.gethostname().lower()
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return hostname in _LOCAL_NAMES or hostname == socket.gethostname().lower()
+    return address.is_loopback or address.is_unspecified
 
 
 def url_port(base_url: str) -> int | None:
