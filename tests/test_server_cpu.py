@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,7 @@ def test_a_server_is_found_with_its_children_and_its_cpu_wait_is_read():
             assert server_processes(f"http://openrouter.ai:{port}/v1") == set()
             finished = ServerCpuWatch.start(url).finish()
             assert finished is not None and finished["pids"] == sorted([server.pid, child])
+            assert finished["commands"] == [Path(sys.executable).name[:15]]  # both are Python
             assert finished["wait_s"] >= 0 and finished["wait_ms_per_s"] is not None
         finally:
             os.kill(child, signal.SIGKILL)
@@ -93,10 +95,13 @@ def test_a_server_that_waited_long_for_a_cpu_is_named_in_the_table():
     report = build_report(meta(2), [record(0, 0.0, 100), record(1, 0.0, 100)])
     below = SERVER_CPU_WAIT_WARN_MS_PER_S / 2
     report["local_cpu"] = {"cores": 2, "busy_share": 0.5,
-                           "server_cpu_wait": {"pids": [7], "wait_s": 0.4, "wait_ms_per_s": below}}
+                           "server_cpu_wait": {"pids": [7], "commands": ["python"], "wait_s": 0.4,
+                                               "wait_ms_per_s": below}}
     assert "server on this host" not in format_summary(report)
-    report["local_cpu"]["server_cpu_wait"] = {"pids": [7], "wait_s": 1.3, "wait_ms_per_s": 76.5}
+    report["local_cpu"]["server_cpu_wait"] = {"pids": [7, 8], "commands": ["vllm", "VLLM::EngineCor\x1b"],
+                                              "wait_s": 1.3, "wait_ms_per_s": 76.5}
     table = format_summary(report)
     assert "the server on this host waited 1.3 s for a CPU during the run" in table
     assert "(76.5 ms a second, its threads summed)" in table
+    assert "watched: vllm, VLLM::EngineCor" in table and "\x1b" not in table
     assert max(len(line) for line in table.splitlines()) <= 80

@@ -118,6 +118,7 @@ class ServerCpuWait(TypedDict):
     """`run`, with the server on this host: how long its processes' threads waited for a CPU."""
 
     pids: list[int]
+    commands: list[str]  # their command names (/proc/PID/comm)
     wait_s: float
     wait_ms_per_s: float | None  # wait_s per second of the run, in ms
 

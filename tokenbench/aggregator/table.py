@@ -12,6 +12,7 @@ from tokenbench.aggregator.loop_lag import CPU_WAIT_WARN_MS, LOOP_LAG_WARN_MS
 from tokenbench.aggregator.report import LATE_DISPATCH_MS
 from tokenbench.aggregator.schema import Report
 from tokenbench.aggregator.verdict import requests_due
+from tokenbench.shared.terminal import terminal_safe
 
 # A run whose machine's CPUs were busier than this (all cores together) says so.
 SATURATED_SHARE = 0.9
@@ -76,10 +77,10 @@ def _server_cpu_lines(report: Report) -> list[str]:
     if not wait or wait["wait_ms_per_s"] is None or wait["wait_ms_per_s"] <= SERVER_CPU_WAIT_WARN_MS_PER_S:
         return []
     return [f"  warning      the server on this host waited {wait['wait_s']:.1f} s for a CPU during the run",
-            f"               ({figure(wait['wait_ms_per_s'])} ms a second, its threads summed): it shares",
-            "               the cores with the workers, and its latencies include that wait",
-            "               (leave it cores of its own: --processes, or another host for the",
-            "               workers)"]
+            f"               ({figure(wait['wait_ms_per_s'])} ms a second, its threads summed): it shares the cores",
+            "               with the workers, and its latencies include that wait (leave it",
+            "               cores of its own: --processes, or another host for the workers)",
+            f"               watched: {terminal_safe(', '.join(wait['commands']))[:60]}"]
 
 
 def _schedule_lines(report: Report) -> list[str]:

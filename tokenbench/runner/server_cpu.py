@@ -124,26 +124,39 @@ def server_processes(base_url: str) -> set[int]:
     return with_descendants(socket_holders(inodes))
 
 
+def command_names(pids: set[int]) -> list[str]:
+    """The processes' command names (``/proc/PID/comm``), each once: what a user checks the watch by
+    (a container's published port is held by ``docker-proxy``, not by the server inside)."""
+    names = set()
+    for pid in pids:
+        try:
+            names.add((_PROC / str(pid) / "comm").read_text().strip())
+        except OSError:
+            continue
+    return sorted(names)
+
+
 @dataclass(frozen=True)
 class ServerCpuWatch:
     """Started before a run's requests go out; ``finish()`` says how long the server waited meanwhile."""
 
     pids: frozenset[int]
+    commands: list[str]
     waits_at_start: dict[int, int]
     started: float
 
     @classmethod
     def start(cls, base_url: str) -> ServerCpuWatch:
         pids = server_processes(base_url)
-        return cls(frozenset(pids), cpu_wait_ns(pids), time.monotonic())
+        return cls(frozenset(pids), command_names(pids), cpu_wait_ns(pids), time.monotonic())
 
     def finish(self) -> ServerCpuWait | None:
-        """The server's processes, the seconds their threads waited for a CPU since the start, and
-        that per second of the run; None without a server found here."""
+        """The server's processes and their commands, the seconds their threads waited for a CPU
+        since the start, and that per second of the run; None without a server found here."""
         if not self.pids:
             return None
         elapsed = time.monotonic() - self.started
         waits = cpu_wait_ns(set(self.pids))
         waited_ns = sum(wait - self.waits_at_start.get(pid, 0) for pid, wait in waits.items())
-        return {"pids": sorted(self.pids), "wait_s": round(waited_ns / 1e9, 3),
+        return {"pids": sorted(self.pids), "commands": self.commands, "wait_s": round(waited_ns / 1e9, 3),
                 "wait_ms_per_s": round(waited_ns / 1e6 / elapsed, 1) if elapsed > 0 else None}
