@@ -97,3 +97,31 @@ def test_only_the_directories_of_killed_runs_are_removed(tmp_path):
     finally:
         listening.close()
     assert sorted(tmp_path.iterdir()) == sorted([live, starting, unrelated])
+
+
+def test_a_temporary_directory_too_deep_for_the_socket_is_named_in_one_line(tmp_path):
+    """Where TMPDIR is deep (a CI's or a parallel test runner's), the socket's path would pass the
+    107 bytes a unix socket allows: redis-server would refuse it; the run says why before starting."""
+    deep = tmp_path / ("d" * (er.MAX_SOCKET_PATH_BYTES - len(str(tmp_path)) - 20))
+    deep.mkdir()
+    done = tokenbench("run", "--mode", "mock", "--concurrency", "1", "--prompts", "1", "--no-save",
+                      env=clean_env(TMPDIR=str(deep)), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"the temporary directory '{deep}' is too deep" in done.stderr and "set TMPDIR" in done.stderr
+    assert not list(deep.iterdir())  # no Redis was started there
+
+
+def test_a_redis_server_that_stops_at_start_is_quoted_from_its_log(monkeypatch, tmp_path):
+    """redis-server logs why it stopped to its log file (not to stderr): its last line is the error."""
+    fake = tmp_path / "redis-server"
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "--logfile" ]; do shift; done\n'
+                    'echo "42:M 03 Dec 2026 12:00:00.000 # Failed listening on unix socket: \\033[2Jbusy" > "$2"\n'
+                    "exit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(er, "find_redis_server", lambda: str(fake))
+    with pytest.raises(TokenbenchError) as raised:
+        with er.embedded_redis():
+            pass
+    assert str(raised.value) == ("embedded redis-server exited at start (status 3): "
+                                 "Failed listening on unix socket: [2Jbusy")  # the escape character dropped
