@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +39,11 @@ def _ports_outside_the_ephemeral_range() -> list[int]:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
-    return [port for port in range(10000, 65536) if not low <= port <= high]
+    ports = [port for port in range(10000, 65536) if not low <= port <= high]
+    # Each of pytest-xdist's test processes draws from its own share: two cannot pick the same port
+    # between one's check and its server's bind.
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", "gw0"), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    return ports[int(worker.removeprefix("gw"))::int(workers)]
 
 
 def free_port() -> int:
@@ -57,6 +63,14 @@ def free_port() -> int:
         _PORTS_GIVEN.add(port)
         return port
     raise RuntimeError("no free loopback port outside the ephemeral range")
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A temporary directory with a short path, for a run's TMPDIR: the embedded Redis's unix socket
+    must fit in 107 bytes, and pytest's own directories (deeper under pytest-xdist) can leave too few."""
+    with tempfile.TemporaryDirectory(prefix="tb-", dir="/tmp") as short:
+        yield Path(short)
 
 
 @pytest.fixture(scope="session")

@@ -174,10 +174,11 @@ LONG_MOCK_RUN = ("--mode", "mock", "--processes", "2", "--prompts", "40", "--max
     ("sweep", "--concurrency", "4,8", *LONG_MOCK_RUN),
     ("calibrate", "--concurrency", "4", "--requests-per-worker", "20", "--tokens", "100", "--itl-ms", "50"),
 ])
-def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(command, tmp_path):
+def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(command, short_tmp_path):
     """kill -9 of `run`, `sweep` or `calibrate`: its workers, their processes, the mock and the embedded
     Redis are gone within 5 s; while it ran they stayed in its session (a process group of their own,
     not a new session). The embedded Redis's directory it could not remove goes at the next run's start."""
+    tmp_path = short_tmp_path  # the run's TMPDIR, which holds the embedded Redis's socket
     marker = uuid.uuid4().hex
     run = subprocess.Popen([sys.executable, "-m", "tokenbench", *command],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
