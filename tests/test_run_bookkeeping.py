@@ -17,7 +17,7 @@ from tokenbench.producer.prompts import select_prompts
 from tokenbench.producer.time_bounds import TimeBounds
 from tokenbench.shared import keys
 from tokenbench.shared.endpoint import resolve_endpoint
-from tokenbench.shared.record_store import InFlight, mark_in_flight, read_in_flight
+from tokenbench.shared.record_store import InFlight, mark_in_flight, queue_note_sent, read_in_flight
 from tokenbench.shared.records import RequestRecord
 
 
@@ -36,6 +36,26 @@ def _in_flight(connection: redis.Redis, run_id: str, index: int, worker: str) ->
 def _record(connection: redis.Redis, run_id: str, index: int) -> RequestRecord | None:
     raw = connection.hget(keys.run_records(run_id), str(index))
     return None if raw is None else RequestRecord.from_json(raw)
+
+
+def test_the_sends_of_requests_started_ahead_are_noted_in_one_call_and_a_settled_mark_stays_gone(redis_url):
+    """A wave of streams sends as many requests started ahead: their marks become sent in one
+    script, across runs; one whose mark is gone meanwhile (its run's lost-job watch settled it)
+    is not brought back."""
+    connection = redis.Redis.from_url(redis_url)
+    unsent = {(run_id, index): InFlight(index, "w", 0, keys.job_id(run_id, index), sent=False)
+              for run_id, index in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]}
+    for (run_id, _), mark in unsent.items():
+        mark_in_flight(connection, run_id, mark)
+    connection.hdel(keys.run_in_flight("b"), "1")
+    with connection.pipeline(transaction=False) as pipe:
+        queue_note_sent(pipe, [(run_id, InFlight(mark.index, "w", 0, mark.job_id))
+                               for (run_id, index), mark in unsent.items() if (run_id, index) != ("a", 1)])
+        queue_note_sent(pipe, [])  # nothing sent since the last batch: no call
+        assert len(pipe) == 1
+        pipe.execute()
+    assert {(m.index, m.sent) for m in read_in_flight(connection, "a")} == {(0, True), (1, False)}
+    assert {(m.index, m.sent) for m in read_in_flight(connection, "b")} == {(0, True)}
 
 
 @pytest.mark.parametrize("max_retries", [0, 1])

@@ -516,8 +516,7 @@ class StreamWorker(BaseWorker):
         while True:
             try:
                 async with self._aredis.pipeline(transaction=False) as pipe:
-                    for run_id, mark in sent:
-                        queue_note_sent(pipe, run_id, mark)
+                    queue_note_sent(pipe, sent)
                     for finished in batch:
                         if finished.warmups:
                             queue_save_warmup_records(pipe, finished.warmups, finished.started.spec.ttl_s)
