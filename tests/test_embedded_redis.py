@@ -22,6 +22,16 @@ def test_redis_server_from_path_is_started_and_removed():
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
 
 
+def test_a_directory_another_run_removed_first_ends_the_run_quietly():
+    """Two runs on one machine: one starting removes the directories of killed runs, and can take
+    another's for one in the moment after its Redis stopped; that run still ends without an error
+    (TemporaryDirectory's removal lets a directory already gone be)."""
+    with er.embedded_redis() as url:
+        workdir = Path(url.removeprefix("unix://").split("?")[0]).parent
+        er.shutil.rmtree(workdir)
+    assert not workdir.exists()
+
+
 def test_valkey_server_on_path_is_the_second_choice(monkeypatch):
     monkeypatch.setattr(er.shutil, "which", lambda name: "/usr/bin/valkey-server" if name == "valkey-server" else None)
     assert er.find_redis_server() == "/usr/bin/valkey-server"
