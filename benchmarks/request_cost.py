@@ -26,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from scale import process_cpu_s  # benchmarks/, this script's directory
 
 from tokenbench.producer.enqueue import enqueue_run
 from tokenbench.producer.prompts import select_prompts
@@ -53,12 +54,6 @@ def cpu_s_of(command: list[str]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of a live process (/proc/PID/stat's utime + stime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bare_cpu_s(base_url: str, concurrency: int, requests: int) -> float:
     url = base_url + "/chat/completions"
     return cpu_s_of([sys.executable, "-c", _BARE_CLIENT, url, str(concurrency), str(requests // concurrency),
@@ -72,10 +67,10 @@ def worker_cpu_s(redis_url: str, base_url: str, concurrency: int, requests: int,
     connection = connect(redis_url, "benchmark")
     enqueue_run(connection, endpoint, select_prompts(requests), queue_name=queue)
     redis_pid = int(connection.info("server")["process_id"])
-    redis_before = proc_cpu_s(redis_pid)
+    redis_before = process_cpu_s(redis_pid)
     worker = cpu_s_of([sys.executable, "-m", "tokenbench", "worker", "-n", "1", "--streams", str(concurrency),
                        "--queue", queue, "--redis-url", redis_url, "--burst", "--log-level", "WARNING", "--force"])
-    return worker, proc_cpu_s(redis_pid) - redis_before
+    return worker, process_cpu_s(redis_pid) - redis_before
 
 
 def per_request_us(cpu: dict[int, float], short: int, long: int) -> float:
