@@ -149,7 +149,5 @@ def _last_log_line(log_file: Path) -> str:
     try:
         lines = log_file.read_text(errors="replace").strip().splitlines()
     except OSError:
-        return "it logged nothing"
-    if not lines:
-        return "it logged nothing"
-    return terminal_safe(lines[-1].split(" # ", 1)[-1].strip())[:300]
+        lines = []
+    return terminal_safe(lines[-1].split(" # ", 1)[-1].strip())[:300] if lines else "it logged nothing"
