@@ -178,11 +178,10 @@ def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(comma
     """kill -9 of `run`, `sweep` or `calibrate`: its workers, their processes, the mock and the embedded
     Redis are gone within 5 s; while it ran they stayed in its session (a process group of their own,
     not a new session). The embedded Redis's directory it could not remove goes at the next run's start."""
-    tmp_path = short_tmp_path  # the run's TMPDIR, which holds the embedded Redis's socket
     marker = uuid.uuid4().hex
     run = subprocess.Popen([sys.executable, "-m", "tokenbench", *command],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env=clean_env(TOKENBENCH_TEST_MARKER=marker, TMPDIR=str(tmp_path)))
+                           env=clean_env(TOKENBENCH_TEST_MARKER=marker, TMPDIR=str(short_tmp_path)))
     try:
         # The command, the mock, the worker pool and its processes (redis-server rewrites its environment).
         assert _wait_for(lambda: len(processes_with_marker(marker)) >= 4, 20), processes_with_marker(marker)
@@ -207,11 +206,11 @@ def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(comma
         return not alive
 
     assert _wait_for(all_gone, 5), "processes outlived `run`"
-    left = list(tmp_path.glob(WORKDIR_PREFIX + "*"))
+    left = list(short_tmp_path.glob(WORKDIR_PREFIX + "*"))
     assert len(left) == 1 and (left[0] / "redis.sock").exists()
     # Once its redis-server has let go of the socket (on a busy machine, a moment after the rest).
     removed: list = []
-    assert _wait_for(lambda: bool(removed.extend(remove_stale_workdirs(tmp_path)) or removed), 10)
+    assert _wait_for(lambda: bool(removed.extend(remove_stale_workdirs(short_tmp_path)) or removed), 10)
     assert removed == left and not left[0].exists()
 
 
