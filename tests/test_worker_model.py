@@ -214,6 +214,30 @@ def test_a_run_s_children_share_its_session_and_all_die_with_it_on_sigkill(comma
     assert removed == left and not left[0].exists()
 
 
+_REDIS_GONE_AT_START = """
+import ssl, sys
+import redis
+from tokenbench.worker import clock, pool
+
+async def redis_reset(_connection):
+    raise redis.ConnectionError("Error while reading from /tmp/r/redis.sock : (104, 'Connection reset by peer')")
+
+clock.synchronize = redis_reset  # the process's first TIME, as Redis dies under it
+pool._serve(sys.argv[1], ["gone-at-start"], ssl.create_default_context(), pool.WorkerSecurity(None, frozenset()),
+            True, "WARNING", 1)
+"""
+
+
+def test_a_worker_process_whose_redis_goes_away_as_it_starts_says_so_in_one_line(redis_url):
+    """Redis reachable at the connect check, gone at the process's first clock sync (a run's Redis
+    killed while a process starts): one line and exit 1, which the pool counts, not a traceback."""
+    done = subprocess.run([sys.executable, "-c", _REDIS_GONE_AT_START, redis_url], capture_output=True, text=True,
+                          timeout=60, env=clean_env())
+    assert done.returncode == 1
+    assert done.stderr == ("tokenbench worker: error: Redis went away as the worker process started: Error while "
+                           "reading from /tmp/r/redis.sock : (104, 'Connection reset by peer')\n")
+
+
 @pytest.mark.integration
 def test_a_sigkilled_process_loses_none_of_its_streams_and_doubles_none(redis_url, tmp_path):
     """One process holding 3 requests dies: each is rerun once (--max-retries 1), none is lost or doubled."""

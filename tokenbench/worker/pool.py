@@ -154,5 +154,10 @@ def _serve(redis_url: str, queue_names: list[str], ssl_context: ssl.SSLContext, 
     except TokenbenchError as exc:
         print(f"tokenbench worker: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis went away while the process started (its clock sync, its registration): once it
+        # serves, the worker waits out an outage itself; until then it stops as a failed connect does.
+        print(f"tokenbench worker: error: Redis went away as the worker process started: {exc}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         pass

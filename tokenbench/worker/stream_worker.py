@@ -190,27 +190,28 @@ class StreamWorker(BaseWorker):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         session = new_session(self._ssl_context)
-        self._process = WorkerProcess(self._aredis, session, self.streams, self._secret, self._key_hosts)
-        await self._process.keep_clock_fresh()
-        await self._beat()
-        # Every object alive so far moves out of the garbage collector's sight: a full collection
-        # over the imported modules takes ~100 ms on a small machine, and one landing inside a
-        # stream would be measured as the server's latency.
-        gc.collect()
-        gc.freeze()
-        background = [asyncio.create_task(self._loop_lag.run()), asyncio.create_task(self._keep_beating()),
-                      asyncio.create_task(self._saver.run())]
-        worked = False
         try:
-            worked = await self._feed(burst)
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
-            await self._saver.drain()
-        finally:
-            # Each gives its Redis connection back to the pool as it ends, so that closing the pool
-            # closes them all.
-            await stop_tasks(background)
-            await self._save_loop_lag()
+            self._process = WorkerProcess(self._aredis, session, self.streams, self._secret, self._key_hosts)
+            await self._process.keep_clock_fresh()
+            await self._beat()
+            # Every object alive so far moves out of the garbage collector's sight: a full collection
+            # over the imported modules takes ~100 ms on a small machine, and one landing inside a
+            # stream would be measured as the server's latency.
+            gc.collect()
+            gc.freeze()
+            background = [asyncio.create_task(self._loop_lag.run()), asyncio.create_task(self._keep_beating()),
+                          asyncio.create_task(self._saver.run())]
+            try:
+                worked = await self._feed(burst)
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
+                await self._saver.drain()
+            finally:
+                # Each gives its Redis connection back to the pool as it ends, so that closing the pool
+                # closes them all.
+                await stop_tasks(background)
+                await self._save_loop_lag()
+        finally:  # also when Redis went away as the process started (its clock sync, its first beat)
             await session.close()
             await self._queue_wait.aclose()
             await self._aredis.aclose()
