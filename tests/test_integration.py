@@ -161,12 +161,13 @@ def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcrip
                             "--prompts", "2", "--concurrency", "2", "--redis-url", redis_url, "--output", str(out),
                             "--no-preflight")
         bare = bare_run.result(timeout=120)
-    bare_spreads = []
+    bare_spreads, bare_drifts = [], []
     for request in bare:
         late = [(received - request.sent_ns) / 1e6 - recorded
                 for received, recorded in zip(request.token_received_ns, content_times)]
         assert len(late) == 64
         bare_spreads += [value - min(late) for value in late]
+        bare_drifts.append(abs(median(late[-16:]) - median(late[:16])))
     bare_spreads.sort()
     assert result.returncode == 0, result.stderr
     report = load(out)
@@ -181,7 +182,9 @@ def test_recorded_gpu_server_timing_is_reproduced(redis_url, tmp_path, transcrip
         # One chunk in a few CI runs arrives ~10 ms late: two streams, the mock, Redis and RQ share
         # two cores. Such a hiccup is bounded; what must not happen is drift along the stream.
         assert spreads[-1] <= bare_spreads[-1] + 25, (errors, bare_spreads)
-        assert abs(median(errors[-16:]) - median(errors[:16])) <= 2, errors
+        # No drift along the stream beyond the bare client's (a loaded machine moves both: under two
+        # CPU hogs and a test beside it, 2.6 ms once, past a fixed 2 ms).
+        assert abs(median(errors[-16:]) - median(errors[:16])) <= max(bare_drifts) + 2, (errors, bare_drifts)
         assert entry["ttft_ms"] == entry["chunk_offsets_ms"][0]
         assert entry["latency_ms"] == entry["chunk_offsets_ms"][-1]
         assert entry["finish_reason"] == "length"
