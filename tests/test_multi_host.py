@@ -92,6 +92,19 @@ def _wait_for_port(net: Network, host: str, port: int, timeout_s: float = 15) ->
         time.sleep(0.2)
 
 
+def _wait_for_workers(net: Network, redis_url: str, queue: str, count: int, timeout_s: float = 60) -> None:
+    """Until ``count`` RQ workers listen on ``queue``: on a busy machine one host's pool could take
+    every job before the other's has started, and the run would not be served by both."""
+    probe = ("import os, redis, sys; from rq.worker_registration import WORKERS_BY_QUEUE_KEY; "
+             f"sys.exit(redis.Redis.from_url(os.environ['PROBE_REDIS_URL']).scard(WORKERS_BY_QUEUE_KEY % {queue!r}) "
+             f"< {count})")
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(net.command("server", sys.executable, "-c", probe), capture_output=True,
+                         env=clean_env(PROBE_REDIS_URL=redis_url), timeout=30).returncode != 0:
+        assert time.monotonic() < deadline, f"fewer than {count} workers listen on {queue}"
+        time.sleep(0.2)
+
+
 def test_workers_on_two_hosts_one_skewed_serve_one_run(network, tmp_path):
     server = network.address("server")
     cert = _certificate(tmp_path, server)
@@ -120,6 +133,7 @@ def test_workers_on_two_hosts_one_skewed_serve_one_run(network, tmp_path):
                   "--queue", "multi", "--log-level", "WARNING"]
         start("host-a", *worker)
         start("host-b", *worker, **{SKEW_ENV: "-3600"})  # this host's clock is an hour behind
+        _wait_for_workers(network, redis_url, "multi", 4)
 
         enqueued = tokenbench_on("server", "enqueue", "--mode", "openai", "--base-url", mock_url, "--model", "m",
                                  "--prompts", "24", "--max-tokens", "8", "--redis-url", redis_url,
