@@ -84,12 +84,18 @@ def _certificate(directory: Path, address: str) -> Path:
     return directory / "cert.pem"
 
 
+def _wait_until(net: Network, host: str, probe: str, timeout_s: float, failure: str, **env: str) -> None:
+    """Until the Python ``probe`` exits 0 on ``host``, tried every 0.2 s; fails with ``failure`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(net.command(host, sys.executable, "-c", probe), capture_output=True, env=clean_env(**env),
+                         timeout=30).returncode != 0:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 def _wait_for_port(net: Network, host: str, port: int, timeout_s: float = 15) -> None:
     probe = f"import socket; socket.create_connection(('{net.address(host)}', {port}), 1).close()"
-    deadline = time.monotonic() + timeout_s
-    while subprocess.run(net.command(host, sys.executable, "-c", probe), capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, f"nothing listens on {net.address(host)}:{port}"
-        time.sleep(0.2)
+    _wait_until(net, host, probe, timeout_s, f"nothing listens on {net.address(host)}:{port}")
 
 
 def _wait_for_workers(net: Network, redis_url: str, queue: str, count: int, timeout_s: float = 60) -> None:
@@ -98,11 +104,8 @@ def _wait_for_workers(net: Network, redis_url: str, queue: str, count: int, time
     probe = ("import os, redis, sys; from rq.worker_registration import WORKERS_BY_QUEUE_KEY; "
              f"sys.exit(redis.Redis.from_url(os.environ['PROBE_REDIS_URL']).scard(WORKERS_BY_QUEUE_KEY % {queue!r}) "
              f"< {count})")
-    deadline = time.monotonic() + timeout_s
-    while subprocess.run(net.command("server", sys.executable, "-c", probe), capture_output=True,
-                         env=clean_env(PROBE_REDIS_URL=redis_url), timeout=30).returncode != 0:
-        assert time.monotonic() < deadline, f"fewer than {count} workers listen on {queue}"
-        time.sleep(0.2)
+    _wait_until(net, "server", probe, timeout_s, f"fewer than {count} workers listen on {queue}",
+                PROBE_REDIS_URL=redis_url)
 
 
 def test_workers_on_two_hosts_one_skewed_serve_one_run(network, tmp_path):
