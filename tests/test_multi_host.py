@@ -101,9 +101,9 @@ def _wait_for_port(net: Network, host: str, port: int, timeout_s: float = 15) ->
 def _wait_for_workers(net: Network, redis_url: str, queue: str, count: int, timeout_s: float = 60) -> None:
     """Until ``count`` RQ workers listen on ``queue``: on a busy machine one host's pool could take
     every job before the other's has started, and the run would not be served by both."""
-    probe = ("import os, redis, sys; from rq.worker_registration import WORKERS_BY_QUEUE_KEY; "
-             f"sys.exit(redis.Redis.from_url(os.environ['PROBE_REDIS_URL']).scard(WORKERS_BY_QUEUE_KEY % {queue!r}) "
-             f"< {count})")
+    probe = ("import os, redis, sys; from rq import Queue, Worker; "
+             "connection = redis.Redis.from_url(os.environ['PROBE_REDIS_URL']); "
+             f"sys.exit(Worker.count(connection=connection, queue=Queue({queue!r}, connection=connection)) < {count})")
     _wait_until(net, "server", probe, timeout_s, f"fewer than {count} workers listen on {queue}",
                 PROBE_REDIS_URL=redis_url)
 
